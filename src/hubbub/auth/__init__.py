@@ -1,0 +1,1 @@
+"""Apps and keys, JWT verification and minting, connect-time authentication."""

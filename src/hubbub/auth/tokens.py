@@ -1,0 +1,149 @@
+"""HS256 JWTs chosen by ``kid``: verification for connects, minting for REST and the CLI.
+
+PyJWT is imported here and nowhere else. Its exceptions are translated at this boundary into
+:class:`TokenRejected` values carrying the protocol's outcome (close 4001, close 4002, or an
+HTTP 401 for a token that cannot be parsed at all).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import jwt
+import msgspec
+
+from hubbub.auth.keys import ApiKey, KeyRing
+from hubbub.core.principal import ChannelScope, Principal
+from hubbub.protocol.patterns import PatternError, compile_pattern
+from hubbub.protocol.validation import (
+    ACTIONS,
+    MAX_METADATA_BYTES,
+    MAX_PEER_METADATA_BYTES,
+    is_valid_peer_id,
+)
+
+LEEWAY_S: Final = 5.0
+# The server closes a connection this long before its token's exp (spec section 7, 4002).
+EXPIRY_MARGIN_S: Final = 0.25
+
+_encode_json = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRejected:
+    outcome: Literal["unparsable", "invalid", "expired"]
+    reason: str
+
+
+def _object_claim(claims: dict[str, Any], name: str, max_bytes: int) -> bytes | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object")
+    encoded = _encode_json(value)
+    if len(encoded) > max_bytes:
+        raise ValueError(f"{name} is larger than {max_bytes} bytes")
+    return encoded
+
+
+def verify_token(token: str, keys: KeyRing, now: float) -> Principal | TokenRejected:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        return TokenRejected("unparsable", "token cannot be parsed")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        return TokenRejected("unparsable", "token has no kid")
+    key = keys.secret(kid)
+    if key is None or key.secret is None:
+        return TokenRejected("invalid", "unknown kid")
+    if header.get("alg") != "HS256":
+        return TokenRejected("invalid", "only HS256 is accepted")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.secret,
+            algorithms=["HS256"],
+            leeway=LEEWAY_S,
+            # exp is checked below against the close margin, without leeway.
+            options={"require": ["sub", "exp"], "verify_exp": False, "verify_aud": False},
+        )
+    except jwt.PyJWTError as exc:
+        return TokenRejected("invalid", f"token rejected: {exc}")
+    return _principal_from_claims(claims, key, now)
+
+
+def _principal_from_claims(
+    claims: dict[str, Any], key: ApiKey, now: float
+) -> Principal | TokenRejected:
+    sub, exp = claims.get("sub"), claims.get("exp")
+    if not is_valid_peer_id(sub):
+        return TokenRejected("invalid", "sub must be 1-128 printable ASCII characters")
+    assert isinstance(sub, str)
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        return TokenRejected("invalid", "exp must be a number")
+    if exp - EXPIRY_MARGIN_S <= now:
+        return TokenRejected("expired", "token expired")
+
+    layers = [key.patterns]
+    channels = claims.get("channels")
+    if channels is not None:
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            return TokenRejected("invalid", "channels must be a list of strings")
+        try:
+            layers.append(tuple(compile_pattern(c) for c in channels))
+        except PatternError as exc:
+            return TokenRejected("invalid", str(exc))
+
+    actions = key.actions
+    permissions = claims.get("permissions")
+    if permissions is not None:
+        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+            return TokenRejected("invalid", "permissions must be a list of strings")
+        actions = actions & frozenset(permissions) & ACTIONS
+
+    try:
+        metadata = _object_claim(claims, "metadata", MAX_METADATA_BYTES)
+        peer_metadata = _object_claim(claims, "peerMetadata", MAX_PEER_METADATA_BYTES)
+    except ValueError as exc:
+        return TokenRejected("invalid", str(exc))
+
+    return Principal(
+        app_id=key.app_id,
+        peer_id=sub,
+        key_id=key.id,
+        actions=actions,
+        scope=ChannelScope(tuple(layers)),
+        expires_at=math.floor(exp),
+        welcome_metadata=metadata,
+        peer_metadata=peer_metadata,
+    )
+
+
+def mint_token(
+    key: ApiKey,
+    peer_id: str,
+    *,
+    expires_at: int,
+    issued_at: int,
+    channels: list[str] | None = None,
+    permissions: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    peer_metadata: dict[str, Any] | None = None,
+) -> str:
+    """Sign a token for ``peer_id`` with a secret key. Callers validate the inputs' bounds."""
+    if key.kind != "secret" or key.secret is None:
+        raise ValueError("only secret keys can sign tokens")
+    claims: dict[str, Any] = {"sub": peer_id, "iat": issued_at, "exp": expires_at}
+    if channels is not None:
+        claims["channels"] = channels
+    if permissions is not None:
+        claims["permissions"] = permissions
+    if metadata is not None:
+        claims["metadata"] = metadata
+    if peer_metadata is not None:
+        claims["peerMetadata"] = peer_metadata
+    return jwt.encode(claims, key.secret, algorithm="HS256", headers={"kid": key.id})

@@ -1,0 +1,1 @@
+"""Backends implementing :mod:`hubbub.core.broker`: ``memory`` (single node) and ``redis``."""

@@ -1,0 +1,145 @@
+"""Single-process backends: the default, and the reference the conformance suite holds Redis to.
+
+Nothing here awaits anything, so each call completes atomically on the event loop; the node's
+ordering guarantees therefore hold without further coordination.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hubbub.core.broker import (
+    AppQuota,
+    Broker,
+    BrokerHandler,
+    Direct,
+    PresenceDelta,
+    PresenceEntry,
+    PresenceStore,
+    Publication,
+    UsageSnapshot,
+    UsageStore,
+)
+
+
+class MemoryBroker(Broker):
+    def __init__(self) -> None:
+        self._handler: BrokerHandler | None = None
+
+    def _target(self) -> BrokerHandler:
+        if self._handler is None:
+            raise RuntimeError("broker not started")
+        return self._handler
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+
+    async def stop(self) -> None:
+        self._handler = None
+
+    # With one node there is no remote interest to register.
+    async def watch_channel(self, app_id: str, channel: str) -> None:
+        return None
+
+    async def unwatch_channel(self, app_id: str, channel: str) -> None:
+        return None
+
+    async def watch_pattern(self, app_id: str, pattern: str) -> None:
+        return None
+
+    async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
+        return None
+
+    async def register_peer(self, app_id: str, peer_id: str) -> None:
+        return None
+
+    async def unregister_peer(self, app_id: str, peer_id: str) -> None:
+        return None
+
+    async def publish(self, publication: Publication) -> int:
+        return self._target().deliver_publication(publication)
+
+    async def publish_presence(self, delta: PresenceDelta) -> None:
+        self._target().deliver_presence(delta)
+
+    async def send_direct(self, direct: Direct) -> int:
+        return self._target().deliver_direct(direct)
+
+    async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        return self._target().disconnect_local_peer(app_id, peer_id, code, reason)
+
+
+class MemoryPresenceStore(PresenceStore):
+    def __init__(self) -> None:
+        # (app, channel) -> peer -> (entry, connection ids); dicts keep join order.
+        self._channels: dict[tuple[str, str], dict[str, tuple[PresenceEntry, set[str]]]] = {}
+
+    async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
+        peers = self._channels.setdefault((app_id, channel), {})
+        found = peers.get(entry.peer_id)
+        if found is None:
+            peers[entry.peer_id] = (entry, {connection_id})
+            return 0
+        before = len(found[1])
+        found[1].add(connection_id)
+        # The newest connection's metadata describes the peer from now on.
+        peers[entry.peer_id] = (entry, found[1])
+        return before
+
+    async def remove(self, app_id: str, channel: str, peer_id: str, connection_id: str) -> int:
+        key = (app_id, channel)
+        peers = self._channels.get(key)
+        if peers is None or peer_id not in peers:
+            return 0
+        connections = peers[peer_id][1]
+        connections.discard(connection_id)
+        if connections:
+            return len(connections)
+        del peers[peer_id]
+        if not peers:
+            del self._channels[key]
+        return 0
+
+    async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
+        peers = self._channels.get((app_id, channel), {})
+        return [entry for entry, _ in peers.values()]
+
+
+class MemoryUsageStore(UsageStore):
+    def __init__(self) -> None:
+        self._concurrent: dict[str, int] = defaultdict(int)
+        self._peak: dict[str, int] = defaultdict(int)
+        # app -> (period start, messages counted in it)
+        self._messages: dict[str, tuple[int, int]] = {}
+
+    async def open_connection(self, app_id: str, quota: AppQuota) -> bool:
+        cap = quota.max_concurrent_connections
+        if cap is not None and self._concurrent[app_id] >= cap:
+            return False
+        self._concurrent[app_id] += 1
+        self._peak[app_id] = max(self._peak[app_id], self._concurrent[app_id])
+        return True
+
+    async def close_connection(self, app_id: str) -> None:
+        self._concurrent[app_id] = max(0, self._concurrent[app_id] - 1)
+
+    def _used(self, app_id: str, quota: AppQuota, now: float) -> tuple[int, int]:
+        start, _ = quota.period_bounds(now)
+        period, used = self._messages.get(app_id, (start, 0))
+        return (start, 0) if period != start else (period, used)
+
+    async def count_message(self, app_id: str, quota: AppQuota, now: float) -> bool:
+        start, used = self._used(app_id, quota, now)
+        self._messages[app_id] = (start, used + 1)
+        cap = quota.max_messages_per_period
+        return cap is None or used < cap
+
+    async def snapshot(self, app_id: str, quota: AppQuota, now: float) -> UsageSnapshot:
+        start, used = self._used(app_id, quota, now)
+        return UsageSnapshot(
+            concurrent_now=self._concurrent[app_id],
+            peak_concurrent=self._peak[app_id],
+            messages_used=used,
+            period_start=start,
+            period_end=start + quota.period_s,
+        )

@@ -1,0 +1,81 @@
+"""``hubbub`` command line: ``serve`` (and helpers added by later features)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from hubbub.config import Config, ConfigError, demo_config, load_config
+
+EXIT_CONFIG_ERROR = 2
+
+
+def _demo_banner(config: Config, host: str, port: int) -> str:
+    url = f"ws://{host}:{port}"
+    lines = [
+        "Hubbub demo mode (no --config): app 'demo' with these keys:",
+    ]
+    for app in config.apps:
+        for key in app.keys:
+            actions = ", ".join(sorted(key.effective_actions()))
+            secret = f", secret {key.secret}" if key.secret else ""
+            lines.append(f"  {key.kind:<11} {key.id}{secret} (channels ** ; {actions})")
+    lines.append(
+        f'Connect with the SDK: new MeteredPeer({{ apiKey: "pk_live_demo", url: "{url}" }})'
+    )
+    return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from hubbub.server import Listening, serve
+
+    try:
+        config = load_config(args.config) if args.config else demo_config()
+    except ConfigError as exc:
+        print(f"hubbub: configuration error in {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if args.host is not None:
+        config.server.host = args.host
+    if args.port is not None:
+        config.server.port = args.port
+
+    def on_listening(where: Listening) -> None:
+        if not args.config:
+            print(_demo_banner(config, where.host, where.port), flush=True)
+        print(f"Hubbub listening on http://{where.host}:{where.port}", flush=True)
+
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop is a dependency; this is belt and braces
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(serve(config, on_listening))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubbub", description="Hubbub realtime server")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML configuration file (default: demo mode)")
+    serve.add_argument("--host", help="listen address (overrides [server] host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides [server] port; 0 = any)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    result: int = args.handler(args)
+    return result

@@ -1,0 +1,204 @@
+"""TOML configuration: the file's shape is a contract other tools rely on.
+
+Loading validates everything up front and reports the first problem as a :class:`ConfigError`
+naming the file, the field (a dotted path such as ``apps[0].keys[1].actions``) and the problem,
+so ``hubbub serve`` can stop with exit code 2 before it binds a port.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from hubbub.protocol.patterns import PatternError, compile_pattern
+from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
+
+ALL_ACTIONS = ["publish", "subscribe", "presence", "send"]
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        super().__init__(f"{source}: {field}: {problem}")
+        self.source = source
+        self.field = field
+        self.problem = problem
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Requests from these addresses may name the client in X-Forwarded-For.
+    trusted_proxies: list[str] = []
+    connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
+    connect_window_s: float = 60.0
+    shutdown_drain_s: float = 1.0
+    keepalive_interval_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    # Bytes a connection may have queued but unsent before it is dropped as a slow consumer.
+    slow_consumer_bytes: int = 1_048_576
+    # Pause between a subscribe's ack and its presence snapshot (see spec section 13).
+    snapshot_delay_ms: float = 5.0
+
+
+class LimitsConfig(_Section):
+    rate_per_second: float = 100.0
+    rate_burst: int = 200
+    max_message_bytes: int = 65536
+    max_channels: int = 100
+
+
+class KeyConfig(_Section):
+    id: str
+    kind: Literal["publishable", "secret"]
+    secret: str | None = None
+    channel_patterns: list[str] = msgspec.field(default_factory=lambda: ["**"])
+    # None means the kind's default: publishable keys have "send" off, as on the hosted service.
+    actions: list[str] | None = None
+    allowed_origins: list[str] = []
+
+    def effective_actions(self) -> frozenset[str]:
+        if self.actions is not None:
+            return frozenset(self.actions)
+        if self.kind == "publishable":
+            return frozenset({"publish", "subscribe", "presence"})
+        return frozenset(ALL_ACTIONS)
+
+
+class AppConfig(_Section):
+    id: str
+    keys: list[KeyConfig] = []
+
+
+class Config(_Section):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    apps: list[AppConfig] = []
+
+
+DEMO_CONFIG_TOML = """\
+[server]
+host = "127.0.0.1"
+port = 8080
+
+[limits]
+rate_per_second = 100
+rate_burst = 200
+max_message_bytes = 65536
+max_channels = 100
+
+[[apps]]
+id = "demo"
+
+[[apps.keys]]
+id = "pk_live_demo"
+kind = "publishable"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe", "presence", "send"]
+allowed_origins = []
+
+[[apps.keys]]
+id = "sk_id_demo"
+kind = "secret"
+secret = "sk_secret_demo"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe", "presence", "send"]
+"""
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _field_from_msgspec(message: str) -> tuple[str, str]:
+    found = _MSGSPEC_PATH.search(message)
+    if not found:
+        return "(document)", message
+    path = found.group("path").lstrip(".") or "(document)"
+    return path, message[: found.start()]
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "(document)", f"not valid TOML: {exc}") from None
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        field, problem = _field_from_msgspec(str(exc))
+        raise ConfigError(source, field, problem) from None
+    _check(config, source)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, "(file)", "not UTF-8 text") from None
+    return parse_config(text, source)
+
+
+def demo_config() -> Config:
+    return parse_config(DEMO_CONFIG_TOML, "<demo>")
+
+
+def _check(config: Config, source: str) -> None:
+    def fail(field: str, problem: str) -> None:
+        raise ConfigError(source, field, problem)
+
+    server, limits = config.server, config.limits
+    if not 0 <= server.port <= 65535:
+        fail("server.port", "must be between 0 and 65535")
+    for name in ("connect_window_s", "keepalive_interval_s", "keepalive_timeout_s"):
+        if getattr(server, name) <= 0:
+            fail(f"server.{name}", "must be positive")
+    for name in ("connect_attempts_per_ip", "slow_consumer_bytes", "shutdown_drain_s"):
+        if getattr(server, name) < 0:
+            fail(f"server.{name}", "must not be negative")
+    for name in ("rate_per_second", "rate_burst", "max_message_bytes", "max_channels"):
+        if getattr(limits, name) < 0:
+            fail(f"limits.{name}", "must not be negative (0 disables the limit)")
+    if (limits.rate_per_second == 0) != (limits.rate_burst == 0):
+        fail("limits.rate_burst", "rate_per_second and rate_burst must both be 0 or both set")
+
+    app_ids: set[str] = set()
+    key_ids: set[str] = set()
+    for a, app in enumerate(config.apps):
+        where = f"apps[{a}]"
+        if not app.id:
+            fail(f"{where}.id", "must not be empty")
+        if app.id in app_ids:
+            fail(f"{where}.id", f"duplicate app id {app.id!r}")
+        app_ids.add(app.id)
+        for k, key in enumerate(app.keys):
+            kwhere = f"{where}.keys[{k}]"
+            if not is_valid_peer_id(key.id) or ":" in key.id:
+                fail(f"{kwhere}.id", "must be 1-128 printable ASCII characters without ':'")
+            if key.id in key_ids:
+                fail(f"{kwhere}.id", f"duplicate key id {key.id!r}")
+            key_ids.add(key.id)
+            if key.kind == "secret" and not key.secret:
+                fail(f"{kwhere}.secret", "a secret key needs a non-empty secret")
+            if key.kind == "publishable" and key.secret is not None:
+                fail(f"{kwhere}.secret", "a publishable key has no secret")
+            for p, pattern in enumerate(key.channel_patterns):
+                try:
+                    compile_pattern(pattern)
+                except PatternError as exc:
+                    fail(f"{kwhere}.channel_patterns[{p}]", str(exc))
+            for i, action in enumerate(key.actions or []):
+                if action not in ACTIONS:
+                    fail(
+                        f"{kwhere}.actions[{i}]",
+                        f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
+                    )

@@ -1,0 +1,647 @@
+"""The hub of one process: connections, subscriptions, presence, routing, limits.
+
+Everything a connection receives goes through its :class:`ConnectionSink` (one FIFO), and
+every state change that decides what others see happens before the frames that depend on it
+are queued, which is how the presence ordering rules of spec section 5 hold:
+
+* a newcomer's ``joined`` is queued to the members before its ``ack`` and snapshot;
+* the snapshot is queued after the ack as a separate write (``push_after_pause``), and any
+  presence delta that arrives for the channel before the snapshot is held back behind it;
+* ``left`` is emitted when a peer's last connection leaves a channel (unsubscribe or close).
+
+The node talks to other nodes only through the :class:`Broker` it was given, and the broker
+calls back into it through the :class:`BrokerHandler` methods (``deliver_*``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from hubbub.core.broker import (
+    AppQuota,
+    Broker,
+    BrokerUnavailable,
+    Direct,
+    PresenceDelta,
+    PresenceEntry,
+    PresenceStore,
+    Publication,
+    UsageSnapshot,
+    UsageStore,
+)
+from hubbub.core.outbound import ConnectionSink, OutFrame
+from hubbub.core.principal import Principal
+from hubbub.core.ratelimit import TokenBucket
+from hubbub.protocol import frames
+from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
+from hubbub.protocol.frames import (
+    FrameError,
+    Ping,
+    Publish,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    decode_client_frame,
+)
+from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, has_wildcard
+from hubbub.protocol.validation import is_reserved_channel
+
+log = logging.getLogger(__name__)
+
+EXPIRY_MARGIN_S: Final = 0.25
+# Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
+UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
+_EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    rate_per_second: float = 100.0
+    rate_burst: int = 200
+    max_message_bytes: int = 65536
+    max_channels: int = 100
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    include_sender_metadata: bool
+    pattern: ChannelPattern | None  # None for a concrete channel
+    # Presence frames that arrived before this subscription's snapshot was queued.
+    held_presence: list[OutFrame] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    id: str
+    principal: Principal
+    sink: ConnectionSink
+    bucket: TokenBucket | None
+    presence_entry: PresenceEntry
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    expiry_timer: Cancellable | None = None
+    closed: bool = False
+
+    @property
+    def app_id(self) -> str:
+        return self.principal.app_id
+
+    @property
+    def peer_id(self) -> str:
+        return self.principal.peer_id
+
+    @property
+    def sees_presence(self) -> bool:
+        return "presence" in self.principal.actions
+
+
+_Members = dict[Connection, Subscription]
+
+
+def _detail(code: ErrorCode, channel: str) -> str | None:
+    # The hosted service names the channel it refused (spec 3.3 example).
+    return f"not authorized: {channel}" if code is ErrorCode.CHANNEL_NOT_AUTHORIZED else None
+
+
+class _PatternIndex:
+    """Pattern subscriptions of one app, with a per-channel cache of the matching ones."""
+
+    __slots__ = ("by_text", "cache")
+
+    def __init__(self) -> None:
+        self.by_text: dict[str, tuple[ChannelPattern, _Members]] = {}
+        self.cache: dict[str, list[_Members]] = {}
+
+    def matching(self, channel: str) -> list[_Members]:
+        found = self.cache.get(channel)
+        if found is None:
+            if len(self.cache) > 10_000:
+                self.cache.clear()
+            found = [m for p, m in self.by_text.values() if p.matches(channel)]
+            self.cache[channel] = found
+        return found
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        broker: Broker,
+        presence: PresenceStore,
+        usage: UsageStore,
+        limits: NodeLimits,
+        quotas: Mapping[str, AppQuota],
+        clock: Callable[[], float],
+        scheduler: Scheduler,
+    ) -> None:
+        self.node_id = node_id
+        self._broker = broker
+        self._presence = presence
+        self._usage = usage
+        self._limits = limits
+        self._quotas = quotas
+        self._clock = clock
+        self._scheduler = scheduler
+        self._next_connection = 0
+        self._connections: set[Connection] = set()
+        self._channels: dict[tuple[str, str], _Members] = {}
+        self._patterns: dict[str, _PatternIndex] = {}
+        self._peers: dict[tuple[str, str], set[Connection]] = {}
+        self._pong = OutFrame(frames.PONG)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._broker.start(self)
+
+    async def stop(self) -> None:
+        await self._broker.stop()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def quota(self, app_id: str) -> AppQuota:
+        return self._quotas.get(app_id) or AppQuota()
+
+    @property
+    def max_message_size(self) -> int:
+        return self._limits.max_message_bytes or UNCAPPED_MESSAGE_SIZE
+
+    async def open_connection(
+        self, principal: Principal, sink: ConnectionSink
+    ) -> Connection | None:
+        """Admit an authenticated connection: quota gate, then ``welcome`` as the first frame.
+
+        Returns None when the connection was refused (the sink has been closed with 4010).
+        """
+        if not await self._usage.open_connection(principal.app_id, self.quota(principal.app_id)):
+            code = CloseCode.OVER_CONCURRENT_LIMIT
+            sink.close(code, CLOSE_REASONS[code])
+            return None
+        self._next_connection += 1
+        now = self._clock()
+        limits = self._limits
+        conn = Connection(
+            id=f"{self.node_id}:{self._next_connection}",
+            principal=principal,
+            sink=sink,
+            bucket=(
+                TokenBucket(limits.rate_burst, limits.rate_per_second, now)
+                if limits.rate_burst > 0
+                else None
+            ),
+            presence_entry=PresenceEntry(principal.peer_id, principal.peer_metadata),
+        )
+        self._connections.add(conn)
+        sink.push(
+            OutFrame(
+                frames.welcome(
+                    principal.peer_id,
+                    principal.expires_at,
+                    int(now),
+                    self.max_message_size,
+                    principal.welcome_metadata,
+                )
+            )
+        )
+        if principal.expires_at is not None:
+            delay = max(0.0, principal.expires_at - EXPIRY_MARGIN_S - now)
+            conn.expiry_timer = self._scheduler.call_later(delay, lambda: self._expire(conn))
+        key = (principal.app_id, principal.peer_id)
+        peers = self._peers.get(key)
+        if peers is None:
+            self._peers[key] = {conn}
+            try:
+                await self._broker.register_peer(*key)
+            except BrokerUnavailable:
+                log.warning("broker unavailable: peer %s not registered for directs", key[1])
+        else:
+            peers.add(conn)
+        return conn
+
+    def _expire(self, conn: Connection) -> None:
+        if not conn.closed:
+            conn.sink.close(CloseCode.TOKEN_EXPIRED, CLOSE_REASONS[CloseCode.TOKEN_EXPIRED])
+
+    async def close_connection(self, conn: Connection) -> None:
+        """The transport lost the connection: leave every channel, release everything."""
+        if conn.closed:
+            return
+        conn.closed = True
+        if conn.expiry_timer is not None:
+            conn.expiry_timer.cancel()
+        subscriptions, conn.subscriptions = conn.subscriptions, {}
+        for channel, sub in subscriptions.items():
+            try:
+                await self._drop_subscription(conn, channel, sub)
+            except BrokerUnavailable:
+                log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
+        self._connections.discard(conn)
+        key = (conn.app_id, conn.peer_id)
+        peers = self._peers.get(key)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._peers[key]
+                try:
+                    await self._broker.unregister_peer(*key)
+                except BrokerUnavailable:
+                    log.warning("broker unavailable: peer %s not unregistered", key[1])
+        await self._usage.close_connection(conn.app_id)
+
+    def announce_shutdown(self, base_retry_ms: int = 1000) -> None:
+        """Tell every client to come back later; jitter spreads their reconnects."""
+        for conn in list(self._connections):
+            retry_ms = base_retry_ms + random.randint(0, base_retry_ms)
+            conn.sink.push(OutFrame(frames.going_away(retry_ms)))
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self._connections):
+            conn.sink.close(code, reason)
+
+    # --- client frames --------------------------------------------------------------------
+
+    async def handle_frame(self, conn: Connection, payload: str | bytes) -> None:
+        if conn.closed:
+            return
+        frame = decode_client_frame(payload)
+        if isinstance(frame, Ping):
+            conn.sink.push(self._pong)
+            return
+        if conn.bucket is not None and not conn.bucket.take(self._clock()):
+            code = CloseCode.OVER_MESSAGE_RATE
+            conn.sink.close(code, CLOSE_REASONS[code])
+            return
+        if isinstance(frame, FrameError):
+            self._reply_error(conn, frame.code, frame.request_id, frame.message)
+            return
+        try:
+            if isinstance(frame, Publish):
+                await self._publish(conn, frame)
+            elif isinstance(frame, Send):
+                await self._send(conn, frame)
+            elif isinstance(frame, Subscribe):
+                await self._subscribe(conn, frame)
+            else:
+                await self._unsubscribe(conn, frame)
+        except BrokerUnavailable:
+            self._reply_error(conn, ErrorCode.BACKEND_ERROR, frame.request_id)
+        except Exception:
+            log.exception("unexpected error handling a %s frame", type(frame).__name__)
+            self._reply_error(conn, ErrorCode.INTERNAL_ERROR, frame.request_id)
+
+    async def handle_binary_frame(self, conn: Connection) -> None:
+        """The protocol is JSON text frames only; binary ones count as malformed."""
+        if conn.closed:
+            return
+        if conn.bucket is not None and not conn.bucket.take(self._clock()):
+            code = CloseCode.OVER_MESSAGE_RATE
+            conn.sink.close(code, CLOSE_REASONS[code])
+            return
+        self._reply_error(
+            conn, ErrorCode.MALFORMED_MESSAGE, None, "binary frames are not supported"
+        )
+
+    def _reply_error(
+        self, conn: Connection, code: ErrorCode, request_id: str | None, message: str | None = None
+    ) -> None:
+        text = message or ERROR_MESSAGES[code]
+        conn.sink.push(OutFrame(frames.error(code, text, request_id)))
+
+    def _ack(self, conn: Connection, request_id: str | None) -> None:
+        if request_id is not None:
+            conn.sink.push(OutFrame(frames.ack(request_id)))
+
+    def _channel_refusal(self, conn: Connection, channel: str, action: str) -> ErrorCode | None:
+        """The shared checks of subscribe and publish, in the spec's order (4.6: 6-8)."""
+        if is_reserved_channel(channel):
+            return ErrorCode.CHANNEL_RESERVED
+        if action not in conn.principal.actions:
+            return ErrorCode.ACTION_NOT_PERMITTED
+        if not conn.principal.scope.allows_channel(channel):
+            return ErrorCode.CHANNEL_NOT_AUTHORIZED
+        return None
+
+    async def _publish(self, conn: Connection, frame: Publish) -> None:
+        refusal = self._channel_refusal(conn, frame.channel, "publish")
+        if refusal is not None:
+            detail = (
+                f"not authorized: {frame.channel}"
+                if refusal is ErrorCode.CHANNEL_NOT_AUTHORIZED
+                else None
+            )
+            self._reply_error(conn, refusal, frame.request_id, detail)
+            return
+        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
+            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
+            return
+        await self._broker.publish(
+            Publication(
+                app_id=conn.app_id,
+                channel=frame.channel,
+                sender=conn.peer_id,
+                data=frame.data,
+                sender_metadata=conn.principal.peer_metadata,
+                origin_connection=conn.id,
+            )
+        )
+        self._ack(conn, frame.request_id)
+
+    async def _send(self, conn: Connection, frame: Send) -> None:
+        if "send" not in conn.principal.actions:
+            self._reply_error(conn, ErrorCode.ACTION_NOT_PERMITTED, frame.request_id)
+            return
+        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
+            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
+            return
+        reached = await self._broker.send_direct(
+            Direct(
+                app_id=conn.app_id,
+                to=frame.to,
+                sender=conn.peer_id,
+                data=frame.data,
+                sender_metadata=conn.principal.peer_metadata,
+                origin_connection=conn.id,
+            )
+        )
+        if reached == 0:
+            self._reply_error(conn, ErrorCode.PEER_NOT_FOUND, frame.request_id)
+            return
+        self._ack(conn, frame.request_id)
+
+    async def _subscribe(self, conn: Connection, frame: Subscribe) -> None:
+        channel = frame.channel
+        pattern: ChannelPattern | None = None
+        refusal: ErrorCode | None
+        if has_wildcard(channel):
+            try:
+                pattern = compile_pattern(channel)
+            except PatternError:
+                self._reply_error(conn, ErrorCode.INVALID_CHANNEL, frame.request_id)
+                return
+            if is_reserved_channel(channel):
+                refusal = ErrorCode.CHANNEL_RESERVED
+            elif "subscribe" not in conn.principal.actions:
+                refusal = ErrorCode.ACTION_NOT_PERMITTED
+            elif not conn.principal.scope.allows_pattern(pattern):
+                refusal = ErrorCode.CHANNEL_NOT_AUTHORIZED
+            else:
+                refusal = None
+        else:
+            refusal = self._channel_refusal(conn, channel, "subscribe")
+        if refusal is not None:
+            detail = (
+                f"not authorized: {channel}"
+                if refusal is ErrorCode.CHANNEL_NOT_AUTHORIZED
+                else None
+            )
+            self._reply_error(conn, refusal, frame.request_id, detail)
+            return
+
+        existing = conn.subscriptions.get(channel)
+        if existing is not None:
+            # Idempotent: last subscribe wins, and the SDK expects a fresh snapshot.
+            existing.include_sender_metadata = frame.include_sender_metadata
+            self._ack(conn, frame.request_id)
+            if existing.pattern is not None:
+                self._queue_empty_snapshot(conn, channel)
+            else:
+                await self._queue_snapshot(conn, channel, existing)
+            return
+        max_channels = self._limits.max_channels
+        if max_channels and len(conn.subscriptions) >= max_channels:
+            self._reply_error(conn, ErrorCode.CHANNEL_LIMIT_EXCEEDED, frame.request_id)
+            return
+
+        sub = Subscription(frame.include_sender_metadata, pattern)
+        conn.subscriptions[channel] = sub
+        listed = False
+        try:
+            if pattern is not None:
+                await self._add_pattern_member(conn, pattern, sub)
+                self._ack(conn, frame.request_id)
+                self._queue_empty_snapshot(conn, channel)
+                return
+            sub.held_presence = []
+            await self._add_channel_member(conn, channel, sub)
+            before = await self._presence.add(conn.app_id, channel, conn.presence_entry, conn.id)
+            listed = True
+            entry = (conn.presence_entry,)
+            # A second connection of a present peer: left then joined, so WebRTC peers rebuild.
+            await self._broker.publish_presence(
+                PresenceDelta(conn.app_id, channel, conn.peer_id, entry, entry if before else ())
+            )
+        except BrokerUnavailable:
+            # Undo what was done so the client can simply retry the subscribe.
+            conn.subscriptions.pop(channel, None)
+            try:
+                await self._remove_local_member(conn, channel, sub)
+                if listed:
+                    await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
+            except BrokerUnavailable:
+                pass
+            raise
+        self._ack(conn, frame.request_id)
+        await self._queue_snapshot(conn, channel, sub)
+
+    def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
+        if conn.sees_presence:
+            conn.sink.push_after_pause(OutFrame(frames.presence(channel, [], [])))
+
+    async def _queue_snapshot(self, conn: Connection, channel: str, sub: Subscription) -> None:
+        if sub.held_presence is None:
+            sub.held_presence = []
+        try:
+            members = await self._presence.members(conn.app_id, channel)
+        except BaseException:
+            held, sub.held_presence = sub.held_presence, None
+            for frame in held:
+                conn.sink.push(frame)
+            raise
+        held, sub.held_presence = sub.held_presence, None
+        if not conn.sees_presence or conn.closed:
+            return
+        joined = [
+            frames.presence_entry(m.peer_id, m.metadata)
+            for m in members
+            if m.peer_id != conn.peer_id
+        ]
+        conn.sink.push_after_pause(OutFrame(frames.presence(channel, joined, [])))
+        for frame in held:
+            conn.sink.push(frame)
+
+    async def _unsubscribe(self, conn: Connection, frame: Unsubscribe) -> None:
+        sub = conn.subscriptions.pop(frame.channel, None)
+        if sub is not None:
+            await self._drop_subscription(conn, frame.channel, sub)
+        self._ack(conn, frame.request_id)
+
+    async def _add_channel_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
+        key = (conn.app_id, channel)
+        members = self._channels.get(key)
+        if members is None:
+            self._channels[key] = {conn: sub}
+            await self._broker.watch_channel(*key)
+        else:
+            members[conn] = sub
+
+    async def _add_pattern_member(
+        self, conn: Connection, pattern: ChannelPattern, sub: Subscription
+    ) -> None:
+        index = self._patterns.get(conn.app_id)
+        if index is None:
+            index = self._patterns[conn.app_id] = _PatternIndex()
+        found = index.by_text.get(pattern.text)
+        if found is None:
+            index.by_text[pattern.text] = (pattern, {conn: sub})
+            index.cache.clear()
+            await self._broker.watch_pattern(conn.app_id, pattern.text)
+        else:
+            found[1][conn] = sub
+
+    async def _remove_local_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
+        """Forget a subscription locally; unwatch in the broker when it was the last one."""
+        if sub.pattern is None:
+            key = (conn.app_id, channel)
+            members = self._channels.get(key)
+            if members is None or members.pop(conn, None) is None:
+                return
+            if not members:
+                del self._channels[key]
+                await self._broker.unwatch_channel(*key)
+            return
+        index = self._patterns.get(conn.app_id)
+        found = index.by_text.get(channel) if index is not None else None
+        if index is None or found is None or found[1].pop(conn, None) is None:
+            return
+        if not found[1]:
+            del index.by_text[channel]
+            index.cache.clear()
+            if not index.by_text:
+                del self._patterns[conn.app_id]
+            await self._broker.unwatch_pattern(conn.app_id, channel)
+
+    async def _drop_subscription(self, conn: Connection, channel: str, sub: Subscription) -> None:
+        await self._remove_local_member(conn, channel, sub)
+        if sub.pattern is not None:
+            return
+        remaining = await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
+        if remaining == 0:
+            await self._broker.publish_presence(
+                PresenceDelta(conn.app_id, channel, conn.peer_id, (), (conn.presence_entry,))
+            )
+
+    # --- deliveries from the broker (BrokerHandler) ---------------------------------------
+
+    def deliver_publication(self, publication: Publication) -> int:
+        app_id, channel = publication.app_id, publication.channel
+        exact = self._channels.get((app_id, channel))
+        index = self._patterns.get(app_id)
+        groups: list[_Members] = [exact] if exact else []
+        if index is not None:
+            groups.extend(index.matching(channel))
+        if not groups:
+            return 0
+        plain: OutFrame | None = None
+        with_metadata: OutFrame | None = None
+        metadata = publication.sender_metadata
+        origin = publication.origin_connection
+        seen: set[Connection] | None = set() if len(groups) > 1 else None
+        reached = 0
+        for members in groups:
+            for conn, sub in members.items():
+                if conn.id == origin:
+                    continue
+                if seen is not None:
+                    if conn in seen:
+                        continue
+                    seen.add(conn)
+                if metadata is not None and sub.include_sender_metadata:
+                    if with_metadata is None:
+                        with_metadata = OutFrame(
+                            frames.message(channel, publication.sender, publication.data, metadata)
+                        )
+                    conn.sink.push(with_metadata)
+                else:
+                    if plain is None:
+                        plain = OutFrame(
+                            frames.message(channel, publication.sender, publication.data, None)
+                        )
+                    conn.sink.push(plain)
+                reached += 1
+        return reached
+
+    def deliver_direct(self, direct: Direct) -> int:
+        conns = self._peers.get((direct.app_id, direct.to))
+        if not conns:
+            return 0
+        frame = OutFrame(frames.direct(direct.sender, direct.data, direct.sender_metadata))
+        reached = 0
+        for conn in conns:
+            if conn.id != direct.origin_connection and not conn.closed:
+                conn.sink.push(frame)
+                reached += 1
+        return reached
+
+    def deliver_presence(self, delta: PresenceDelta) -> None:
+        members = self._channels.get((delta.app_id, delta.channel))
+        if not members:
+            return
+        frame = OutFrame(
+            frames.presence(
+                delta.channel,
+                [frames.presence_entry(e.peer_id, e.metadata) for e in delta.joined],
+                [frames.presence_entry(e.peer_id, e.metadata) for e in delta.left],
+            )
+        )
+        for conn, sub in members.items():
+            if conn.peer_id == delta.subject or not conn.sees_presence:
+                continue
+            if sub.held_presence is not None:
+                sub.held_presence.append(frame)
+            else:
+                conn.sink.push(frame)
+
+    def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        conns = [c for c in self._peers.get((app_id, peer_id), ()) if not c.closed]
+        for conn in conns:
+            conn.sink.close(code, reason)
+        return len(conns)
+
+    # --- server-side operations (REST control plane) --------------------------------------
+
+    async def publish_from_server(
+        self,
+        app_id: str,
+        channel: str,
+        data: bytes,
+        sender: str = "server",
+        sender_metadata: bytes | None = None,
+    ) -> int:
+        await self._usage.count_message(app_id, self.quota(app_id), self._clock())
+        return await self._broker.publish(
+            Publication(app_id, channel, sender, data, sender_metadata, None)
+        )
+
+    async def channel_members(self, app_id: str, channel: str) -> list[PresenceEntry]:
+        return await self._presence.members(app_id, channel)
+
+    async def kick_peer(self, app_id: str, peer_id: str) -> int:
+        code = CloseCode.ADMIN_DISCONNECT
+        return await self._broker.disconnect_peer(app_id, peer_id, code, CLOSE_REASONS[code])
+
+    async def usage(self, app_id: str) -> UsageSnapshot:
+        return await self._usage.snapshot(app_id, self.quota(app_id), self._clock())

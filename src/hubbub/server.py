@@ -1,0 +1,141 @@
+"""Wiring: the only place that picks concrete implementations and puts the parts together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hubbub.auth.client_ip import TrustedProxies
+from hubbub.auth.keys import KeyRing
+from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.config import Config
+from hubbub.core.broker import AppQuota
+from hubbub.core.node import Cancellable, Node, NodeLimits
+from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
+from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
+
+log = logging.getLogger(__name__)
+
+NODE_KEY = web.AppKey("node", Node)
+KEYS_KEY = web.AppKey("keys", KeyRing)
+CONFIG_KEY = web.AppKey("config", Config)
+
+
+class _LoopScheduler:
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+def build_node(config: Config) -> Node:
+    limits = config.limits
+    return Node(
+        node_id=uuid.uuid4().hex[:12],
+        broker=MemoryBroker(),
+        presence=MemoryPresenceStore(),
+        usage=MemoryUsageStore(),
+        limits=NodeLimits(
+            rate_per_second=limits.rate_per_second,
+            rate_burst=limits.rate_burst,
+            max_message_bytes=limits.max_message_bytes,
+            max_channels=limits.max_channels,
+        ),
+        quotas={app.id: AppQuota() for app in config.apps},
+        clock=time.time,
+        scheduler=_LoopScheduler(),
+    )
+
+
+async def _health(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    return web.json_response({"status": "ok", "connections": node.connection_count})
+
+
+def build_app(config: Config) -> web.Application:
+    keys = KeyRing.from_config(config)
+    node = build_node(config)
+    server = config.server
+    endpoint = RealtimeEndpoint(
+        node,
+        keys,
+        WebSocketSettings(
+            max_message_bytes=config.limits.max_message_bytes,
+            slow_consumer_bytes=server.slow_consumer_bytes,
+            snapshot_delay_s=server.snapshot_delay_ms / 1000,
+            keepalive_interval_s=server.keepalive_interval_s,
+            keepalive_timeout_s=server.keepalive_timeout_s,
+            connect_attempts_per_ip=server.connect_attempts_per_ip,
+            connect_window_s=server.connect_window_s,
+        ),
+        TrustedProxies(server.trusted_proxies),
+    )
+    app = web.Application()
+    app[NODE_KEY] = node
+    app[KEYS_KEY] = keys
+    app[CONFIG_KEY] = config
+    app.router.add_get("/v1", endpoint.handle)
+    app.router.add_get("/healthz", _health)
+
+    async def start_node(app: web.Application) -> None:
+        await node.start()
+
+    async def stop_node(app: web.Application) -> None:
+        await node.stop()
+
+    app.on_startup.append(start_node)
+    app.on_cleanup.append(stop_node)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    host: str
+    port: int
+
+
+async def _drain(node: Node, drain_s: float) -> None:
+    """Graceful shutdown: going_away to everyone, a short drain, then close 1001."""
+    node.announce_shutdown()
+    if node.connection_count:
+        await asyncio.sleep(drain_s)
+    node.close_all(CloseCode.GOING_AWAY, CLOSE_REASONS[CloseCode.GOING_AWAY])
+    deadline = time.monotonic() + 5.0
+    while node.connection_count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def serve(
+    config: Config,
+    on_listening: Callable[[Listening], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    port = config.server.port
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            port = int(address[1])
+            break
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    on_listening(Listening(config.server.host, port))
+    try:
+        await stop.wait()
+        log.info("shutting down")
+        await site.stop()
+        await _drain(app[NODE_KEY], config.server.shutdown_drain_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
