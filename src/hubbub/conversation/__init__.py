@@ -1,0 +1,1 @@
+"""Live conversations: an AI agent runtime reached over WebSocket (``/ws``) or WebRTC."""

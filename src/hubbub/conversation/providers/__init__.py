@@ -1,0 +1,1 @@
+"""Provider interfaces (:mod:`.base`) and one module per implementation."""

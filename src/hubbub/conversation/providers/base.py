@@ -1,0 +1,112 @@
+"""The interfaces every speech, language and voice-activity provider implements.
+
+The engine works in 16 kHz, 16-bit signed little-endian mono PCM inside (``ENGINE_SAMPLE_RATE``);
+conversion to and from client formats and each provider's native format happens at the edges.
+Each interface is one small streaming method (plus lifecycle), so a provider module stays a
+thin adapter over its library or HTTP API. Provider failures raise :class:`ProviderError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+ENGINE_SAMPLE_RATE: Final = 16_000
+
+
+class ProviderError(Exception):
+    """A provider could not do its job (network, model, bad configuration)."""
+
+
+# --- speech recognition ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    is_final: bool
+
+
+class AsrStream(ABC):
+    """One utterance: push audio while the user speaks, then finish for the final text."""
+
+    @abstractmethod
+    async def push(self, pcm16k: bytes) -> list[Transcript]:
+        """Feed engine-format audio; returns interim results that became available (may be [])."""
+
+    @abstractmethod
+    async def finish(self) -> Transcript:
+        """No more audio: the final transcript (``is_final=True``, text may be empty)."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """Drop the utterance and release resources."""
+
+
+class AsrProvider(ABC):
+    @abstractmethod
+    async def open_stream(self, *, language: str, hints: Sequence[str] = ()) -> AsrStream:
+        """Start an utterance. ``hints`` are phrases the current stage expects (for biasing)."""
+
+
+# --- speech synthesis -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    voice: str | None = None
+    speed: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class TtsProvider(ABC):
+    @abstractmethod
+    def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[bytes]:
+        """Engine-format PCM chunks for ``text`` (one sentence or more), as they are produced.
+
+        Cancellation is closing the iterator (``aclose()``) or cancelling the consuming task:
+        the provider must stop work promptly, mid-sentence included.
+        """
+
+
+# --- voice activity detection ---------------------------------------------------------------
+
+
+class VadStream(ABC):
+    @abstractmethod
+    def process(self, pcm16k: bytes) -> list[Literal["speech_start", "speech_end"]]:
+        """Feed engine-format audio; returns speech boundary events detected in it."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+
+class VadProvider(ABC):
+    @abstractmethod
+    def open_stream(self, *, silence_ms: int = 800) -> VadStream:
+        """``silence_ms`` of non-speech after speech ends the utterance."""
+
+
+# --- language models ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class LlmProvider(ABC):
+    @abstractmethod
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], *, temperature: float | None = None
+    ) -> AsyncIterator[str]:
+        """Text deltas of the assistant's answer, in order; closing the iterator stops it."""
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, temperature: float | None = None
+    ) -> str:
+        parts = [delta async for delta in self.stream_chat(messages, temperature=temperature)]
+        return "".join(parts)
