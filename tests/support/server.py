@@ -1,0 +1,133 @@
+"""Run a real ``hubbub serve`` process on a free loopback port for integration tests.
+
+    async with running_server(CONFIG_TOML) as server:
+        server.ws_url      # "ws://127.0.0.1:PORT"  (what SDKs take as their url option)
+        server.http_url    # "http://127.0.0.1:PORT"
+
+The process is started with ``--port 0``; the port is read from its "Hubbub listening on" line.
+Everything is bounded: start-up and shutdown wait with timeouts, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LISTENING = re.compile(rb"Hubbub listening on http://(?P<host>[^:]+):(?P<port>\d+)")
+
+DEMO_APP_TOML = """
+[[apps]]
+id = "demo"
+
+[[apps.keys]]
+id = "pk_live_demo"
+kind = "publishable"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe", "presence", "send"]
+
+[[apps.keys]]
+id = "sk_id_demo"
+kind = "secret"
+secret = "sk_secret_demo"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe", "presence", "send"]
+"""
+
+
+@dataclass
+class ServerProcess:
+    process: asyncio.subprocess.Process
+    host: str
+    port: int
+    output: list[bytes] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log_text(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+
+async def _pump(stream: asyncio.StreamReader, sink: list[bytes]) -> None:
+    while line := await stream.readline():
+        sink.append(line)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    config_toml: str | None = DEMO_APP_TOML,
+    *,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    start_timeout_s: float = 20.0,
+) -> AsyncIterator[ServerProcess]:
+    """Start ``hubbub serve`` (with ``config_toml`` written to a temp file, or demo mode)."""
+    with tempfile.TemporaryDirectory(prefix="hubbub-test-") as tmp:
+        args = [sys.executable, "-m", "hubbub", "serve", "--host", "127.0.0.1", "--port", "0"]
+        if config_toml is not None:
+            path = Path(tmp) / "hubbub.toml"
+            path.write_text(config_toml, encoding="utf-8")
+            args += ["--config", str(path)]
+        args += list(extra_args)
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=tmp,
+        )
+        assert process.stdout is not None
+        output: list[bytes] = []
+        try:
+            async with asyncio.timeout(start_timeout_s):
+                while True:
+                    line = await process.stdout.readline()
+                    if not line:
+                        raise RuntimeError(
+                            "hubbub serve exited before listening:\n"
+                            + b"".join(output).decode(errors="replace")
+                        )
+                    output.append(line)
+                    found = LISTENING.search(line)
+                    if found:
+                        break
+        except BaseException:
+            process.kill()
+            await process.wait()
+            raise
+        server = ServerProcess(
+            process, found.group("host").decode(), int(found.group("port")), output
+        )
+        pump = asyncio.create_task(_pump(process.stdout, output))
+        try:
+            yield server
+        finally:
+            await server.stop()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
