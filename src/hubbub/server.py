@@ -18,7 +18,7 @@ from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsage
 from hubbub.config import Config
 from hubbub.core.broker import AppQuota
 from hubbub.core.node import Cancellable, Node, NodeLimits
-from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
+from hubbub.protocol.codes import CloseCode
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ async def _drain(node: Node, drain_s: float) -> None:
     node.announce_shutdown()
     if node.connection_count:
         await asyncio.sleep(drain_s)
-    node.close_all(CloseCode.GOING_AWAY, CLOSE_REASONS[CloseCode.GOING_AWAY])
+    node.close_all(CloseCode.GOING_AWAY)
     deadline = time.monotonic() + 5.0
     while node.connection_count and time.monotonic() < deadline:
         await asyncio.sleep(0.02)

@@ -91,6 +91,9 @@ class Connection:
     presence_entry: PresenceEntry
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     expiry_timer: Cancellable | None = None
+    # closing: the node decided to close it (frames still buffered are ignored);
+    # closed: the transport reported it gone and its state was released.
+    closing: bool = False
     closed: bool = False
 
     @property
@@ -233,8 +236,13 @@ class Node:
         return conn
 
     def _expire(self, conn: Connection) -> None:
-        if not conn.closed:
-            conn.sink.close(CloseCode.TOKEN_EXPIRED, CLOSE_REASONS[CloseCode.TOKEN_EXPIRED])
+        self._close(conn, CloseCode.TOKEN_EXPIRED)
+
+    def _close(self, conn: Connection, code: CloseCode, reason: str | None = None) -> None:
+        if conn.closed or conn.closing:
+            return
+        conn.closing = True
+        conn.sink.close(code, reason or CLOSE_REASONS[code])
 
     async def close_connection(self, conn: Connection) -> None:
         """The transport lost the connection: leave every channel, release everything."""
@@ -268,22 +276,21 @@ class Node:
             retry_ms = base_retry_ms + random.randint(0, base_retry_ms)
             conn.sink.push(OutFrame(frames.going_away(retry_ms)))
 
-    def close_all(self, code: int, reason: str) -> None:
+    def close_all(self, code: CloseCode, reason: str | None = None) -> None:
         for conn in list(self._connections):
-            conn.sink.close(code, reason)
+            self._close(conn, code, reason)
 
     # --- client frames --------------------------------------------------------------------
 
     async def handle_frame(self, conn: Connection, payload: str | bytes) -> None:
-        if conn.closed:
+        if conn.closed or conn.closing:
             return
         frame = decode_client_frame(payload)
         if isinstance(frame, Ping):
             conn.sink.push(self._pong)
             return
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
-            code = CloseCode.OVER_MESSAGE_RATE
-            conn.sink.close(code, CLOSE_REASONS[code])
+            self._close(conn, CloseCode.OVER_MESSAGE_RATE)
             return
         if isinstance(frame, FrameError):
             self._reply_error(conn, frame.code, frame.request_id, frame.message)
@@ -305,11 +312,10 @@ class Node:
 
     async def handle_binary_frame(self, conn: Connection) -> None:
         """The protocol is JSON text frames only; binary ones count as malformed."""
-        if conn.closed:
+        if conn.closed or conn.closing:
             return
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
-            code = CloseCode.OVER_MESSAGE_RATE
-            conn.sink.close(code, CLOSE_REASONS[code])
+            self._close(conn, CloseCode.OVER_MESSAGE_RATE)
             return
         self._reply_error(
             conn, ErrorCode.MALFORMED_MESSAGE, None, "binary frames are not supported"
@@ -616,8 +622,9 @@ class Node:
                 conn.sink.push(frame)
 
     def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
-        conns = [c for c in self._peers.get((app_id, peer_id), ()) if not c.closed]
+        conns = [c for c in self._peers.get((app_id, peer_id), ()) if not (c.closed or c.closing)]
         for conn in conns:
+            conn.closing = True
             conn.sink.close(code, reason)
         return len(conns)
 
