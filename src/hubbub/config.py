@@ -18,6 +18,7 @@ from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
 
 ALL_ACTIONS = ["publish", "subscribe", "presence", "send"]
+MAX_KEYS_PER_APP = 50  # spec section 8.1
 
 
 class ConfigError(Exception):
@@ -180,6 +181,8 @@ def _check(config: Config, source: str) -> None:
         if app.id in app_ids:
             fail(f"{where}.id", f"duplicate app id {app.id!r}")
         app_ids.add(app.id)
+        if len(app.keys) > MAX_KEYS_PER_APP:
+            fail(f"{where}.keys", f"an app has at most {MAX_KEYS_PER_APP} keys")
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
