@@ -10,6 +10,7 @@ import pytest
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.auth.connect import CloseRejection, HttpRejection, authenticate
 from hubbub.core.principal import Principal
+from hubbub.protocol.codes import CloseCode
 from tests.auth.jwt_helpers import key_ring, make_jwt
 
 
@@ -47,13 +48,13 @@ def test_publishable_key_scope_comes_from_its_patterns() -> None:
 )
 def test_key_and_token_together_or_neither_close_4001(key: str | None, token: str | None) -> None:
     assert connect(key=key, token=token) == CloseRejection(
-        4001, "exactly one of key or token is required"
+        CloseCode.INVALID_TOKEN, "exactly one of key or token is required"
     )
 
 
 @pytest.mark.parametrize("key", ["pk_live_nope", "sk_id_test", ""])
 def test_unknown_or_non_publishable_key_closes_4001(key: str) -> None:
-    assert connect(key=key) == CloseRejection(4001, "unknown key")
+    assert connect(key=key) == CloseRejection(CloseCode.INVALID_TOKEN, "unknown key")
 
 
 def test_origin_check() -> None:
@@ -80,12 +81,12 @@ def test_token_outcomes() -> None:
     assert isinstance(result, Principal) and result.peer_id == "alice"
     assert connect(token="not a jwt") == HttpRejection(401, "invalid_token")
     expired = make_jwt({"sub": "alice", "exp": int(time.time()) - 10})
-    assert connect(token=expired) == CloseRejection(4002, "token expired")
+    assert connect(token=expired) == CloseRejection(CloseCode.TOKEN_EXPIRED, "token expired")
     bad_signature = make_jwt({"sub": "alice", "exp": int(time.time()) + 60}, secret="nope")
     outcome = connect(token=bad_signature)
     assert isinstance(outcome, CloseRejection) and outcome.code == 4001
     unknown_kid = make_jwt({"sub": "alice", "exp": int(time.time()) + 60}, kid="sk_id_x")
-    assert connect(token=unknown_kid) == CloseRejection(4001, "unknown kid")
+    assert connect(token=unknown_kid) == CloseRejection(CloseCode.INVALID_TOKEN, "unknown kid")
 
 
 def test_origin_is_not_checked_for_tokens() -> None:

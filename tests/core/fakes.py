@@ -37,20 +37,22 @@ class Event:
 
 
 class FakeSink:
-    def __init__(self) -> None:
+    def __init__(self, label: str = "", journal: list[tuple[str, Event]] | None = None) -> None:
+        # The journal, shared by every sink of a hub, shows the order across connections.
+        self.label = label
+        self.journal = journal if journal is not None else []
         self.events: list[Event] = []
         self.dropped: list[OutFrame] = []
+        self.closed = False
         self._read = 0
-
-    @property
-    def closed(self) -> bool:
-        return any(e.kind == "close" for e in self.events)
 
     def _record(self, kind: str, frame: OutFrame) -> None:
         if self.closed:
             self.dropped.append(frame)
             return
-        self.events.append(Event(kind, json.loads(frame.payload), frame))
+        event = Event(kind, json.loads(frame.payload), frame)
+        self.events.append(event)
+        self.journal.append((self.label, event))
 
     def push(self, frame: OutFrame) -> None:
         self._record("push", frame)
@@ -60,7 +62,10 @@ class FakeSink:
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed:
-            self.events.append(Event("close", code=code, reason=reason))
+            self.closed = True
+            event = Event("close", code=code, reason=reason)
+            self.events.append(event)
+            self.journal.append((self.label, event))
 
     # --- reading helpers -------------------------------------------------------------------
 
@@ -194,6 +199,7 @@ class Hub:
             scheduler=self.scheduler,
         )
         self._anonymous = 0
+        self.journal: list[tuple[str, Event]] = []
 
     async def start(self) -> Hub:
         await self.node.start()
@@ -227,7 +233,7 @@ class Hub:
             welcome_metadata=welcome_metadata,
             peer_metadata=peer_metadata,
         )
-        sink = FakeSink()
+        sink = FakeSink(peer_id, self.journal)
         conn = await self.node.open_connection(principal, sink)
         return (Client(self, conn, sink) if conn is not None else None), sink
 

@@ -10,8 +10,15 @@ from typing import Any
 
 import pytest
 
-from hubbub.brokers.memory import MemoryBroker
-from hubbub.core.broker import AppQuota, BrokerUnavailable, Direct, PresenceDelta, Publication
+from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore
+from hubbub.core.broker import (
+    AppQuota,
+    BrokerUnavailable,
+    Direct,
+    PresenceDelta,
+    PresenceEntry,
+    Publication,
+)
 from hubbub.core.node import NodeLimits
 from tests.core.fakes import ALL_ACTIONS, START_TIME, Client, Hub
 
@@ -108,7 +115,7 @@ async def test_channel_reserved_for_subscribe_and_publish_any_case(hub: Hub) -> 
 async def test_action_not_permitted(hub: Hub, action: str) -> None:
     alice = await hub.connect("alice", actions=ALL_ACTIONS - {action})
     await hub.connect("bob")
-    frames = {
+    frames: dict[str, dict[str, object]] = {
         "subscribe": {"type": "subscribe", "channel": "c", "requestId": "r"},
         "publish": {"type": "publish", "channel": "c", "data": 1, "requestId": "r"},
         "send": {"type": "send", "to": "bob", "data": 1, "requestId": "r"},
@@ -560,3 +567,35 @@ async def test_frames_after_close_connection_are_ignored(hub: Hub) -> None:
     await hub.node.handle_binary_frame(alice.conn)
     assert alice.new_events() == []
     assert hub.node.connection_count == 0
+
+
+async def test_a_failing_snapshot_read_releases_held_presence() -> None:
+    class FailingMembers(MemoryPresenceStore):
+        fail = False
+
+        async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
+            if self.fail:
+                raise BrokerUnavailable("down")
+            return await super().members(app_id, channel)
+
+    store = FailingMembers()
+    hub = await Hub(presence=store).start()
+    alice = await hub.connect("alice")
+    bob = await hub.connect("bob")
+    await alice.subscribe("room")
+    alice.new_frames()
+    store.fail = True
+    await alice.subscribe("room", "again")
+    assert [f["type"] for f in alice.new_frames()] == ["ack", "error"]
+    store.fail = False
+    # Nothing stays held: a later delta reaches alice directly.
+    await bob.subscribe("room")
+    assert alice.new_frames() == [
+        {"type": "presence", "channel": "room", "joined": [{"peerId": "bob"}], "left": []}
+    ]
+
+
+async def test_node_stop_stops_the_broker(hub: Hub) -> None:
+    await hub.node.stop()
+    with pytest.raises(RuntimeError, match="not started"):
+        await hub.node.publish_from_server("app", "c", b"1")

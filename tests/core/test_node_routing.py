@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hubbub.core.broker import Publication
 from tests.core.fakes import Hub
 
 META = b'{"name":"Alice"}'
@@ -330,3 +331,16 @@ async def test_usage_counts_connections_and_messages(hub: Hub) -> None:
     usage = await hub.node.usage("app")
     assert (usage.concurrent_now, usage.peak_concurrent, usage.messages_used) == (1, 2, 2)
     assert usage.period_start <= hub.clock.now < usage.period_end
+
+
+async def test_pattern_cache_is_bounded(hub: Hub) -> None:
+    bob = await hub.connect("bob")
+    await bob.subscribe("c/*")
+    bob.new_frames()
+    # Straight to the broker callback: more distinct channels than the cache keeps.
+    for i in range(10_050):
+        publication = Publication("app", f"c/{i}", "server", b"1", None, None)
+        assert hub.node.deliver_publication(publication) == 1
+    frames = bob.new_frames()
+    assert len(frames) == 10_050
+    assert frames[-1]["channel"] == "c/10049"

@@ -265,3 +265,22 @@ async def test_nothing_is_written_to_a_closing_transport() -> None:
         await settle()
     assert transport.writes == []
     assert ws.closes == []
+
+
+async def test_closed_resolves_even_when_the_close_handshake_fails() -> None:
+    class BrokenWebSocket(FakeWebSocket):
+        async def close(self, *, code: int, message: bytes) -> bool:
+            raise ConnectionResetError("peer went away")
+
+    loop = asyncio.get_running_loop()
+    outbox = WebSocketOutbox(
+        BrokenWebSocket(),  # type: ignore[arg-type]
+        FakeTransport(),  # type: ignore[arg-type]
+        _Flusher(loop),
+        loop,
+        max_pending_bytes=0,
+        pause_s=PAUSE_S,
+    )
+    outbox.close(1001, "server going away")
+    async with asyncio.timeout(2):
+        await outbox.closed
