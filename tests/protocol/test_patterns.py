@@ -258,3 +258,27 @@ def test_a_literal_is_covered_exactly_when_it_matches(channel: str) -> None:
     allowed = [compile_pattern("a*"), compile_pattern("**/b")]
     literal = literal_pattern(channel)
     assert covers(allowed, literal) is matches_any(allowed, channel)
+
+
+# Allowed sets that cover "everything starting with one of these symbols": only a channel
+# starting with a character no pattern mentions can escape some of them, which is what the
+# implementation's "any other character" symbol class has to get right.
+PREFIX_PATTERNS = ["", "a**", "b**", "/**", "\\***", "*/**", "a", "b*"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    allowed=st.lists(st.sampled_from(PREFIX_PATTERNS), min_size=1, max_size=6, unique=True),
+    candidate=st.sampled_from(["*", "**", "a*", "*b", "**/", "\\**", "a/**", "*a*"]),
+)
+def test_covers_with_every_mentioned_symbol_covered(allowed: list[str], candidate: str) -> None:
+    result = covers([compile_pattern(p) for p in allowed], compile_pattern(candidate))
+    escaping = next(
+        (
+            s
+            for s in strings_of(candidate, WITNESS_BOUND)
+            if not any(reference_matches(p, s) for p in allowed)
+        ),
+        None,
+    )
+    assert result is (escaping is None), (allowed, candidate, escaping)
