@@ -450,8 +450,9 @@ class Node:
             await self._broker.publish_presence(
                 PresenceDelta(conn.app_id, channel, conn.peer_id, entry, entry if before else ())
             )
-        except BrokerUnavailable:
-            # Undo what was done so the client can simply retry the subscribe.
+        except Exception:
+            # Undo what was done (whatever failed: a broker fault or a bug) so the client can
+            # simply retry the subscribe, instead of being left listed but never announced.
             conn.subscriptions.pop(channel, None)
             try:
                 await self._remove_local_member(conn, channel, sub)
