@@ -344,12 +344,7 @@ class Node:
     async def _publish(self, conn: Connection, frame: Publish) -> None:
         refusal = self._channel_refusal(conn, frame.channel, "publish")
         if refusal is not None:
-            detail = (
-                f"not authorized: {frame.channel}"
-                if refusal is ErrorCode.CHANNEL_NOT_AUTHORIZED
-                else None
-            )
-            self._reply_error(conn, refusal, frame.request_id, detail)
+            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, frame.channel))
             return
         if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
             self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
@@ -409,12 +404,7 @@ class Node:
         else:
             refusal = self._channel_refusal(conn, channel, "subscribe")
         if refusal is not None:
-            detail = (
-                f"not authorized: {channel}"
-                if refusal is ErrorCode.CHANNEL_NOT_AUTHORIZED
-                else None
-            )
-            self._reply_error(conn, refusal, frame.request_id, detail)
+            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, channel))
             return
 
         existing = conn.subscriptions.get(channel)
