@@ -97,6 +97,10 @@ def test_evaluate(renderer: TemplateRenderer, expression: str, expected: bool) -
     assert renderer.evaluate(expression, CONTEXT) is expected
 
 
+def test_evaluate_accepts_any_context_keys(renderer: TemplateRenderer) -> None:
+    assert renderer.evaluate("self is defined and kwargs == 1", {"self": 0, "kwargs": 1}) is True
+
+
 def test_comparison_with_undefined_is_an_error(renderer: TemplateRenderer) -> None:
     with pytest.raises(TemplateError, match="attempts_left"):
         renderer.evaluate("vars.attempts_left < 3", CONTEXT)

@@ -335,7 +335,7 @@ class TemplateRenderer:
         compiled = self._expression(expression)
         token = _budget.set(self._new_budget())
         try:
-            return bool(compiled(**context))
+            return bool(compiled(dict(context)))
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
             raise _translate(exc) from None
         finally:
