@@ -147,6 +147,7 @@ async def test_http_errors_raise_provider_error(reply: Reply, message: str) -> N
         (["<html>Gateway</html>"], "malformed stream.*Gateway"),
         (['data: {"error": {"message": "overloaded"}}'], "mid-stream: overloaded"),
         (['data: {"choices": [{"delta": {"content": "cut"}}]}'], "ended before the answer"),
+        (["data: " + "x" * 300_000], "malformed stream"),
     ],
 )
 async def test_malformed_stream_raises_provider_error(lines: list[str], message: str) -> None:
