@@ -37,6 +37,12 @@ class Reply:
     hang_after_chunks: int | None = None  # stop sending (but keep the stream open) after N chunks
     hang_before_headers: bool = False
     ignore_stream: bool = False  # answer one JSON completion even when asked to stream
+    audio: bytes = b""  # /audio/speech: the PCM streamed back, audio_chunk_bytes at a time
+    audio_chunk_bytes: int = 4_800
+
+    @classmethod
+    def speech(cls, audio: bytes, *, chunk_bytes: int = 4_800, chunk_delay_s: float = 0.0) -> Reply:
+        return cls(audio=audio, audio_chunk_bytes=chunk_bytes, chunk_delay_s=chunk_delay_s)
 
     @classmethod
     def text(cls, chunks: Sequence[str], *, chunk_delay_s: float = 0.0) -> Reply:
@@ -74,13 +80,15 @@ class RecordedRequest:
 @dataclass
 class FakeOpenAi:
     replies: Sequence[Reply] = (Reply(),)
+    transcription_replies: Sequence[Reply] = (Reply(chunks=("hello world",)),)
+    speech_replies: Sequence[Reply] = (Reply.speech(b"\x00\x00" * 2_400),)
     model: str = "fake-model"
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     streams_completed: int = 0
     _runner: web.AppRunner | None = None
     _port: int = 0
-    _served: int = 0
+    _served: dict[str, int] = field(default_factory=dict)
     _hang_forever: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -90,7 +98,8 @@ class FakeOpenAi:
     async def __aenter__(self) -> FakeOpenAi:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
-        self._extra_routes(app)
+        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
+        app.router.add_post("/v1/audio/speech", self._speech)
         # handler_cancellation: a client disconnect cancels the handler, which records it.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -108,20 +117,25 @@ class FakeOpenAi:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _extra_routes(self, app: web.Application) -> None:
-        """Hook for more endpoints (speech) without touching the chat handler."""
-
-    def _next_reply(self) -> Reply:
-        reply = self.replies[min(self._served, len(self.replies) - 1)]
-        self._served += 1
-        return reply
+    def _next_reply(self, script: Sequence[Reply], endpoint: str) -> Reply:
+        served = self._served.get(endpoint, 0)
+        self._served[endpoint] = served + 1
+        return script[min(served, len(script) - 1)]
 
     async def _record(self, request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw
+        body: Any
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            body = {
+                name: value.file.read() if isinstance(value, web.FileField) else value
+                for name, value in form.items()
+            }
+        else:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(request.headers), body)
         )
@@ -129,7 +143,7 @@ class FakeOpenAi:
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
-        reply = self._next_reply()
+        reply = self._next_reply(self.replies, "chat")
         try:
             if reply.hang_before_headers:
                 await self._hang_forever.wait()
@@ -188,3 +202,44 @@ class FakeOpenAi:
         await response.write_eof()
         self.streams_completed += 1
         return response
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        reply = self._next_reply(self.transcription_replies, "transcriptions")
+        try:
+            if reply.hang_before_headers:
+                await self._hang_forever.wait()
+            if reply.status != 200:
+                return web.json_response(reply.error_body, status=reply.status)
+            if reply.raw_lines is not None:
+                return web.Response(
+                    text="\n".join(reply.raw_lines), content_type="application/json"
+                )
+            return web.json_response({"text": "".join(reply.chunks)})
+        except asyncio.CancelledError:
+            self.disconnected.set()
+            raise
+
+    async def _speech(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        reply = self._next_reply(self.speech_replies, "speech")
+        try:
+            if reply.hang_before_headers:
+                await self._hang_forever.wait()
+            if reply.status != 200:
+                return web.json_response(reply.error_body, status=reply.status)
+            response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
+            await response.prepare(request)
+            step = reply.audio_chunk_bytes
+            for index, start in enumerate(range(0, len(reply.audio), step)):
+                if reply.hang_after_chunks is not None and index >= reply.hang_after_chunks:
+                    await self._hang_forever.wait()
+                if reply.chunk_delay_s and index > 0:
+                    await asyncio.sleep(reply.chunk_delay_s)
+                await response.write(reply.audio[start : start + step])
+            await response.write_eof()
+            self.streams_completed += 1
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnected.set()
+            raise
