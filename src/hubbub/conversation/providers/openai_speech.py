@@ -10,8 +10,8 @@
   sample-rate option, so the audio is resampled to the engine's 16 kHz on the fly by
   :class:`LinearResampler` (``pcm_sample_rate`` tells it the server's rate, for servers that
   differ). Linear interpolation is a weak low-pass filter: good enough for speech, whose energy
-  lies well below the 8 kHz limit of 16 kHz audio, and cheap (pure Python, about 1 % of a core
-  for real-time audio).
+  lies well below the 8 kHz limit of 16 kHz audio, and cheap (pure Python: 10 s of 24 kHz audio
+  in about 55 ms on the development machine, i.e. ~0.5 % of a core for real-time audio).
 
 Failures raise :class:`ProviderError`, with the same messages as the LLM provider.
 """
@@ -19,6 +19,7 @@ Failures raise :class:`ProviderError`, with the same messages as the LLM provide
 from __future__ import annotations
 
 import io
+import math
 import sys
 import wave
 from array import array
@@ -207,8 +208,10 @@ class LinearResampler:
     def __init__(self, from_rate: int, to_rate: int) -> None:
         if from_rate <= 0 or to_rate <= 0:
             raise ValueError("sample rates must be positive")
-        self._from_rate = from_rate
-        self._to_rate = to_rate
+        # Reduced by their gcd (24 kHz → 16 kHz becomes 3 → 2): small exact integers.
+        divisor = math.gcd(from_rate, to_rate)
+        self._from_rate = from_rate // divisor
+        self._to_rate = to_rate // divisor
         self._position = 0  # next output sample, in 1/to_rate input samples from _pending[0]
         self._pending = array("h")
         self._odd_byte = b""
@@ -221,17 +224,20 @@ class LinearResampler:
         samples.frombytes(data[:cut])
         if sys.byteorder == "big":
             samples.byteswap()
-        if self._from_rate == self._to_rate:
+        if self._from_rate == self._to_rate == 1:
             return _to_bytes(samples)
         pending = self._pending + samples
-        out = array("h")
-        position, step, unit = self._position, self._from_rate, self._to_rate
-        last = len(pending) - 1
-        while position // unit < last:
-            index, remainder = divmod(position, unit)
-            left = pending[index]
-            out.append(left + ((pending[index + 1] - left) * remainder) // unit)
-            position += step
+        step, unit = self._from_rate, self._to_rate
+        targets = range(self._position, (len(pending) - 1) * unit, step)
+        out = array(
+            "h",
+            [
+                pending[p // unit]
+                + (pending[p // unit + 1] - pending[p // unit]) * (p % unit) // unit
+                for p in targets
+            ],
+        )
+        position = self._position + len(targets) * step
         consumed = min(position // unit, len(pending))
         self._pending = pending[consumed:]
         self._position = position - consumed * unit
