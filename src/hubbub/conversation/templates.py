@@ -23,9 +23,10 @@ Choices, and why:
 * **Resource limits**, per render: the output size (``max_output_chars``, also applied to every
   intermediate string), a wall-clock budget checked at every call, attribute access, operator,
   filter and ``namespace`` assignment, a total ``range()`` budget, bounded widths in format
-  specs, bounded ``*``/``**`` operands, and at most ``MAX_LOOP_DEPTH`` nested ``for`` loops.
-  A loop body that does none of those checked operations is only bounded by the range budget
-  and the size of the data it iterates.
+  specs, bounded ``*``/``**`` operands, at most ``MAX_LOOP_DEPTH`` nested ``for`` loops, and
+  the deadline checked at every loop iteration (loops are rewritten at compile time to iterate
+  through a guard), so even ``{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}`` over
+  a long string stops at ``max_render_s``.
 * **Autoescape off**: the output is chat text and prompts, not HTML.
 
 Exceptions: every failure (syntax, undefined arithmetic, sandbox refusal, limit exceeded) is a
@@ -38,7 +39,7 @@ import re
 import string
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -134,6 +135,18 @@ def _budgeted_range(*args: int) -> range:
     return items
 
 
+_LOOP_GUARD: Final = "hubbub_loop_guard"
+
+
+def _guarded_iteration(iterable: Iterable[Any]) -> Iterator[Any]:
+    """Every ``for`` loop iterates through this, so even an empty loop body meets the deadline."""
+    budget = _budget.get()
+    for item in iterable:
+        if budget is not None:
+            budget.tick()
+        yield item
+
+
 class _GuardedNamespace(Namespace):
     """``namespace()`` is the only state a template can carry across loop iterations."""
 
@@ -184,6 +197,7 @@ class _HubbubSandbox(ImmutableSandboxedEnvironment):
         self.globals.pop("lipsum", None)  # generates arbitrary amounts of text
         self.globals["range"] = _budgeted_range
         self.globals["namespace"] = _GuardedNamespace
+        self.globals[_LOOP_GUARD] = _guarded_iteration
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
@@ -355,7 +369,7 @@ class TemplateRenderer:
         if cached is not None:
             self._templates.move_to_end(source)
             return cached
-        template = self._compile(lambda: self._env.from_string(source), source)
+        template = self._compile(self._env.from_string, source)
         self._remember(self._templates, source, template)
         return template
 
@@ -367,20 +381,25 @@ class TemplateRenderer:
         if not expression.strip():
             raise TemplateError("empty condition")
         compiled = self._compile(
-            lambda: self._env.compile_expression(expression, undefined_to_none=False),
+            lambda _tree: self._env.compile_expression(expression, undefined_to_none=False),
             "{{ " + expression + " }}",
         )
         self._remember(self._expressions, expression, compiled)
         return compiled
 
-    def _compile(self, build: Callable[[], _Compiled], source: str) -> _Compiled:
+    def _compile(self, build: Callable[[nodes.Template], _Compiled], source: str) -> _Compiled:
         # Constant folding runs filters at compile time, under the same limits as a render.
         token = _budget.set(self._new_budget())
         try:
-            depth = _loop_depth(self._env.parse(source))
+            tree = self._env.parse(source)
+            depth = _loop_depth(tree)
             if depth > MAX_LOOP_DEPTH:
                 raise TemplateError(f"for loops nested {depth} deep (at most {MAX_LOOP_DEPTH})")
-            return build()
+            for loop in tree.find_all(nodes.For):
+                loop.iter = nodes.Call(
+                    nodes.Name(_LOOP_GUARD, "load"), [loop.iter], [], None, None, lineno=loop.lineno
+                )
+            return build(tree)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"syntax error on line {exc.lineno}: {exc.message}") from None
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError) as exc:
