@@ -121,6 +121,10 @@ def test_comparison_with_undefined_is_an_error(renderer: TemplateRenderer) -> No
             "{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
             "nested 4 deep",
         ),
+        ("{% include 'secrets.txt' %}", "include %} is not available"),
+        ("{% import 'os' as os %}", "import %} is not available"),
+        ("a\n{% from 'm' import f %}", "line 2: {% from … import %} is not available"),
+        ("{% extends 'base.html' %}", "extends %} is not available"),
     ],
 )
 def test_check_refuses_broken_templates(
@@ -175,6 +179,16 @@ ESCAPES = [
     "{{ vars.items.pop() }}",
     "{% set f = cycler.__init__ %}{{ f.__globals__ }}",
     "{{ (lipsum or range).__globals__ }}",
+    "{{ vars.get.__self__ }}",
+    "{{ dict.mro()[-1].__subclasses__() }}",
+    "{{ '{0[__class__]}'.format(vars) }}",
+    "{{ cycler('a').next.__self__ }}",
+    "{{ ''|attr('\\x5f\\x5fclass\\x5f\\x5f') }}",
+    "{{ [vars]|map(attribute='__class__')|list }}",
+    "{{ [1]|selectattr('__class__')|list }}",
+    "{{ [vars]|sort(attribute='__class__') }}",
+    "{{ [vars]|groupby('__class__') }}",
+    "{{ [vars]|sum(attribute='__class__') }}",
 ]
 
 

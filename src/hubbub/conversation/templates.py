@@ -430,6 +430,11 @@ class TemplateRenderer:
             depth = _loop_depth(tree)
             if depth > MAX_LOOP_DEPTH:
                 raise TemplateError(f"for loops nested {depth} deep (at most {MAX_LOOP_DEPTH})")
+            for node in tree.find_all(
+                (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+            ):
+                tag = type(node).__name__.lower().replace("fromimport", "from … import")
+                raise TemplateError(f"line {node.lineno}: {{% {tag} %}} is not available")
             for loop in tree.find_all(nodes.For):
                 loop.iter = nodes.Call(
                     nodes.Name(_LOOP_GUARD, "load"), [loop.iter], [], None, None, lineno=loop.lineno
