@@ -72,6 +72,16 @@ async def test_complete_joins_the_stream_and_session_is_reused() -> None:
         assert len(server.requests) == 2
 
 
+async def test_tool_results_are_sent_as_system_notes() -> None:
+    history = [*MESSAGES, ChatMessage("tool", '{"status": "shipped"}')]
+    async with FakeOpenAi() as server, provider_for(server) as llm:
+        await llm.complete(history)
+    assert server.requests[0].body["messages"][-1] == {
+        "role": "system",
+        "content": 'Tool result: {"status": "shipped"}',
+    }
+
+
 async def test_no_api_key_sends_no_authorization_header() -> None:
     async with FakeOpenAi() as server:
         llm = OpenAiCompatibleLlm(base_url=server.base_url + "/", api_key=None, model="m")
