@@ -240,7 +240,7 @@ async def test_total_timeout_bounds_a_slow_stream() -> None:
 
 
 async def test_slow_stream_within_limits_completes() -> None:
-    slow = Reply.text(["s", "l", "o", "w"], chunk_delay_s=0.1)
+    slow = Reply.text(["s", "l", "o", "w"], chunk_delay_s=0.05)
     async with (
         FakeOpenAi(replies=[slow]) as server,
         provider_for(server, timeout_s=5.0, idle_timeout_s=1.0) as llm,
