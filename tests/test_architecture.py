@@ -29,7 +29,15 @@ INNER_LAYERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 # matches any module whose dotted name starts with the rest (``hubbub.brokers.redis*`` covers
 # ``hubbub.brokers.redis_broker``); otherwise it matches the module and its submodules.
 THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
-    "aiohttp": ("hubbub.transports", "hubbub.api", "hubbub.server", "hubbub.client"),
+    "aiohttp": (
+        "hubbub.transports",
+        "hubbub.api",
+        "hubbub.server",
+        "hubbub.client",
+        # the HTTP client shared by the OpenAI-compatible providers
+        "hubbub.conversation.providers.openai_*",
+    ),
+    "jinja2": ("hubbub.conversation.templates",),
     "jwt": ("hubbub.auth",),
     "redis": ("hubbub.brokers.redis*",),
     "aiortc": ("hubbub.transports.webrtc*",),
