@@ -80,9 +80,9 @@ class RestApi:
     def add_routes(self, app: web.Application) -> None:
         router = app.router
         router.add_post("/v1/tokens", self.create_token)
-        router.add_get("/v1/channels/{channel:.+}/peers", self.channel_peers)
-        router.add_post("/v1/channels/{channel:.+}/publish", self.publish)
-        router.add_delete("/v1/peers/{peer_id:.+}", self.kick)
+        router.add_get(r"/v1/channels/{channel:[\s\S]+}/peers", self.channel_peers)
+        router.add_post(r"/v1/channels/{channel:[\s\S]+}/publish", self.publish)
+        router.add_delete(r"/v1/peers/{peer_id:[\s\S]+}", self.kick)
         router.add_get("/v1/usage", self.usage)
         router.add_get("/v1/openapi.json", self.openapi)
 
