@@ -12,7 +12,7 @@ from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import TokenRejected, verify_token
 from hubbub.config import parse_config
 from hubbub.core.principal import Principal
-from tests.api.conftest import API_TOML, Api, api_client, serve, ws_connect
+from tests.api.conftest import API_TOML, SK, api_client, serve, ws_connect
 
 pytestmark = pytest.mark.integration
 
@@ -148,10 +148,9 @@ async def test_a_chunked_body_over_the_limit_is_refused_too() -> None:
             yield b" " * 1024
 
     async with serve() as served, aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{served.http_url}/v1/tokens",
-            data=chunks(),
-            headers={"Authorization": Api(session, "").auth or ""},
-        ) as response:
-            assert response.status == 413
-            assert (await response.json())["error"] == "invalid_request"
+        response = await session.post(
+            f"{served.http_url}/v1/tokens", data=chunks(), headers={"Authorization": SK}
+        )
+        assert response.status == 413
+        assert (await response.json())["error"] == "invalid_request"
+        response.release()
