@@ -99,6 +99,8 @@ def _huge(size: int) -> dict[str, Any]:
         (None, {"peerId": "a", "expiresInSec": 0}, 400, "invalid_request"),
         (None, {"peerId": "a", "expiresInSec": 86401}, 400, "invalid_request"),
         (None, {"peerId": "a", "expiresInSec": 60.5}, 400, "invalid_request"),
+        (None, {"peerId": "a", "expiresInSec": 1e300}, 400, "invalid_request"),
+        (None, {"peerId": "a", "expiresInSec": "60"}, 400, "invalid_request"),
         (None, {"peerId": "a", "expiresInSec": True}, 400, "invalid_request"),
         (None, {"peerId": "a", "metadata": []}, 400, "invalid_request"),
         (None, {"peerId": "a", "metadata": _huge(8200)}, 400, "invalid_request"),

@@ -140,6 +140,9 @@ def parse_token_request(body: bytes, key: ApiKey) -> TokenRequest:
     expires_in = fields.expiresInSec
     if expires_in is _UNSET or expires_in is None:
         expires_in = DEFAULT_TOKEN_TTL_S
+    # JSON has one number type: 3600.0 is the integer 3600 (as JSON Schema says too).
+    if isinstance(expires_in, float) and expires_in.is_integer():
+        expires_in = int(expires_in)
     if (
         isinstance(expires_in, bool)
         or not isinstance(expires_in, int)
