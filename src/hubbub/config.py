@@ -223,6 +223,15 @@ def _check(config: Config, source: str) -> None:
     ):
         if getattr(config.api, name) < 0:
             fail(f"api.{name}", "must not be negative (0 disables the limit)")
+    for scope in ("key", "ip"):
+        rate = getattr(config.api, f"requests_per_second_per_{scope}")
+        burst = getattr(config.api, f"request_burst_per_{scope}")
+        if (rate == 0) != (burst == 0):
+            fail(
+                f"api.request_burst_per_{scope}",
+                f"requests_per_second_per_{scope} and request_burst_per_{scope} must both be 0 "
+                "or both set",
+            )
 
     app_ids: set[str] = set()
     key_ids: set[str] = set()
