@@ -293,3 +293,31 @@ async def test_backend_faults_answer_503_internal_error() -> None:
         # Minting needs no backend and still works.
         reply = await api.call("POST", "/v1/tokens", {"peerId": "a"}, auth=SK)
         assert reply.status == 200
+
+
+class _BuggyPresence(MemoryPresenceStore):
+    async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
+        raise RuntimeError("secret internals")
+
+
+async def test_an_unexpected_fault_is_a_json_500_without_details() -> None:
+    from aiohttp import web
+
+    node = Node(
+        node_id="test",
+        broker=MemoryBroker(),
+        presence=_BuggyPresence(),
+        usage=MemoryUsageStore(),
+        limits=NodeLimits(),
+        quotas={},
+        clock=time.time,
+        scheduler=_LoopScheduler(),
+    )
+    keys = KeyRing.from_config(parse_config(API_TOML))
+    app = web.Application(middlewares=[api_errors])
+    RestApi(node, keys, RestSettings(), TrustedProxies([])).add_routes(app)
+    async with serve_app(app) as served, api_client(served) as api:
+        reply = await api.call("GET", "/v1/channels/c/peers")
+        assert reply.status == 500
+        assert reply.body == {"error": "internal_error", "message": "internal error"}
+        assert (await api.call("GET", "/v1/usage")).status == 200

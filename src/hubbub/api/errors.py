@@ -1,7 +1,8 @@
 """REST errors as data: ``{"error": <code>, "message": <text>}`` with the spec's statuses.
 
-Handlers raise :class:`ApiError`; :func:`api_errors` turns it (and the router's own 404/405
-for paths under ``/v1/``) into that JSON body, so a client never sees HTML or a stack trace.
+Handlers raise :class:`ApiError` and :func:`guarded` turns it into that JSON body;
+:func:`api_errors` does the same for the router's own 404/405 under ``/v1/``. A client never
+sees HTML or a stack trace.
 """
 
 from __future__ import annotations
@@ -55,12 +56,29 @@ def unauthorized() -> ApiError:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def guarded(handler: Handler) -> Handler:
+    """Run a REST handler, answering its :class:`ApiError` (or any surprise) as JSON."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as error:
+            return error_response(error)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(ApiError(500, "internal_error", "internal error"))
+
+    return run
+
+
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """JSON errors for the REST API; other paths keep aiohttp's defaults."""
-    if not request.path.startswith(API_PREFIX):
-        return await handler(request)
+    """JSON 404/405 for paths under ``/v1/`` that no route matches; nothing else is touched."""
     unmatched = request.match_info.http_exception
+    if unmatched is None or not request.path.startswith(API_PREFIX):
+        return await handler(request)
     if isinstance(unmatched, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(unmatched.allowed_methods))
         return error_response(
@@ -71,14 +89,4 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
                 {"Allow": allowed},
             )
         )
-    if unmatched is not None:
-        return error_response(ApiError(404, "not_found", f"no endpoint at {request.path}"))
-    try:
-        return await handler(request)
-    except ApiError as error:
-        return error_response(error)
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "internal error"))
+    return error_response(ApiError(404, "not_found", f"no endpoint at {request.path}"))

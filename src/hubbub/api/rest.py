@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from hubbub.api.bodies import MAX_BODY_BYTES, parse_publish_request, parse_token_request
-from hubbub.api.errors import ApiError, invalid_request, json_response, unauthorized
+from hubbub.api.errors import ApiError, guarded, invalid_request, json_response, unauthorized
 from hubbub.api.openapi import OPENAPI_DOCUMENT
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.auth.keys import ApiKey, KeyRing
@@ -79,12 +79,12 @@ class RestApi:
 
     def add_routes(self, app: web.Application) -> None:
         router = app.router
-        router.add_post("/v1/tokens", self.create_token)
-        router.add_get(r"/v1/channels/{channel:[\s\S]+}/peers", self.channel_peers)
-        router.add_post(r"/v1/channels/{channel:[\s\S]+}/publish", self.publish)
-        router.add_delete(r"/v1/peers/{peer_id:[\s\S]+}", self.kick)
-        router.add_get("/v1/usage", self.usage)
-        router.add_get("/v1/openapi.json", self.openapi)
+        router.add_post("/v1/tokens", guarded(self.create_token))
+        router.add_get(r"/v1/channels/{channel:[\s\S]+}/peers", guarded(self.channel_peers))
+        router.add_post(r"/v1/channels/{channel:[\s\S]+}/publish", guarded(self.publish))
+        router.add_delete(r"/v1/peers/{peer_id:[\s\S]+}", guarded(self.kick))
+        router.add_get("/v1/usage", guarded(self.usage))
+        router.add_get("/v1/openapi.json", guarded(self.openapi))
 
     # --- shared steps ---------------------------------------------------------------------
 
