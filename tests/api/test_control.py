@@ -174,9 +174,13 @@ async def test_the_legacy_sk_live_secret_alone_is_accepted() -> None:
 
 async def test_unknown_endpoints_and_wrong_methods_answer_json() -> None:
     async with serve() as served, api_client(served) as api:
-        for path in ("/v1/nothing", "/v1/channels", "/v1/channels//peers", "/v1/peers/"):
+        for path in ("/v1/nothing", "/v1/channels", "/v1/channels/c", "/v1/peers"):
             reply = await api.call("GET", path)
             assert (reply.status, reply.body["error"]) == (404, "not_found"), path
+        # An empty name reaches the endpoint and is refused as a bad request (spec 10.2, 10.4).
+        for method, path in (("GET", "/v1/channels//peers"), ("DELETE", "/v1/peers/")):
+            reply = await api.call(method, path)
+            assert (reply.status, reply.body["error"]) == (400, "invalid_request"), path
         reply = await api.call("PUT", "/v1/usage")
         assert (reply.status, reply.body["error"]) == (405, "method_not_allowed")
         assert "GET" in reply.headers["Allow"]

@@ -80,9 +80,9 @@ class RestApi:
     def add_routes(self, app: web.Application) -> None:
         router = app.router
         router.add_post("/v1/tokens", guarded(self.create_token))
-        router.add_get(r"/v1/channels/{channel:[\s\S]+}/peers", guarded(self.channel_peers))
-        router.add_post(r"/v1/channels/{channel:[\s\S]+}/publish", guarded(self.publish))
-        router.add_delete(r"/v1/peers/{peer_id:[\s\S]+}", guarded(self.kick))
+        router.add_get(r"/v1/channels/{channel:[\s\S]*}/peers", guarded(self.channel_peers))
+        router.add_post(r"/v1/channels/{channel:[\s\S]*}/publish", guarded(self.publish))
+        router.add_delete(r"/v1/peers/{peer_id:[\s\S]*}", guarded(self.kick))
         router.add_get("/v1/usage", guarded(self.usage))
         router.add_get("/v1/openapi.json", guarded(self.openapi))
 
