@@ -325,3 +325,20 @@ async def test_an_unexpected_fault_is_a_json_500_without_details() -> None:
         assert reply.status == 500
         assert reply.body == {"error": "internal_error", "message": "internal error"}
         assert (await api.call("GET", "/v1/usage")).status == 200
+
+
+PROXIED_TOML = 'server.trusted_proxies = ["127.0.0.1/32"]\n' + IP_LIMITED_TOML
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() -> None:
+    async with serve(PROXIED_TOML) as served, aiohttp.ClientSession() as session:
+
+        async def usage_status(client: str) -> int:
+            async with session.get(
+                f"{served.http_url}/v1/usage",
+                headers={"Authorization": SK, "X-Forwarded-For": client},
+            ) as response:
+                return response.status
+
+        assert [await usage_status("203.0.113.7") for _ in range(4)] == [200, 200, 200, 429]
+        assert await usage_status("198.51.100.1") == 200
