@@ -8,10 +8,12 @@ HTTP 401 for a token that cannot be parsed at all).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import jwt
+import jwt.warnings
 import msgspec
 
 from hubbub.auth.keys import ApiKey, KeyRing
@@ -30,6 +32,11 @@ LEEWAY_S: Final = 5.0
 EXPIRY_MARGIN_S: Final = 0.25
 
 _encode_json = msgspec.json.Encoder().encode
+
+# Secrets are the operator's choice (the demo's "sk_secret_demo" is shorter than RFC 7518's
+# recommended 32 bytes); `hubbub keys new` generates long ones. PyJWT would warn on every
+# signature check, flooding the log, so the warning is silenced here once.
+warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 @dataclass(frozen=True, slots=True)
