@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -159,7 +160,7 @@ def loadgen_command(
 
 async def measure(
     spec: ServerSpec, args: argparse.Namespace, cpus: tuple[int, int] | None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     print(f"== {spec.name}", file=sys.stderr, flush=True)
     async with running(spec, cpus[0] if cpus else None) as (pid, port):
         load = await asyncio.create_subprocess_exec(
@@ -175,32 +176,66 @@ async def measure(
                 await load.wait()
         if load.returncode != 0:
             raise RuntimeError(f"load generator failed against {spec.name} ({load.returncode})")
-        result: dict[str, object] = json.loads(stdout.decode().strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
         return result
 
 
-def render(results: dict[str, dict[str, object]], baseline: str = "node-ws") -> str:
-    header = (
-        f"| {'server':<8} | {'deliveries/s':>12} | {'loss':>4} | {'p50 ms':>6} | {'p99 ms':>6} "
-        f"| {'server CPU':>10} | {'load CPU':>8} |"
-    )
-    lines = [header, "|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|"]
+def cpu_us_per_delivery(throughput: dict[str, Any]) -> float:
+    """Server process CPU per delivery: the figure least moved by other load on the machine."""
+    cpu_s = throughput["server_cpu"] * throughput["elapsed_s"]
+    return cpu_s / max(1, throughput["deliveries"]) * 1e6
+
+
+def render(results: dict[str, dict[str, Any]], baseline: str = "node-ws") -> str:
+    """The summary table. CPU columns cover the throughput phase: the process's own CPU time
+    per second, then in brackets how busy its whole core was (interrupts and, on a shared
+    machine, other people's processes included). µs/delivery counts only the server process's
+    own time (user + system), not the kernel's loopback work done in interrupt context."""
+    columns = [
+        "server",
+        "deliveries/s",
+        "loss",
+        "p50 ms",
+        "p99 ms",
+        "server CPU",
+        "server µs/delivery",
+        "load CPU",
+    ]
+    rows = []
     for name, result in results.items():
-        tp = result["throughput"]
-        lat = result["latency"]
-        assert isinstance(tp, dict) and isinstance(lat, dict)
-        loss = tp["loss"] + lat["loss"]
-        lines.append(
-            f"| {name:<8} | {tp['deliveries_per_s']:>12,.0f} | {loss:>4} | {lat['p50_ms']:>6.2f} "
-            f"| {lat['p99_ms']:>6.2f} | {tp['server_cpu']:>10.0%} | {tp['load_cpu']:>8.0%} |"
+        throughput, latency = result["throughput"], result["latency"]
+        busy = throughput["cpu_busy"] or [float("nan"), float("nan")]
+        rows.append(
+            [
+                name,
+                f"{throughput['deliveries_per_s']:,.0f}",
+                str(throughput["loss"] + latency["loss"]),
+                f"{latency['p50_ms']:.1f}",
+                f"{latency['p99_ms']:.1f}",
+                f"{throughput['server_cpu']:.0%} ({busy[0]:.0%})",
+                f"{cpu_us_per_delivery(throughput):.2f}",
+                f"{throughput['load_cpu']:.0%} ({busy[1]:.0%})",
+            ]
         )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+    def line(cells: list[str]) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        rest = [f"{cell:>{width}}" for cell, width in zip(cells[1:], widths[1:], strict=True)]
+        return "| " + " | ".join([first, *rest]) + " |"
+
+    out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
     if "hubbub" in results and baseline in results:
-        hub, base = results["hubbub"]["throughput"], results[baseline]["throughput"]
-        assert isinstance(hub, dict) and isinstance(base, dict)
-        ratio = hub["deliveries_per_s"] / base["deliveries_per_s"]
-        lines.append("")
-        lines.append(f"Hubbub / Node ws deliveries/s: {ratio:.2f}x (goal >= 1.5x, no loss)")
-    return "\n".join(lines)
+        hub = results["hubbub"]["throughput"]["deliveries_per_s"]
+        base = results[baseline]["throughput"]["deliveries_per_s"]
+        out.append("")
+        out.append(f"Hubbub / Node ws deliveries/s: {hub / base:.2f}x (goal: >= 1.5x with no loss)")
+        cost = cpu_us_per_delivery(results[baseline]["throughput"]) / cpu_us_per_delivery(
+            results["hubbub"]["throughput"]
+        )
+        out.append(f"Node ws / Hubbub server CPU per delivery: {cost:.2f}x")
+    return "\n".join(out)
 
 
 def choose_cpus() -> tuple[int, int] | None:
@@ -214,6 +249,7 @@ def choose_cpus() -> tuple[int, int] | None:
 async def main(args: argparse.Namespace) -> int:
     cpus = choose_cpus()
     names = args.servers.split(",")
+    rounds: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="hubbub-bench-") as tmp:
         config_path = Path(tmp) / "bench.toml"
         config_path.write_text(HUBBUB_CONFIG, encoding="utf-8")
@@ -222,7 +258,11 @@ async def main(args: argparse.Namespace) -> int:
         if unknown:
             print(f"unknown server(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
-        results = {name: await measure(specs[name], args, cpus) for name in names}
+        for number in range(args.rounds):
+            # Alternate the order so neither server always runs in the other's wake.
+            order = names if number % 2 == 0 else names[::-1]
+            measured = {name: await measure(specs[name], args, cpus) for name in order}
+            rounds.append({name: measured[name] for name in names})
     print()
     print(
         f"{args.subscribers} subscribers, 1 publisher, 1 channel; throughput: {args.messages} "
@@ -230,9 +270,18 @@ async def main(args: argparse.Namespace) -> int:
         f"{args.latency_seconds:g} s; load generator: {args.loadgen}; "
         f"CPUs (server, load): {cpus or 'unpinned'}"
     )
-    print(render(results))
+    for number, results in enumerate(rounds, 1):
+        print(f"\nround {number}")
+        print(render(results))
+    if len(rounds) > 1 and "hubbub" in names and "node-ws" in names:
+        ratios = [
+            r["hubbub"]["throughput"]["deliveries_per_s"]
+            / r["node-ws"]["throughput"]["deliveries_per_s"]
+            for r in rounds
+        ]
+        print(f"\nHubbub / Node ws per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(rounds, indent=2))
     return 0
 
 
@@ -241,11 +290,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", default="hubbub,node-ws", help="comma-separated, in order")
     parser.add_argument("--loadgen", choices=["python", "node"], default="python")
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=1000, help="throughput phase")
+    parser.add_argument("--messages", type=int, default=500, help="throughput phase")
     parser.add_argument("--warmup", type=int, default=100, help="publishes before measuring")
     parser.add_argument("--window", type=int, default=32, help="unacked publishes in flight")
     parser.add_argument("--rate", type=float, default=20.0, help="latency phase, messages/s")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2, help="each runs every server once")
     parser.add_argument("--timeout", type=float, default=120.0, help="per server, seconds")
     parser.add_argument("--json", action="store_true", help="also print the raw results")
     return parser.parse_args(argv)
