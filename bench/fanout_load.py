@@ -431,7 +431,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     publisher, _ = await connect(args.url, tally, args.timeout)
     log(f"{len(subscribers)} subscribers ready in {time.perf_counter() - began:.1f} s")
     try:
-        for messages, server_pid in ((args.warmup, None), (args.messages, args.server_pid)):
+        phases = (("warm-up", args.warmup, None), ("throughput", args.messages, args.server_pid))
+        for phase, messages, server_pid in phases:
             result = await run_throughput(
                 publisher,
                 subscribers,
@@ -445,7 +446,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             )
             busy = ", ".join(f"{share:.0%}" for share in result.cpu_busy)
             log(
-                f"{'throughput' if server_pid else 'warm-up'}: "
+                f"{phase}: "
                 f"{result.deliveries_per_s:,.0f} deliveries/s, loss {result.loss}, "
                 f"server process {result.server_cpu:.0%}, load process {result.load_cpu:.0%}, "
                 f"CPUs {watch} busy {busy}"
