@@ -19,7 +19,8 @@ from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.config import Config
 from hubbub.core.broker import AppQuota
-from hubbub.core.node import Cancellable, Node, NodeLimits
+from hubbub.core.connection import Cancellable
+from hubbub.core.node import Node, NodeLimits
 from hubbub.protocol.codes import CloseCode
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
-from hubbub.core.node import Connection, Node, NodeLimits
+from hubbub.core.connection import Connection
+from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.patterns import compile_pattern

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from hubbub.core.broker import (
@@ -33,9 +33,11 @@ from hubbub.core.broker import (
     UsageSnapshot,
     UsageStore,
 )
+from hubbub.core.connection import Cancellable, Connection, Subscription
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.core.routes import LocalRoutes
 from hubbub.protocol import frames
 from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
@@ -58,10 +60,6 @@ UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
 
 
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
-
-
 class Scheduler(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
 
@@ -74,66 +72,9 @@ class NodeLimits:
     max_channels: int = 100
 
 
-@dataclass(slots=True, eq=False)
-class Subscription:
-    include_sender_metadata: bool
-    pattern: ChannelPattern | None  # None for a concrete channel
-    # Presence frames that arrived before this subscription's snapshot was queued.
-    held_presence: list[OutFrame] | None = None
-
-
-@dataclass(slots=True, eq=False)
-class Connection:
-    id: str
-    principal: Principal
-    sink: ConnectionSink
-    bucket: TokenBucket | None
-    presence_entry: PresenceEntry
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    expiry_timer: Cancellable | None = None
-    # closing: the node decided to close it (frames still buffered are ignored);
-    # closed: the transport reported it gone and its state was released.
-    closing: bool = False
-    closed: bool = False
-
-    @property
-    def app_id(self) -> str:
-        return self.principal.app_id
-
-    @property
-    def peer_id(self) -> str:
-        return self.principal.peer_id
-
-    @property
-    def sees_presence(self) -> bool:
-        return "presence" in self.principal.actions
-
-
-_Members = dict[Connection, Subscription]
-
-
 def _detail(code: ErrorCode, channel: str) -> str | None:
     # The hosted service names the channel it refused (spec 3.3 example).
     return f"not authorized: {channel}" if code is ErrorCode.CHANNEL_NOT_AUTHORIZED else None
-
-
-class _PatternIndex:
-    """Pattern subscriptions of one app, with a per-channel cache of the matching ones."""
-
-    __slots__ = ("by_text", "cache")
-
-    def __init__(self) -> None:
-        self.by_text: dict[str, tuple[ChannelPattern, _Members]] = {}
-        self.cache: dict[str, list[_Members]] = {}
-
-    def matching(self, channel: str) -> list[_Members]:
-        found = self.cache.get(channel)
-        if found is None:
-            if len(self.cache) > 10_000:
-                self.cache.clear()
-            found = [m for p, m in self.by_text.values() if p.matches(channel)]
-            self.cache[channel] = found
-        return found
 
 
 class Node:
@@ -159,9 +100,7 @@ class Node:
         self._scheduler = scheduler
         self._next_connection = 0
         self._connections: set[Connection] = set()
-        self._channels: dict[tuple[str, str], _Members] = {}
-        self._patterns: dict[str, _PatternIndex] = {}
-        self._peers: dict[tuple[str, str], set[Connection]] = {}
+        self._local = LocalRoutes()
         self._pong = OutFrame(frames.PONG)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -223,16 +162,11 @@ class Node:
         if principal.expires_at is not None:
             delay = max(0.0, principal.expires_at - EXPIRY_MARGIN_S - now)
             conn.expiry_timer = self._scheduler.call_later(delay, lambda: self._expire(conn))
-        key = (principal.app_id, principal.peer_id)
-        peers = self._peers.get(key)
-        if peers is None:
-            self._peers[key] = {conn}
+        if self._local.add_peer_connection(conn):
             try:
-                await self._broker.register_peer(*key)
+                await self._broker.register_peer(conn.app_id, conn.peer_id)
             except BrokerUnavailable:
-                log.warning("broker unavailable: peer %s not registered for directs", key[1])
-        else:
-            peers.add(conn)
+                log.warning("broker unavailable: peer %s not registered for directs", conn.peer_id)
         return conn
 
     def _expire(self, conn: Connection) -> None:
@@ -258,16 +192,11 @@ class Node:
             except BrokerUnavailable:
                 log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
         self._connections.discard(conn)
-        key = (conn.app_id, conn.peer_id)
-        peers = self._peers.get(key)
-        if peers is not None:
-            peers.discard(conn)
-            if not peers:
-                del self._peers[key]
-                try:
-                    await self._broker.unregister_peer(*key)
-                except BrokerUnavailable:
-                    log.warning("broker unavailable: peer %s not unregistered", key[1])
+        if self._local.remove_peer_connection(conn):
+            try:
+                await self._broker.unregister_peer(conn.app_id, conn.peer_id)
+            except BrokerUnavailable:
+                log.warning("broker unavailable: peer %s not unregistered", conn.peer_id)
         await self._usage.close_connection(conn.app_id)
 
     def announce_shutdown(self, base_retry_ms: int = 1000) -> None:
@@ -487,48 +416,21 @@ class Node:
         self._ack(conn, frame.request_id)
 
     async def _add_channel_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        key = (conn.app_id, channel)
-        members = self._channels.get(key)
-        if members is None:
-            self._channels[key] = {conn: sub}
-            await self._broker.watch_channel(*key)
-        else:
-            members[conn] = sub
+        if self._local.add_channel_member(conn, channel, sub):
+            await self._broker.watch_channel(conn.app_id, channel)
 
     async def _add_pattern_member(
         self, conn: Connection, pattern: ChannelPattern, sub: Subscription
     ) -> None:
-        index = self._patterns.get(conn.app_id)
-        if index is None:
-            index = self._patterns[conn.app_id] = _PatternIndex()
-        found = index.by_text.get(pattern.text)
-        if found is None:
-            index.by_text[pattern.text] = (pattern, {conn: sub})
-            index.cache.clear()
+        if self._local.add_pattern_member(conn, pattern, sub):
             await self._broker.watch_pattern(conn.app_id, pattern.text)
-        else:
-            found[1][conn] = sub
 
     async def _remove_local_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
         """Forget a subscription locally; unwatch in the broker when it was the last one."""
         if sub.pattern is None:
-            key = (conn.app_id, channel)
-            members = self._channels.get(key)
-            if members is None or members.pop(conn, None) is None:
-                return
-            if not members:
-                del self._channels[key]
-                await self._broker.unwatch_channel(*key)
-            return
-        index = self._patterns.get(conn.app_id)
-        found = index.by_text.get(channel) if index is not None else None
-        if index is None or found is None or found[1].pop(conn, None) is None:
-            return
-        if not found[1]:
-            del index.by_text[channel]
-            index.cache.clear()
-            if not index.by_text:
-                del self._patterns[conn.app_id]
+            if self._local.remove_channel_member(conn, channel):
+                await self._broker.unwatch_channel(conn.app_id, channel)
+        elif self._local.remove_pattern_member(conn, channel):
             await self._broker.unwatch_pattern(conn.app_id, channel)
 
     async def _drop_subscription(self, conn: Connection, channel: str, sub: Subscription) -> None:
@@ -544,80 +446,16 @@ class Node:
     # --- deliveries from the broker (BrokerHandler) ---------------------------------------
 
     def deliver_publication(self, publication: Publication) -> int:
-        app_id, channel = publication.app_id, publication.channel
-        exact = self._channels.get((app_id, channel))
-        index = self._patterns.get(app_id)
-        groups: list[_Members] = [exact] if exact else []
-        if index is not None:
-            groups.extend(index.matching(channel))
-        if not groups:
-            return 0
-        plain: OutFrame | None = None
-        with_metadata: OutFrame | None = None
-        metadata = publication.sender_metadata
-        origin = publication.origin_connection
-        seen: set[Connection] | None = set() if len(groups) > 1 else None
-        reached = 0
-        for members in groups:
-            for conn, sub in members.items():
-                if conn.id == origin:
-                    continue
-                if seen is not None:
-                    if conn in seen:
-                        continue
-                    seen.add(conn)
-                if metadata is not None and sub.include_sender_metadata:
-                    if with_metadata is None:
-                        with_metadata = OutFrame(
-                            frames.message(channel, publication.sender, publication.data, metadata)
-                        )
-                    conn.sink.push(with_metadata)
-                else:
-                    if plain is None:
-                        plain = OutFrame(
-                            frames.message(channel, publication.sender, publication.data, None)
-                        )
-                    conn.sink.push(plain)
-                reached += 1
-        return reached
+        return self._local.deliver_publication(publication)
 
     def deliver_direct(self, direct: Direct) -> int:
-        conns = self._peers.get((direct.app_id, direct.to))
-        if not conns:
-            return 0
-        frame = OutFrame(frames.direct(direct.sender, direct.data, direct.sender_metadata))
-        reached = 0
-        for conn in conns:
-            if conn.id != direct.origin_connection and not conn.closed:
-                conn.sink.push(frame)
-                reached += 1
-        return reached
+        return self._local.deliver_direct(direct)
 
     def deliver_presence(self, delta: PresenceDelta) -> None:
-        members = self._channels.get((delta.app_id, delta.channel))
-        if not members:
-            return
-        frame = OutFrame(
-            frames.presence(
-                delta.channel,
-                [frames.presence_entry(e.peer_id, e.metadata) for e in delta.joined],
-                [frames.presence_entry(e.peer_id, e.metadata) for e in delta.left],
-            )
-        )
-        for conn, sub in members.items():
-            if conn.peer_id == delta.subject or not conn.sees_presence:
-                continue
-            if sub.held_presence is not None:
-                sub.held_presence.append(frame)
-            else:
-                conn.sink.push(frame)
+        self._local.deliver_presence(delta)
 
     def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
-        conns = [c for c in self._peers.get((app_id, peer_id), ()) if not (c.closed or c.closing)]
-        for conn in conns:
-            conn.closing = True
-            conn.sink.close(code, reason)
-        return len(conns)
+        return self._local.disconnect_peer(app_id, peer_id, code, reason)
 
     # --- server-side operations (REST control plane) --------------------------------------
 

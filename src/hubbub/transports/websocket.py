@@ -20,7 +20,8 @@ from aiohttp import WSMsgType, web
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.auth.connect import CloseRejection, HttpRejection, authenticate
 from hubbub.auth.keys import KeyRing
-from hubbub.core.node import Connection, Node
+from hubbub.core.connection import Connection
+from hubbub.core.node import Node
 from hubbub.core.outbound import OutFrame
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.protocol.codes import SLOW_CONSUMER_REASON, CloseCode

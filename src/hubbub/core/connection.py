@@ -1,0 +1,51 @@
+"""A connection as the hub sees it, and its subscriptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hubbub.core.broker import PresenceEntry
+from hubbub.core.outbound import ConnectionSink, OutFrame
+from hubbub.core.principal import Principal
+from hubbub.core.ratelimit import TokenBucket
+from hubbub.protocol.patterns import ChannelPattern
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Subscription:
+    include_sender_metadata: bool
+    pattern: ChannelPattern | None  # None for a concrete channel
+    # Presence frames that arrived before this subscription's snapshot was queued.
+    held_presence: list[OutFrame] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    id: str  # unique across the cluster: "<node id>:<counter>"
+    principal: Principal
+    sink: ConnectionSink
+    bucket: TokenBucket | None
+    presence_entry: PresenceEntry
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    expiry_timer: Cancellable | None = None
+    # closing: the node decided to close it (frames still buffered are ignored);
+    # closed: the transport reported it gone and its state was released.
+    closing: bool = False
+    closed: bool = False
+
+    @property
+    def app_id(self) -> str:
+        return self.principal.app_id
+
+    @property
+    def peer_id(self) -> str:
+        return self.principal.peer_id
+
+    @property
+    def sees_presence(self) -> bool:
+        return "presence" in self.principal.actions
