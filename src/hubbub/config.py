@@ -77,6 +77,15 @@ class AppConfig(_Section):
     keys: list[KeyConfig] = []
 
 
+class ConversationLlmConfig(_Section):
+    """The LLM for projects that name none (an OpenAI-compatible chat-completions API)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None  # the key is read from this environment variable
+    timeout_s: float = 30.0
+
+
 class ConversationsConfig(_Section):
     # Directory of project files (YAML); None serves no conversations (demo mode: the examples).
     projects_dir: str | None = None
@@ -88,6 +97,7 @@ class ConversationsConfig(_Section):
     max_message_bytes: int = 1_048_576
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
+    llm: ConversationLlmConfig | None = None
 
 
 class Config(_Section):

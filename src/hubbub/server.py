@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 import uuid
@@ -18,6 +19,9 @@ from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.config import Config, ConfigError
 from hubbub.conversation.loader import ProjectError, load_projects_dir
+from hubbub.conversation.providers.base import LlmProvider
+from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
+from hubbub.conversation.schema import LlmConfig
 from hubbub.conversation.service import AuthLimits, ConversationService
 from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
@@ -102,6 +106,15 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+def _openai_llm(config: LlmConfig) -> LlmProvider:
+    api_key = config.api_key
+    if api_key is None and config.api_key_env:
+        api_key = os.environ.get(config.api_key_env)
+    return OpenAiCompatibleLlm(
+        base_url=config.base_url, api_key=api_key, model=config.model, timeout_s=config.timeout_s
+    )
+
+
 def _add_conversations(app: web.Application, config: Config) -> None:
     settings = config.conversations
     if settings.demo_api:
@@ -112,9 +125,19 @@ def _add_conversations(app: web.Application, config: Config) -> None:
         projects = load_projects_dir(Path(settings.projects_dir), TemplateRenderer())
     except ProjectError as exc:
         raise ConfigError(exc.source, exc.path, exc.reason) from None
+    default_llm = None
+    if settings.llm is not None:
+        default_llm = LlmConfig(
+            base_url=settings.llm.base_url,
+            model=settings.llm.model,
+            api_key_env=settings.llm.api_key_env,
+            timeout_s=settings.llm.timeout_s,
+        )
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),
+        llm_factory=_openai_llm,
+        default_llm=default_llm,
         python_tools=frozenset(settings.python_tools),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
     )

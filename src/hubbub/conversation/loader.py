@@ -238,7 +238,10 @@ class _Checker:
             except re.error as exc:
                 self.fail(f"{path}.trigger.patterns[{p}]", f"bad regular expression: {exc}")
         if action.condition is not None:
-            self.template(f"{path}.condition", "{{ " + action.condition + " }}")
+            try:
+                self._renderer.check_expression(action.condition)
+            except TemplateError as exc:
+                self.fail(f"{path}.condition", f"bad condition: {exc}")
         for e, effect in enumerate(action.effects):
             where = f"{path}.effects[{e}]"
             if isinstance(effect, CallToolEffect):

@@ -44,6 +44,7 @@ class ConversationService:
         *,
         renderer: TemplateRenderer | None = None,
         llm_factory: LlmFactory | None = None,
+        default_llm: LlmConfig | None = None,
         python_tools: frozenset[str] = frozenset(),
         auth_limits: AuthLimits = AuthLimits(),
         clock: Callable[[], float] = time.time,
@@ -55,7 +56,7 @@ class ConversationService:
         }
         self._llms: dict[str, LlmProvider] = {}
         for p in projects:
-            config = p.project.providers.llm
+            config = p.project.providers.llm or default_llm
             if config is not None and llm_factory is not None:
                 self._llms[p.id] = llm_factory(config)
         self.store = store
@@ -84,6 +85,10 @@ class ConversationService:
         for conversation in list(self._running.values()):
             await conversation.stop()
         self._running.clear()
+        for llm in self._llms.values():
+            close = getattr(llm, "close", None)
+            if close is not None:
+                await close()
         await self._webhooks.close()
         await self.store.close()
 
