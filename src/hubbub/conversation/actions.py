@@ -15,7 +15,7 @@ from hubbub.conversation.responder import (
     ActionMatch,
     classify_with_llm,
     llm_messages,
-    match_action,
+    match_actions,
     prescripted_stream,
 )
 from hubbub.conversation.schema import (
@@ -158,7 +158,14 @@ class ActionRunner:
         conv = self.conv
         services = conv.services
         conv.history.append(ChatMessage("user", text))
-        matched = match_action(conv.project, conv.stage_id, text)
+        matched = next(
+            (
+                candidate
+                for candidate in match_actions(conv.project, conv.stage_id, text)
+                if self.condition_holds(candidate.action, candidate, {})
+            ),
+            None,
+        )
         llm = self.llm
         if matched is None and llm is not None:
             matched = await classify_with_llm(llm, conv.project, conv.stage_id, text)
@@ -226,15 +233,8 @@ class ActionRunner:
         conv = self.conv
         renderer = conv.services.renderer
         params = {**action.parameters, **parameters}
-        if action.condition is not None:
-            try:
-                if not renderer.evaluate(
-                    action.condition, self.scope(match=matched.captures, parameters=params)
-                ):
-                    return False, []
-            except TemplateError as exc:
-                log.warning("action %s: condition failed: %s", action.name, exc)
-                return False, []
+        if not self.condition_holds(action, matched, params):
+            return False, []
         conv.event("action", {"name": action.name, "parameters": params})
         spoke = False
         parts: list[dict[str, Any]] = []
@@ -270,6 +270,18 @@ class ActionRunner:
                     "action %s: effect %s skipped: %s", action.name, type(effect).__name__, exc
                 )
         return spoke, parts
+
+    def condition_holds(
+        self, action: Action, matched: ActionMatch, parameters: dict[str, Any]
+    ) -> bool:
+        if action.condition is None:
+            return True
+        scope = self.scope(match=matched.captures, parameters={**action.parameters, **parameters})
+        try:
+            return self.conv.services.renderer.evaluate(action.condition, scope)
+        except TemplateError as exc:
+            log.warning("action %s: condition failed: %s", action.name, exc)
+            return False
 
     async def call_tool(self, tool: Tool, parameters: dict[str, Any]) -> Any:
         conv = self.conv

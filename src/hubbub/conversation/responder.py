@@ -1,6 +1,6 @@
 """Choosing what the agent does with user input, and producing the text of its answers.
 
-* :func:`match_action` is the offline classifier: regular expressions, keywords, then examples,
+* :func:`match_actions` is the offline classifier: regular expressions, keywords, then examples,
   over the stage's actions and then the global ones. Deterministic and network-free.
 * :func:`classify_with_llm` asks the configured LLM to pick an action by name when the offline
   classifier found none.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,27 +40,31 @@ def _triggerable(actions: Iterable[Action]) -> list[Action]:
     return [a for a in actions if a.name not in LIFECYCLE_ACTIONS]
 
 
-def match_action(project: LoadedProject, stage_id: str, text: str) -> ActionMatch | None:
+def match_actions(project: LoadedProject, stage_id: str, text: str) -> Iterator[ActionMatch]:
+    """Every action the input triggers, best first: patterns, then keywords, then examples
+    (the caller takes the first whose condition holds)."""
     actions = _triggerable(project.actions_for(stage_id))
     for action in actions:
         for pattern in action.trigger.patterns:
             found = project.patterns[pattern].search(text)
             if found:
                 captures = {k: v for k, v in found.groupdict().items() if v is not None}
-                return ActionMatch(action, captures)
+                yield ActionMatch(action, captures)
+                break
     lowered = text.lower()
     words = _words(text)
     for action in actions:
         for keyword in action.trigger.keywords:
             key = keyword.lower()
             if (" " in key and key in lowered) or key in words:
-                return ActionMatch(action)
+                yield ActionMatch(action)
+                break
     for action in actions:
         for example in action.trigger.examples:
             wanted = _words(example)
             if wanted and len(wanted & words) / len(wanted) >= EXAMPLE_OVERLAP:
-                return ActionMatch(action)
-    return None
+                yield ActionMatch(action)
+                break
 
 
 async def classify_with_llm(
