@@ -87,6 +87,14 @@ class ConversationClient:
     def closed(self) -> bool:
         return self._ws.closed
 
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    async def wait_closed(self, timeout_s: float = 10.0) -> None:
+        """Wait until the server closes the connection."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout_s)
+
     async def close(self) -> None:
         await self._ws.close()
         self._reader.cancel()
