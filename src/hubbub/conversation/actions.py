@@ -101,6 +101,18 @@ class ActionRunner:
         await self.lifecycle("__conversation_start")
         await self.enter_stage()
 
+    def enters_silently(self) -> bool:
+        """Whether starting runs nothing (no lifecycle action, no generated greeting): then the
+        conversation awaits input at once, and input sent right after the start reply is taken."""
+        conv = self.conv
+        stage = conv.project.stages[conv.stage_id]
+        if any(
+            conv.project.find_action(conv.stage_id, name) is not None
+            for name in ("__conversation_start", "__on_enter")
+        ):
+            return False
+        return not (stage.on_enter == "generate_response" and self.llm is not None)
+
     async def enter_stage(self) -> None:
         conv = self.conv
         spoke = await self.lifecycle("__on_enter")

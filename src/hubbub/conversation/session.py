@@ -263,6 +263,8 @@ class Session(SessionHandler):
         )
         conversation.attach(self)
         self._conversation = conversation
+        if conversation.actions.enters_silently():
+            conversation.move(Event.AWAIT_INPUT)
         self._reply("start_conversation", command.requestId, conversationId=conversation.id)
         variables = dict(command.stageVariables)
         conversation.submit(lambda: conversation.actions.start(variables))
