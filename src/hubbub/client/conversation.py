@@ -174,7 +174,11 @@ class ConversationClient:
     # --- receiving -------------------------------------------------------------------------
 
     async def next_message(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        message = await asyncio.wait_for(self._inbox.get(), timeout_s)
+        if self._inbox.empty():
+            async with asyncio.timeout(timeout_s):
+                message = await self._inbox.get()
+        else:
+            message = self._inbox.get_nowait()
         if message is None:
             self._inbox.put_nowait(None)
             raise ConnectionError("connection closed")

@@ -92,13 +92,30 @@ async def classify_with_llm(
     return next((ActionMatch(a) for a in candidates if a.name.lower() == chosen), None)
 
 
-def split_chunks(text: str) -> list[str]:
-    """Word-sized pieces (each with its trailing space) whose concatenation is ``text``."""
-    return _CHUNK.findall(text)
+# Prescripted text streams in phrase-sized chunks: small enough to show progress, few enough
+# that a turn is a handful of messages rather than one per word.
+CHUNK_CHARS = 48
+
+
+def split_chunks(text: str, max_chars: int = CHUNK_CHARS) -> list[str]:
+    """Pieces of at most ``max_chars`` (or one long word), split after whitespace, whose
+    concatenation is exactly ``text``."""
+    chunks: list[str] = []
+    current = ""
+    for word in _CHUNK.findall(text):
+        if current and len(current) + len(word) > max_chars:
+            chunks.append(current)
+            current = ""
+        current += word
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 async def prescripted_stream(text: str, chunk_delay_s: float) -> AsyncIterator[str]:
-    for i, chunk in enumerate(split_chunks(text)):
+    """Paced streams (``chunk_delay_s`` > 0) mimic speech word by word; others go in phrases."""
+    chunks = _CHUNK.findall(text) if chunk_delay_s > 0 else split_chunks(text)
+    for i, chunk in enumerate(chunks):
         if i and chunk_delay_s > 0:
             await asyncio.sleep(chunk_delay_s)
         yield chunk

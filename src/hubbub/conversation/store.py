@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -90,13 +89,36 @@ class StoredConversation:
     events: list[EventRecord]
 
 
-_Write = Callable[[AsyncConnection], Awaitable[None]]
+_UPDATE_CONVERSATION = (
+    conversations.update()
+    .where(conversations.c.id == sa.bindparam("key"))
+    .values(
+        {
+            column.name: sa.bindparam(column.name)
+            for column in conversations.columns
+            if column.name != "id"
+        }
+    )
+)
+
+
+def _record_row(record: ConversationRecord, *, with_id: bool = True) -> dict[str, Any]:
+    return {
+        column.name: getattr(record, column.name)
+        for column in conversations.columns
+        if with_id or column.name != "id"
+    }
 
 
 class ConversationStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, batch_delay_s: float = 0.02) -> None:
         self._engine = engine
-        self._pending: list[_Write] = []
+        # Writes wait this long to share a transaction with others: a turn makes several.
+        self._batch_delay_s = batch_delay_s
+        self._events: list[dict[str, Any]] = []
+        self._records: dict[str, ConversationRecord] = {}
+        self._variables: dict[tuple[str, str], dict[str, Any]] = {}
+        self._known: set[str] = set()  # conversation rows that exist already
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -121,83 +143,99 @@ class ConversationStore:
 
     # --- queued writes ---------------------------------------------------------------------
 
-    def _enqueue(self, write: _Write) -> None:
-        self._pending.append(write)
+    def _wake(self) -> None:
         self._idle.clear()
         self._wakeup.set()
 
     async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
         await self._idle.wait()
+
+    def _has_pending(self) -> bool:
+        return bool(self._events or self._records or self._variables)
 
     async def _write_loop(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self._batch_delay_s:
+                await asyncio.sleep(self._batch_delay_s)
             self._wakeup.clear()
-            batch, self._pending = self._pending, []
+            events_batch, self._events = self._events, []
+            records, self._records = self._records, {}
+            stage_vars, self._variables = self._variables, {}
             try:
                 async with self._engine.begin() as conn:
-                    for write in batch:
-                        await write(conn)
+                    await self._write(conn, events_batch, records, stage_vars)
             except Exception:  # the store must outlive one bad batch; the log keeps the reason
-                log.exception("conversation store: a batch of %d writes failed", len(batch))
-            if not self._pending:
+                log.exception("conversation store: a batch of writes failed")
+            if not self._has_pending():
                 self._idle.set()
 
-    def save_conversation(self, record: ConversationRecord) -> None:
-        values = {
-            "project_id": record.project_id,
-            "user_id": record.user_id,
-            "agent_id": record.agent_id,
-            "stage_id": record.stage_id,
-            "status": record.status,
-            "timezone": record.timezone,
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-        }
-
-        async def write(conn: AsyncConnection) -> None:
-            updated = await conn.execute(
-                conversations.update().where(conversations.c.id == record.id).values(**values)
-            )
-            if updated.rowcount == 0:
-                await conn.execute(conversations.insert().values(id=record.id, **values))
-
-        self._enqueue(write)
-
-    def append_event(self, event: EventRecord) -> None:
-        row = {
-            "id": event.id,
-            "conversation_id": event.conversation_id,
-            "seq": event.seq,
-            "event_type": event.event_type,
-            "data": event.data,
-            "input_turn_id": event.input_turn_id,
-            "output_turn_id": event.output_turn_id,
-            "created_at": event.created_at,
-        }
-
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(events.insert().values(**row))
-
-        self._enqueue(write)
-
-    def save_variables(self, conversation_id: str, stage_id: str, values: dict[str, Any]) -> None:
-        rows = [
-            {"conversation_id": conversation_id, "stage_id": stage_id, "name": k, "value": v}
-            for k, v in values.items()
+    async def _write(
+        self,
+        conn: AsyncConnection,
+        events_batch: list[dict[str, Any]],
+        records: dict[str, ConversationRecord],
+        stage_vars: dict[tuple[str, str], dict[str, Any]],
+    ) -> None:
+        new_rows = [_record_row(r) for r in records.values() if r.id not in self._known]
+        new_ids = {row["id"] for row in new_rows}
+        if new_rows:
+            await conn.execute(conversations.insert(), new_rows)
+            self._known.update(new_ids)
+        updates = [
+            {"key": r.id, **_record_row(r, with_id=False)}
+            for r in records.values()
+            if r.id not in new_ids
         ]
-
-        async def write(conn: AsyncConnection) -> None:
+        if updates:
+            await conn.execute(_UPDATE_CONVERSATION, updates)
+        if events_batch:
+            await conn.execute(events.insert(), events_batch)
+        for (conversation_id, stage_id), values in stage_vars.items():
             await conn.execute(
                 variables.delete().where(
                     (variables.c.conversation_id == conversation_id)
                     & (variables.c.stage_id == stage_id)
                 )
             )
-            if rows:
-                await conn.execute(variables.insert(), rows)
+            if values:
+                await conn.execute(
+                    variables.insert(),
+                    [
+                        {
+                            "conversation_id": conversation_id,
+                            "stage_id": stage_id,
+                            "name": name,
+                            "value": value,
+                        }
+                        for name, value in values.items()
+                    ],
+                )
 
-        self._enqueue(write)
+    def save_conversation(self, record: ConversationRecord) -> None:
+        self._records[record.id] = replace(record)
+        self._wake()
+
+    def append_event(self, event: EventRecord) -> None:
+        # Not dataclasses.asdict: it deep-copies the event data, and events are immutable.
+        self._events.append(
+            {
+                "id": event.id,
+                "conversation_id": event.conversation_id,
+                "seq": event.seq,
+                "event_type": event.event_type,
+                "data": event.data,
+                "input_turn_id": event.input_turn_id,
+                "output_turn_id": event.output_turn_id,
+                "created_at": event.created_at,
+            }
+        )
+        self._wake()
+
+    def save_variables(self, conversation_id: str, stage_id: str, values: dict[str, Any]) -> None:
+        self._variables[(conversation_id, stage_id)] = dict(values)
+        self._wake()
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -212,6 +250,7 @@ class ConversationStore:
             if found is None:
                 return None
             record = ConversationRecord(**found._mapping)
+            self._known.add(record.id)
             stage_vars: dict[str, dict[str, Any]] = {}
             var_rows = await conn.execute(
                 sa.select(variables).where(variables.c.conversation_id == conversation_id)
