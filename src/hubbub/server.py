@@ -30,6 +30,7 @@ from hubbub.core.node import Cancellable, Node, NodeLimits
 from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
+from hubbub.transports.webhook_client import AiohttpWebhookClient
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def _add_conversations(app: web.Application, config: Config) -> None:
         llm_factory=_openai_llm,
         default_llm=default_llm,
         python_tools=frozenset(settings.python_tools),
+        webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
     )
     endpoint = ConversationEndpoint(

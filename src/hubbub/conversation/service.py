@@ -21,8 +21,7 @@ from hubbub.conversation.schema import ApiKey, LlmConfig
 from hubbub.conversation.states import TERMINAL, State
 from hubbub.conversation.store import ConversationRecord, ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
-from hubbub.conversation.tools import ToolRunner
-from hubbub.conversation.webhook import WebhookClient
+from hubbub.conversation.tools import ToolRunner, WebhookRequester
 from hubbub.core.ratelimit import KeyedRateLimiter
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,7 @@ class ConversationService:
         llm_factory: LlmFactory | None = None,
         default_llm: LlmConfig | None = None,
         python_tools: frozenset[str] = frozenset(),
+        webhooks: WebhookRequester | None = None,
         auth_limits: AuthLimits = AuthLimits(),
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -60,7 +60,7 @@ class ConversationService:
             if config is not None and llm_factory is not None:
                 self._llms[p.id] = llm_factory(config)
         self.store = store
-        self._webhooks = WebhookClient()
+        self._webhooks = webhooks
         renderer = renderer or TemplateRenderer()
         self.services = EngineServices(
             store=store,
@@ -89,7 +89,8 @@ class ConversationService:
             close = getattr(llm, "close", None)
             if close is not None:
                 await close()
-        await self._webhooks.close()
+        if self._webhooks is not None:
+            await self._webhooks.close()
         await self.store.close()
 
     # --- sessions --------------------------------------------------------------------------

@@ -9,16 +9,37 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from hubbub.conversation.providers.base import ChatMessage, LlmProvider, ProviderError
 from hubbub.conversation.schema import LlmTool, PythonTool, Tool, WebhookTool
 from hubbub.conversation.templates import TemplateError, TemplateRenderer
-from hubbub.conversation.webhook import WebhookClient, WebhookError
 
 
 class ToolError(Exception):
     pass
+
+
+class WebhookError(Exception):
+    """An HTTP request of a webhook tool failed (network, timeout); the text is client-safe."""
+
+
+class WebhookRequester(Protocol):
+    """Makes a webhook tool's HTTP request (implemented by a transport-side HTTP client)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: str | None,
+        timeout_s: float,
+    ) -> dict[str, Any]:
+        """``{"ok", "status", "data"}``: data is the parsed JSON body, or its text."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def content_parts(result: Any) -> list[dict[str, Any]]:
@@ -33,7 +54,7 @@ class ToolRunner:
     def __init__(
         self,
         renderer: TemplateRenderer,
-        webhooks: WebhookClient,
+        webhooks: WebhookRequester | None,
         python_allowlist: frozenset[str],
     ) -> None:
         self._renderer = renderer
@@ -65,6 +86,8 @@ class ToolRunner:
         body = render(tool.body, scope) if tool.body is not None else None
         if body is not None and not any(h.lower() == "content-type" for h in headers):
             headers["Content-Type"] = "application/json"
+        if self._webhooks is None:
+            raise ToolError(f"webhook {tool.id}: no HTTP client is configured")
         try:
             return await self._webhooks.request(
                 tool.method, url, headers=headers, body=body, timeout_s=tool.timeout_s

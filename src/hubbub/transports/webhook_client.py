@@ -1,4 +1,5 @@
-"""HTTP requests for webhook tools: the conversation engine's only aiohttp client."""
+"""HTTP requests for conversation webhook tools (aiohttp lives in transports, not in the
+engine: the engine sees only :class:`~hubbub.conversation.tools.WebhookRequester`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from typing import Any
 
 import aiohttp
 
-
-class WebhookError(Exception):
-    pass
+from hubbub.conversation.tools import WebhookError
 
 
-class WebhookClient:
+class AiohttpWebhookClient:
     """One shared connection pool; created lazily inside the running loop."""
 
     def __init__(self) -> None:
