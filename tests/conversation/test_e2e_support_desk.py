@@ -372,3 +372,36 @@ async def test_llm_responses_stream(server: ServerProcess, fake_llm: FakeOpenAi)
         assert body["messages"][-1] == {"role": "user", "content": "how are you?"}
         message = events(client, "message")[-1]
         assert message["llmDurationMs"] >= 0
+
+
+def script(fake: FakeOpenAi, *replies: Reply) -> None:
+    """The fake's next chat replies (it serves its script by request count)."""
+    served = len(fake.requests)
+    fake.replies = [Reply()] * served + list(replies)
+
+
+async def test_llm_barge_in_stops_the_stream(server: ServerProcess, fake_llm: FakeOpenAi) -> None:
+    async with await started(server, "llm-key") as client:
+        await client.next_turn()
+        words = [f"w{i} " for i in range(40)]
+        script(fake_llm, Reply.text(words, chunk_delay_s=0.05), Reply.text(["Sure."]))
+        await client.send_text("tell me everything")
+        await client.wait_type("ai_transcribed_chunk")
+        await client.wait_type("ai_transcribed_chunk")
+        await client.send_text("stop")
+        aborted = await client.wait_type("abort_ai_generation_output")
+        partial = aborted["accumulatedText"]
+        assert partial.startswith("w0 w1 ") and partial != "".join(words)
+        assert (await client.next_turn()).text == "Sure."
+        history = fake_llm.requests[-1].body["messages"]
+        assert {"role": "assistant", "content": partial} in history
+        assert history[-1] == {"role": "user", "content": "stop"}
+
+
+async def test_llm_failure_falls_back(server: ServerProcess, fake_llm: FakeOpenAi) -> None:
+    async with await started(server, "llm-key") as client:
+        await client.next_turn()
+        script(fake_llm, Reply.error(500, "model exploded"))
+        text = await say(client, "hello?")
+        assert text == "Sorry, I did not understand that. Could you rephrase?"
+        assert "model exploded" not in str(client.log)
