@@ -111,7 +111,7 @@ def _record_row(record: ConversationRecord, *, with_id: bool = True) -> dict[str
 
 
 class ConversationStore:
-    def __init__(self, engine: AsyncEngine, *, batch_delay_s: float = 0.02) -> None:
+    def __init__(self, engine: AsyncEngine, *, batch_delay_s: float = 0.1) -> None:
         self._engine = engine
         # Writes wait this long to share a transaction with others: a turn makes several.
         self._batch_delay_s = batch_delay_s
