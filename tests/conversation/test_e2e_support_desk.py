@@ -405,3 +405,26 @@ async def test_llm_failure_falls_back(server: ServerProcess, fake_llm: FakeOpenA
         text = await say(client, "hello?")
         assert text == "Sorry, I did not understand that. Could you rephrase?"
         assert "model exploded" not in str(client.log)
+
+
+async def test_resume_takes_a_conversation_over_from_a_live_session(server: ServerProcess) -> None:
+    async with await started(server, "lab-key") as first:
+        conversation_id = first.conversation_id
+        async with await connect(server) as second:
+            await second.auth("lab-key")
+            await second.resume(str(conversation_id))
+            assert await say(second, "bump") == "Counter is 1."
+            refused = await first.command("send_user_text_input", check=False, text="bump")
+            assert refused["error"] == "No active conversation in this session"
+            assert not any(m.get("type") == "ai_transcribed_chunk" for m in first.log)
+
+
+async def test_a_stage_jump_interrupts_the_answer(server: ServerProcess) -> None:
+    async with await started(server, "lab-key") as client:
+        await client.send_text("story")
+        start = await client.wait_type("start_ai_generation_output")
+        await client.wait_type("ai_transcribed_chunk")
+        await client.command("go_to_stage", stageId="other")
+        aborted = next(m for m in client.log if m.get("type") == "abort_ai_generation_output")
+        assert aborted["outputTurnId"] == start["outputTurnId"]
+        assert (await client.next_turn()).text == "Welcome to the other stage."
