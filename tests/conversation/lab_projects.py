@@ -114,6 +114,17 @@ stages:
     onEnter: generate_response
     prompt: "Stage chat. Counter {{{{ stageVars.counter }}}}."
     variables: [{{name: counter, type: integer, default: 7}}]
+  - id: orders
+    agentId: bot
+    actions:
+      - name: cancel_order
+        description: The customer wants to cancel an order.
+        trigger: {{examples: ["please cancel my order"]}}
+        effects: [{{type: generate_response, text: "Your order is cancelled."}}]
+tools:
+  - id: summarize
+    type: llm
+    prompt: "Summarize in one word: {{{{ parameters.text }}}}"
 """
 
 

@@ -428,3 +428,21 @@ async def test_a_stage_jump_interrupts_the_answer(server: ServerProcess) -> None
         aborted = next(m for m in client.log if m.get("type") == "abort_ai_generation_output")
         assert aborted["outputTurnId"] == start["outputTurnId"]
         assert (await client.next_turn()).text == "Welcome to the other stage."
+
+
+async def test_llm_classifier_and_llm_tool(server: ServerProcess, fake_llm: FakeOpenAi) -> None:
+    async with await started(server, "llm-key") as client:
+        await client.next_turn()
+        await client.command("go_to_stage", stageId="orders")
+        # Nothing matches offline, so the LLM picks the action by name.
+        script(fake_llm, Reply.text(["cancel_order"]))
+        assert await say(client, "I don't want the thing I bought any more") == (
+            "Your order is cancelled."
+        )
+        classifier = fake_llm.requests[-1].body["messages"]
+        assert "cancel_order" in classifier[0]["content"]
+        script(fake_llm, Reply.text(["Weather."]))
+        reply = await client.command("call_tool", toolId="summarize", parameters={"text": "rain"})
+        assert reply["result"] == [{"contentType": "text", "text": "Weather."}]
+        prompt = fake_llm.requests[-1].body["messages"][-1]
+        assert prompt == {"role": "user", "content": "Summarize in one word: rain"}
