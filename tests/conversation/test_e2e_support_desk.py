@@ -446,3 +446,17 @@ async def test_llm_classifier_and_llm_tool(server: ServerProcess, fake_llm: Fake
         assert reply["result"] == [{"contentType": "text", "text": "Weather."}]
         prompt = fake_llm.requests[-1].body["messages"][-1]
         assert prompt == {"role": "user", "content": "Summarize in one word: rain"}
+
+
+async def test_troubleshooting_opens_a_ticket_through_a_post_webhook(server: ServerProcess) -> None:
+    async with await started(server) as client:
+        await client.next_turn()
+        await say(client, "1003")
+        await say(client, "I need help, my dock is broken")
+        await say(client, "it keeps disconnecting, bluetooth pairing fails")
+        answer = await say(client, "no, that didn't help")
+        assert "I've opened ticket T-" in answer and "connectivity problem" in answer
+        call = events(client, "tool_call")[-1]
+        assert call["toolId"] == "open_ticket"
+        assert call["result"]["status"] == 201
+        assert call["result"]["data"]["orderId"] == "1003"
