@@ -324,8 +324,9 @@ class ActionRunner:
         descriptors = {d.name: d for d in stage.variables}
         values = conv.stage_variables
         changed: dict[str, Any] = {}
-        for name, value in changes.items():
-            typed = coerce(value, descriptors.get(name))
+        # All or nothing: a value of the wrong type leaves every variable as it was.
+        typed_changes = {name: coerce(v, descriptors.get(name)) for name, v in changes.items()}
+        for name, typed in typed_changes.items():
             if name not in values or values[name] != typed:
                 values[name] = typed
                 changed[name] = typed

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,7 +72,6 @@ class ConversationService:
         limit = auth_limits.attempts_per_ip
         self._auth_limiter = KeyedRateLimiter(limit, limit / auth_limits.window_s if limit else 0)
         self._running: dict[str, Conversation] = {}
-        self.node_id = uuid.uuid4().hex[:8]
 
     def set_base_url(self, url: str) -> None:
         self.services.base_url = url

@@ -18,7 +18,7 @@ import msgspec
 from hubbub.conversation import errors
 from hubbub.conversation import messages as m
 from hubbub.conversation.channel import ClientChannel, SessionHandler
-from hubbub.conversation.context import valid_timezone
+from hubbub.conversation.context import VariableTypeError, valid_timezone
 from hubbub.conversation.engine import Conversation
 from hubbub.conversation.errors import CommandError
 from hubbub.conversation.loader import LoadedProject
@@ -37,6 +37,10 @@ _TRANSCRIPTS = frozenset({"ai_transcribed_chunk", "user_transcribed_chunk"})
 
 
 class Session(SessionHandler):
+    # Speech recognition plugs in with the voice release (AsrProvider/VadProvider in
+    # providers.base); until then no session takes voice, and voice commands say so.
+    voice_available = False
+
     def __init__(self, service: ConversationService, channel: ClientChannel, session_id: str):
         self._service = service
         self._channel = channel
@@ -195,7 +199,6 @@ class Session(SessionHandler):
         self._receive_events = _effective(settings.receiveEvents, key, "events")
         self._project, self._key, self._settings = project, key, settings
         config = project.project
-        # Speech recognition arrives with the voice release; until then no session takes voice.
         accept_voice = config.accept_voice and settings.sendVoiceInput and self.voice_available
         asr = msgspec.to_builtins(config.asr_config) if accept_voice else None
         self._reply(
@@ -209,8 +212,6 @@ class Session(SessionHandler):
                 "asrConfig": asr,
             },
         )
-
-    voice_available = False
 
     # --- conversation commands -------------------------------------------------------------
 
@@ -335,9 +336,12 @@ class Session(SessionHandler):
     async def _set_var(self, command: m.SetVar) -> None:
         conversation = self._active(command, Command.SET_VAR)
         self._check_stage(conversation, command.stageId)
-        changed = conversation.actions.apply_variables(
-            {command.variableName: command.variableValue}
-        )
+        try:
+            changed = conversation.actions.apply_variables(
+                {command.variableName: command.variableValue}
+            )
+        except VariableTypeError as exc:
+            raise CommandError(errors.invalid_message("variableValue", str(exc))) from None
         self._reply("set_var", command.requestId)
         if changed:
             conversation.submit(lambda: conversation.actions.run_watches(changed))
