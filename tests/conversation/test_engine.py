@@ -118,3 +118,26 @@ async def test_watch_chains_are_bounded(session) -> None:  # type: ignore[no-unt
     assert reply["variables"]["ping"] + reply["variables"]["pong"] == 4
     conversation = service.running(conversation_id)
     assert conversation.state == "awaiting_user_input"
+
+
+async def test_a_bug_in_a_handler_is_a_plain_refusal(session) -> None:  # type: ignore[no-untyped-def]
+    channel, handler, conversation_id, _ = session
+
+    async def broken(command: object) -> None:
+        raise RuntimeError("secret internals")
+
+    handler._handlers["get_var"] = broken
+    reply = await command(
+        channel,
+        handler,
+        type="get_var",
+        conversationId=conversation_id,
+        stageId="s",
+        variableName="n",
+    )
+    assert reply["success"] is False and reply["error"] == "Internal error"
+    assert "secret" not in str(channel.messages)
+    still = await command(
+        channel, handler, type="get_all_vars", conversationId=conversation_id, stageId="s"
+    )
+    assert still["success"] is True

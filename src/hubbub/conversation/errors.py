@@ -37,6 +37,7 @@ INVALID_TIMEZONE: Final = "Invalid message: timezone: unknown IANA time zone"
 SESSION_ID_MISMATCH: Final = "Invalid message: sessionId: does not match this session"
 CONVERSATION_NOT_RESUMABLE: Final = "Conversation cannot be resumed: {status}"
 TOOL_FAILED: Final = "Tool failed: {reason}"
+INTERNAL_ERROR: Final = "Internal error"
 
 
 def invalid_message(field: str, reason: str) -> str:

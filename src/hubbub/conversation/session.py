@@ -151,6 +151,9 @@ class Session(SessionHandler):
             await self._handlers[envelope.type](command)
         except CommandError as exc:
             self._fail(envelope.type, envelope.request_id, exc.message)
+        except Exception:  # a bug: the client gets a plain refusal, the log gets the details
+            log.exception("session %s: %s failed", self.id, envelope.type)
+            self._fail(envelope.type, envelope.request_id, errors.INTERNAL_ERROR)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
         """Voice arrives in a later release; audio for no open input turn is dropped (spec 5)."""
