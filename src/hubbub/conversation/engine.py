@@ -224,6 +224,7 @@ class Conversation:
             elif (error := task.exception()) is not None:
                 if not job.result.done():
                     job.result.set_exception(error)
+                    job.result.exception()  # whoever awaits it sees it; nobody must
                 if not isinstance(error, CommandError):
                     log.error("conversation %s failed", self.id, exc_info=error)
                     self.terminate(Event.FAIL, "conversation_failed", "internal error")

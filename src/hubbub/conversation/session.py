@@ -118,6 +118,8 @@ class Session(SessionHandler):
                 fields = await work
             except CommandError as exc:
                 self._fail(command, request_id, exc.message)
+            except Exception:  # logged by the conversation that failed
+                self._fail(command, request_id, errors.INTERNAL_ERROR)
             else:
                 self._reply(command, request_id, **fields)
 
