@@ -72,6 +72,16 @@ async def test_complete_joins_the_stream_and_session_is_reused() -> None:
         assert len(server.requests) == 2
 
 
+async def test_tool_results_are_sent_as_system_notes() -> None:
+    history = [*MESSAGES, ChatMessage("tool", '{"status": "shipped"}')]
+    async with FakeOpenAi() as server, provider_for(server) as llm:
+        await llm.complete(history)
+    assert server.requests[0].body["messages"][-1] == {
+        "role": "system",
+        "content": 'Tool result: {"status": "shipped"}',
+    }
+
+
 async def test_no_api_key_sends_no_authorization_header() -> None:
     async with FakeOpenAi() as server:
         llm = OpenAiCompatibleLlm(base_url=server.base_url + "/", api_key=None, model="m")
@@ -230,7 +240,7 @@ async def test_total_timeout_bounds_a_slow_stream() -> None:
 
 
 async def test_slow_stream_within_limits_completes() -> None:
-    slow = Reply.text(["s", "l", "o", "w"], chunk_delay_s=0.1)
+    slow = Reply.text(["s", "l", "o", "w"], chunk_delay_s=0.05)
     async with (
         FakeOpenAi(replies=[slow]) as server,
         provider_for(server, timeout_s=5.0, idle_timeout_s=1.0) as llm,

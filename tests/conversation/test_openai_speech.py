@@ -212,7 +212,7 @@ async def test_synthesis_hang_times_out() -> None:
 
 
 async def test_closing_synthesis_stops_the_http_stream() -> None:
-    reply = Reply.speech(tone(24_000, 30.0), chunk_bytes=4_800, chunk_delay_s=0.01)
+    reply = Reply.speech(b"\x01\x00" * 720_000, chunk_bytes=4_800, chunk_delay_s=0.01)
     async with FakeOpenAi(speech_replies=[reply]) as server, tts_for(server) as tts:
         async with contextlib.aclosing(tts.synthesize("A long answer", VoiceSettings())) as audio:
             assert len(await anext(audio)) > 0
@@ -221,7 +221,7 @@ async def test_closing_synthesis_stops_the_http_stream() -> None:
 
 
 async def test_cancelling_synthesis_stops_the_http_stream() -> None:
-    reply = Reply.speech(tone(24_000, 30.0), chunk_bytes=4_800, chunk_delay_s=0.01)
+    reply = Reply.speech(b"\x01\x00" * 720_000, chunk_bytes=4_800, chunk_delay_s=0.01)
     async with FakeOpenAi(speech_replies=[reply]) as server, tts_for(server) as tts:
         first = asyncio.Event()
 

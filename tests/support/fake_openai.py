@@ -8,7 +8,11 @@
 Each request to ``/v1/chat/completions`` takes the next scripted :class:`Reply` (the last one
 repeats once the script runs out). Streaming requests (``"stream": true``) get SSE
 ``data: {...}`` chunks and ``data: [DONE]``; others get one ``chat.completion`` JSON object.
-Requests are recorded; a client that goes away mid-stream sets :attr:`FakeOpenAi.disconnected`.
+``/v1/audio/transcriptions`` answers ``{"text": ...}`` from ``transcription_replies`` (the
+chunks joined; ``raw_lines`` for a malformed body) and ``/v1/audio/speech`` streams the
+``audio`` bytes of ``speech_replies``. Errors, delays and hangs work the same on every endpoint.
+Requests are recorded (JSON bodies decoded, multipart forms as ``{field: str | bytes}``); a
+client that goes away mid-stream sets :attr:`FakeOpenAi.disconnected`.
 Nothing is slept on to wait for an event: delays only pace the fake's own output.
 """
 

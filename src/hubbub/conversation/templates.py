@@ -20,12 +20,15 @@ Choices, and why:
   rendering never changes the engine's state.
 * **Unsafe attributes raise** instead of rendering as undefined (Jinja's default), so an escape
   attempt such as ``{{ ''.__class__ }}`` is reported, never silently ignored.
-* **Resource limits**, per render: the output size (``max_output_chars``, also applied to every
-  intermediate string), a wall-clock budget checked at every call, attribute access, operator,
-  filter and ``namespace`` assignment, a total ``range()`` budget, bounded widths in format
-  specs, bounded ``*``/``**`` operands, and at most ``MAX_LOOP_DEPTH`` nested ``for`` loops.
-  A loop body that does none of those checked operations is only bounded by the range budget
-  and the size of the data it iterates.
+* **Resource limits**, per render: the output size (``max_output_chars``), also applied to
+  every intermediate value a call, filter, operator or ``namespace`` assignment produces
+  (lists and dicts by their approximate printed length); operations whose result grows with
+  the product of their inputs (``*``, ``**``, ``replace``, ``join``, ``indent``, widths in
+  format specs, ``center`` and friends) are checked *before* they allocate; a total ``range()``
+  budget; at most ``MAX_LOOP_DEPTH`` nested ``for`` loops; and a wall-clock deadline
+  (``max_render_s``) checked at every call, attribute access, operator, filter and loop
+  iteration (loops are rewritten at compile time to iterate through a guard), so even
+  ``{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}`` over a long string stops.
 * **Autoescape off**: the output is chat text and prompts, not HTML.
 
 Exceptions: every failure (syntax, undefined arithmetic, sandbox refusal, limit exceeded) is a
@@ -38,7 +41,7 @@ import re
 import string
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -81,9 +84,30 @@ class _RenderBudget:
             raise _LimitExceeded("template took too long to render")
 
     def check_size(self, value: Any) -> Any:
-        if isinstance(value, str | list | tuple) and len(value) > self.max_chars:
+        if _approx_chars(value, self.max_chars) > self.max_chars:
             raise _LimitExceeded(f"template produced a value longer than {self.max_chars}")
         return value
+
+
+def _approx_chars(value: Any, limit: int, depth: int = 0) -> int:
+    """Roughly how long ``str(value)`` is; stops counting once past ``limit`` (cost ≤ limit)."""
+    if isinstance(value, str | bytes | bytearray):
+        return len(value)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        if depth > 20:
+            return limit + 1
+        total = 2
+        items = value.items() if isinstance(value, dict) else value
+        for item in items:
+            total += 2 + _approx_chars(item, limit - total, depth + 1)
+            if total > limit:
+                break
+        return total
+    return 16
 
 
 _budget: ContextVar[_RenderBudget | None] = ContextVar("hubbub_template_budget", default=None)
@@ -99,6 +123,19 @@ def _tick() -> _RenderBudget | None:
 def _checked(value: Any) -> Any:
     budget = _budget.get()
     return value if budget is None else budget.check_size(value)
+
+
+def _limit() -> int:
+    budget = _budget.get()
+    return budget.max_chars if budget is not None else 1_000_000
+
+
+def _check_join(separator: Any, items: Any) -> None:
+    if isinstance(items, str | list | tuple | range):
+        limit = _limit()
+        joined = _approx_chars(list(items) if isinstance(items, range) else items, limit)
+        if joined + len(str(separator)) * len(items) > limit:
+            raise _LimitExceeded(f"join() would produce more than {limit} characters")
 
 
 def _check_percent_format(fmt: str) -> None:
@@ -134,6 +171,18 @@ def _budgeted_range(*args: int) -> range:
     return items
 
 
+_LOOP_GUARD: Final = "hubbub_loop_guard"
+
+
+def _guarded_iteration(iterable: Iterable[Any]) -> Iterator[Any]:
+    """Every ``for`` loop iterates through this, so even an empty loop body meets the deadline."""
+    budget = _budget.get()
+    for item in iterable:
+        if budget is not None:
+            budget.tick()
+        yield item
+
+
 class _GuardedNamespace(Namespace):
     """``namespace()`` is the only state a template can carry across loop iterations."""
 
@@ -161,6 +210,12 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
                     break
         if name == "replace":
             _check_replace(*[v for v in values if isinstance(v, str)][:3])
+        if name == "join" and len(args) > 1:  # join(eval_ctx, value, d="", attribute=None)
+            _check_join(args[2] if len(args) > 2 else kwargs.get("d", ""), args[1])
+        if name == "indent" and args:  # indent(s, width=4, ...): width may be a string
+            width = args[1] if len(args) > 1 else kwargs.get("width", "")
+            if isinstance(width, str) and len(width) * (str(args[0]).count("\n") + 1) > _limit():
+                raise _LimitExceeded("indent() would produce too many characters")
         return _checked(func(*args, **kwargs))
 
     # Jinja inspects these markers to pass the context/environment: keep them.
@@ -169,8 +224,7 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _check_replace(text: str = "", old: str = "", new: str = "", *_: str) -> None:
-    budget = _budget.get()
-    limit = budget.max_chars if budget is not None else 1_000_000
+    limit = _limit()
     occurrences = len(text) + 1 if old == "" else text.count(old)
     if len(text) + occurrences * (len(new) - len(old)) > limit:
         raise _LimitExceeded(f"replace() would produce more than {limit} characters")
@@ -184,6 +238,7 @@ class _HubbubSandbox(ImmutableSandboxedEnvironment):
         self.globals.pop("lipsum", None)  # generates arbitrary amounts of text
         self.globals["range"] = _budgeted_range
         self.globals["namespace"] = _GuardedNamespace
+        self.globals[_LOOP_GUARD] = _guarded_iteration
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
@@ -234,12 +289,7 @@ class _HubbubSandbox(ImmutableSandboxedEnvironment):
         elif method == "replace":
             _check_replace(text, *(str(a) for a in args[:2]))
         elif method == "join" and args:
-            items = args[0]
-            if isinstance(items, str | list | tuple | range):
-                budget = _budget.get()
-                limit = budget.max_chars if budget is not None else 1_000_000
-                if len(text) * len(items) > limit:
-                    raise _LimitExceeded(f"join() would produce more than {limit} characters")
+            _check_join(text, args[0])
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _tick()
@@ -249,9 +299,8 @@ class _HubbubSandbox(ImmutableSandboxedEnvironment):
         elif operator == "*":
             sequence, count = (left, right) if _is_int(right) else (right, left)
             if isinstance(sequence, str | list | tuple) and _is_int(count):
-                budget = _budget.get()
-                limit = budget.max_chars if budget is not None else 1_000_000
-                if len(sequence) * count > limit:
+                limit = _limit()
+                if max(len(sequence), _approx_chars(sequence, limit)) * count > limit:
                     raise _LimitExceeded(f"repetition longer than {limit}")
         elif operator == "%" and isinstance(left, str):
             _check_percent_format(left)
@@ -355,7 +404,7 @@ class TemplateRenderer:
         if cached is not None:
             self._templates.move_to_end(source)
             return cached
-        template = self._compile(lambda: self._env.from_string(source), source)
+        template = self._compile(self._env.from_string, source)
         self._remember(self._templates, source, template)
         return template
 
@@ -367,20 +416,30 @@ class TemplateRenderer:
         if not expression.strip():
             raise TemplateError("empty condition")
         compiled = self._compile(
-            lambda: self._env.compile_expression(expression, undefined_to_none=False),
+            lambda _tree: self._env.compile_expression(expression, undefined_to_none=False),
             "{{ " + expression + " }}",
         )
         self._remember(self._expressions, expression, compiled)
         return compiled
 
-    def _compile(self, build: Callable[[], _Compiled], source: str) -> _Compiled:
+    def _compile(self, build: Callable[[nodes.Template], _Compiled], source: str) -> _Compiled:
         # Constant folding runs filters at compile time, under the same limits as a render.
         token = _budget.set(self._new_budget())
         try:
-            depth = _loop_depth(self._env.parse(source))
+            tree = self._env.parse(source)
+            depth = _loop_depth(tree)
             if depth > MAX_LOOP_DEPTH:
                 raise TemplateError(f"for loops nested {depth} deep (at most {MAX_LOOP_DEPTH})")
-            return build()
+            for node in tree.find_all(
+                (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+            ):
+                tag = type(node).__name__.lower().replace("fromimport", "from … import")
+                raise TemplateError(f"line {node.lineno}: {{% {tag} %}} is not available")
+            for loop in tree.find_all(nodes.For):
+                loop.iter = nodes.Call(
+                    nodes.Name(_LOOP_GUARD, "load"), [loop.iter], [], None, None, lineno=loop.lineno
+                )
+            return build(tree)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"syntax error on line {exc.lineno}: {exc.message}") from None
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError) as exc:

@@ -16,6 +16,8 @@ Behaviour worth knowing:
 * Every failure is a :class:`ProviderError` whose message names the cause (HTTP status and the
   server's error message, malformed stream, unreachable server, timeout) and never contains
   the API key.
+* ``tool`` messages are sent as ``system`` messages ("Tool result: ..."): the API's ``tool``
+  role is only valid as the answer to a native tool call, which Hubbub's tools are not.
 * A server that ignores ``"stream": true`` and answers with one JSON completion still works: its
   whole text is yielded as one delta.
 """
@@ -70,7 +72,7 @@ class OpenAiCompatibleLlm(LlmProvider):
     def _body(self, messages: Sequence[ChatMessage], temperature: float | None) -> dict[str, Any]:
         body = dict(self._extra_body)
         body["model"] = self._model
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body["messages"] = [_wire_message(m) for m in messages]
         body["stream"] = True
         if temperature is not None:
             body["temperature"] = temperature
@@ -144,6 +146,14 @@ class OpenAiCompatibleLlm(LlmProvider):
 
     def _error(self, message: str) -> ProviderError:
         return self._http.error(message)
+
+
+def _wire_message(message: ChatMessage) -> dict[str, str]:
+    # The API's "tool" role must answer a native tool call (with its tool_call_id); our tools
+    # run outside the model, so their results go in as system notes the model can read.
+    if message.role == "tool":
+        return {"role": "system", "content": f"Tool result: {message.content}"}
+    return {"role": message.role, "content": message.content}
 
 
 def _completion_text(completion: Any) -> str:
