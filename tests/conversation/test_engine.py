@@ -141,3 +141,26 @@ async def test_a_bug_in_a_handler_is_a_plain_refusal(session) -> None:  # type: 
         channel, handler, type="get_all_vars", conversationId=conversation_id, stageId="s"
     )
     assert still["success"] is True
+
+
+async def test_a_bug_in_a_turn_fails_the_conversation(session) -> None:  # type: ignore[no-untyped-def]
+    channel, handler, conversation_id, service = session
+    conversation = service.running(conversation_id)
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("secret internals")
+
+    conversation.actions.handle_user_text = broken
+    await command(
+        channel, handler, type="send_user_text_input", conversationId=conversation_id, text="hi"
+    )
+    failed = await channel.wait_for(type="conversation_event", eventType="conversation_failed")
+    assert failed["eventData"] == {"reason": "internal error", "stageId": "s"}
+    assert conversation.state == "failed"
+    assert service.running(conversation_id) is None
+    refused = await command(
+        channel, handler, type="get_all_vars", conversationId=conversation_id, stageId="s"
+    )
+    assert refused["error"] == "No active conversation in this session"
+    stored = await service.store.load(conversation_id)
+    assert stored is not None and stored.record.status == "failed"
