@@ -19,6 +19,9 @@ from hubbub.conversation.store import ConversationRecord, ConversationStore, Eve
 from hubbub.conversation.templates import TemplateRenderer
 from tests.conversation.lab_projects import LAB
 
+# The PostgreSQL half talks to the machine's database service.
+pytestmark = pytest.mark.integration
+
 POSTGRES_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 
