@@ -8,7 +8,7 @@ from hubbub.conversation.loader import parse_project
 from hubbub.conversation.service import ConversationService
 from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
-from tests.conversation.test_store import Clock, FakeChannel, command
+from tests.conversation.fakes import Clock, FakeChannel, command
 
 PROJECT = """
 id: engine

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from hubbub.conversation.loader import parse_project
 from hubbub.conversation.service import ConversationService
 from hubbub.conversation.store import ConversationRecord, ConversationStore, EventRecord
 from hubbub.conversation.templates import TemplateRenderer
+from tests.conversation.fakes import Clock, FakeChannel, command
 from tests.conversation.lab_projects import LAB
 
 # The PostgreSQL half talks to the machine's database service.
@@ -102,54 +102,11 @@ async def test_round_trip(database_url: str) -> None:
         await store.close()
 
 
-class FakeChannel:
-    """A ClientChannel that records what the engine sends (no sockets)."""
-
-    kind = "websocket"
-    client_ip = "127.0.0.1"
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    def send_message(self, message: bytes) -> None:
-        decoded = json.loads(message)
-        self.messages.append(decoded)
-        self.inbox.put_nowait(decoded)
-
-    def send_voice(self, chunk: object) -> None:
-        raise AssertionError("no voice in these tests")
-
-    def close(self) -> None:
-        pass
-
-    async def wait_for(self, **fields: Any) -> dict[str, Any]:
-        async with asyncio.timeout(10):
-            while True:
-                message = await self.inbox.get()
-                if all(message.get(k) == v for k, v in fields.items()):
-                    return message
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def new_service(url: str, clock: Clock) -> ConversationService:
     project = parse_project(LAB, "lab.yaml", TemplateRenderer())
     service = ConversationService([project], ConversationStore.from_url(url), clock=clock)
     await service.start()
     return service
-
-
-async def command(channel: FakeChannel, session: Any, **message: Any) -> dict[str, Any]:
-    request_id = uuid.uuid4().hex
-    await session.handle_message(json.dumps({"requestId": request_id, **message}))
-    return await channel.wait_for(requestId=request_id)
 
 
 async def open_session(service: ConversationService) -> tuple[FakeChannel, Any]:
