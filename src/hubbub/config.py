@@ -169,7 +169,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(source, "(file)", "not UTF-8 text") from None
-    return parse_config(text, source)
+    config = parse_config(text, source)
+    projects_dir = config.conversations.projects_dir
+    if projects_dir is not None and not Path(projects_dir).is_absolute():
+        # Relative to the file that names it, so a config and its projects travel together.
+        config.conversations.projects_dir = str(Path(path).parent / projects_dir)
+    return config
 
 
 def demo_projects_dir() -> Path:

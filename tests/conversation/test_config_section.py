@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from hubbub.config import ConfigError, demo_config, parse_config
+from hubbub.config import ConfigError, demo_config, load_config, parse_config
 
 
 def test_defaults_and_demo_mode() -> None:
@@ -53,3 +55,13 @@ def test_bad_values_are_refused(body: str, field: str, problem: str) -> None:
         parse_config(f"[conversations]\n{body}\n", "hubbub.toml")
     assert caught.value.field.startswith(field)
     assert problem in caught.value.problem
+
+
+def test_a_relative_projects_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    config_file = tmp_path / "etc" / "hubbub.toml"
+    config_file.write_text('[conversations]\nprojects_dir = "projects"\n')
+    config = load_config(config_file)
+    assert config.conversations.projects_dir == str(tmp_path / "etc" / "projects")
+    config_file.write_text('[conversations]\nprojects_dir = "/srv/projects"\n')
+    assert load_config(config_file).conversations.projects_dir == "/srv/projects"
