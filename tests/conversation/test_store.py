@@ -104,7 +104,12 @@ async def test_round_trip(database_url: str) -> None:
 
 async def new_service(url: str, clock: Clock) -> ConversationService:
     project = parse_project(LAB, "lab.yaml", TemplateRenderer())
-    service = ConversationService([project], ConversationStore.from_url(url), clock=clock)
+    service = ConversationService(
+        [project],
+        ConversationStore.from_url(url),
+        clock=clock,
+        python_tools=frozenset({"tests.conversation.lab_tools:echo"}),
+    )
     await service.start()
     return service
 
@@ -126,6 +131,15 @@ async def test_resume_after_a_restart(database_url: str) -> None:
         channel, session, type="send_user_text_input", conversationId=conversation_id, text="bump"
     )
     await channel.wait_for(type="end_ai_generation_output", fullText="Counter is 1.")
+    ran = await command(
+        channel,
+        session,
+        type="run_action",
+        conversationId=conversation_id,
+        actionName="use_echo",
+        parameters={"word": "kept"},
+    )
+    assert ran["success"] is True
     await command(
         channel, session, type="go_to_stage", conversationId=conversation_id, stageId="other"
     )
@@ -153,6 +167,7 @@ async def test_resume_after_a_restart(database_url: str) -> None:
             ("assistant", "Counter is 1."),
             ("assistant", "Welcome to the other stage."),
         ]
+        assert conversation.tool_results == {"echo": {"echo": "kept", "stage": "intro"}}
         event = await channel.wait_for(type="conversation_event", eventType="conversation_resume")
         assert event["eventData"] == {"stageId": "other", "previousStatus": "awaiting_user_input"}
         await command(channel, session, type="end_conversation", conversationId=conversation_id)

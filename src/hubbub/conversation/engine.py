@@ -98,7 +98,7 @@ class Conversation:
             if event.event_type == "message" and event.data.get("role") in ("user", "assistant")
         ]
         next_seq = stored.events[-1].seq + 1 if stored.events else 0
-        return cls(
+        conversation = cls(
             services,
             project,
             stored.record,
@@ -108,6 +108,11 @@ class Conversation:
             next_seq=next_seq,
             on_terminal=on_terminal,
         )
+        # Templates see each tool's last result; the tool_call events hold them.
+        for event in stored.events:
+            if event.event_type == "tool_call":
+                conversation.tool_results[event.data["toolId"]] = event.data.get("result")
+        return conversation
 
     @property
     def id(self) -> str:
