@@ -1,0 +1,51 @@
+"""Socket-free stand-ins for engine tests: a recording ClientChannel, a settable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+
+class FakeChannel:
+    """A ClientChannel that records what the engine sends (no sockets)."""
+
+    kind = "websocket"
+    client_ip = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def send_message(self, message: bytes) -> None:
+        decoded = json.loads(message)
+        self.messages.append(decoded)
+        self.inbox.put_nowait(decoded)
+
+    def send_voice(self, chunk: object) -> None:
+        raise AssertionError("no voice in these tests")
+
+    def close(self) -> None:
+        pass
+
+    async def wait_for(self, **fields: Any) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while True:
+                message = await self.inbox.get()
+                if all(message.get(k) == v for k, v in fields.items()):
+                    return message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def command(channel: FakeChannel, session: Any, **message: Any) -> dict[str, Any]:
+    request_id = uuid.uuid4().hex
+    await session.handle_message(json.dumps({"requestId": request_id, **message}))
+    return await channel.wait_for(requestId=request_id)
