@@ -37,6 +37,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hubbub: configuration error in {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    if config.conversations.projects_dir is not None:
+        problem = _check_projects(config.conversations.projects_dir)
+        if problem is not None:
+            print(f"hubbub: project error in {problem}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
     if args.host is not None:
         config.server.host = args.host
     if args.port is not None:
@@ -45,6 +50,12 @@ def _serve(args: argparse.Namespace) -> int:
     def on_listening(where: Listening) -> None:
         if not args.config:
             print(_demo_banner(config, where.host, where.port), flush=True)
+            if config.conversations.projects_dir is not None:
+                print(
+                    f"Live conversations: ws://{where.host}:{where.port}/ws "
+                    '(project support-desk, API key "demo-conversation-key")',
+                    flush=True,
+                )
         print(f"Hubbub listening on http://{where.host}:{where.port}", flush=True)
 
     try:
@@ -58,6 +69,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_projects(directory: str) -> str | None:
+    """Load every project file in ``directory``; the first problem, or None."""
+    from pathlib import Path
+
+    from hubbub.conversation.loader import ProjectError, load_projects_dir
+    from hubbub.conversation.templates import TemplateRenderer
+
+    try:
+        load_projects_dir(Path(directory), TemplateRenderer())
+    except ProjectError as exc:
+        return str(exc)
+    return None
+
+
+def _projects_check(args: argparse.Namespace) -> int:
+    problem = _check_projects(args.directory)
+    if problem is not None:
+        print(f"hubbub: project error in {problem}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    print(f"{args.directory}: all project files are valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbub", description="Hubbub realtime server")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -67,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides [server] host)")
     serve.add_argument("--port", type=int, help="listen port (overrides [server] port; 0 = any)")
     serve.set_defaults(handler=_serve)
+    projects = commands.add_parser("projects", help="conversation project files")
+    project_commands = projects.add_subparsers(dest="projects_command", required=True)
+    check = project_commands.add_parser("check", help="validate project files without serving")
+    check.add_argument("directory", help="directory of project files (*.yaml, *.yml)")
+    check.set_defaults(handler=_projects_check)
     return parser
 
 

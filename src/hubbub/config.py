@@ -78,10 +78,34 @@ class AppConfig(_Section):
     keys: list[KeyConfig] = []
 
 
+class ConversationLlmConfig(_Section):
+    """The LLM for projects that name none (an OpenAI-compatible chat-completions API)."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None  # the key is read from this environment variable
+    timeout_s: float = 30.0
+
+
+class ConversationsConfig(_Section):
+    # Directory of project files (YAML); None serves no conversations (demo mode: the examples).
+    projects_dir: str | None = None
+    database_url: str = "sqlite+aiosqlite:///hubbub-conversations.db"
+    auth_attempts_per_ip: int = 10  # per auth_window_s; 0 disables
+    auth_window_s: float = 900.0
+    # "module:function" callables that project files may use as python tools.
+    python_tools: list[str] = []
+    max_message_bytes: int = 1_048_576
+    # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
+    demo_api: bool = False
+    llm: ConversationLlmConfig | None = None
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     apps: list[AppConfig] = []
+    conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
 
 
 DEMO_CONFIG_TOML = """\
@@ -149,8 +173,17 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, source)
 
 
+def demo_projects_dir() -> Path:
+    """The example projects of a source checkout (``examples/projects``)."""
+    return Path(__file__).resolve().parents[2] / "examples" / "projects"
+
+
 def demo_config() -> Config:
-    return parse_config(DEMO_CONFIG_TOML, "<demo>")
+    config = parse_config(DEMO_CONFIG_TOML, "<demo>")
+    if demo_projects_dir().is_dir():
+        config.conversations.projects_dir = str(demo_projects_dir())
+        config.conversations.demo_api = True
+    return config
 
 
 def _check(config: Config, source: str) -> None:
@@ -171,6 +204,18 @@ def _check(config: Config, source: str) -> None:
             fail(f"limits.{name}", "must not be negative (0 disables the limit)")
     if (limits.rate_per_second == 0) != (limits.rate_burst == 0):
         fail("limits.rate_burst", "rate_per_second and rate_burst must both be 0 or both set")
+
+    conversations = config.conversations
+    if conversations.auth_attempts_per_ip < 0:
+        fail("conversations.auth_attempts_per_ip", "must not be negative (0 disables the limit)")
+    if conversations.auth_window_s <= 0:
+        fail("conversations.auth_window_s", "must be positive")
+    if conversations.max_message_bytes <= 0:
+        fail("conversations.max_message_bytes", "must be positive")
+    for i, target in enumerate(conversations.python_tools):
+        module, _, function = target.partition(":")
+        if not module or not function:
+            fail(f"conversations.python_tools[{i}]", "expected 'package.module:function'")
 
     app_ids: set[str] = set()
     key_ids: set[str] = set()

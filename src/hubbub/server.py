@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
-from hubbub.config import Config
+from hubbub.config import Config, ConfigError
+from hubbub.conversation.loader import ProjectError, load_projects_dir
+from hubbub.conversation.providers.base import LlmProvider
+from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
+from hubbub.conversation.schema import LlmConfig
+from hubbub.conversation.service import AuthLimits, ConversationService
+from hubbub.conversation.store import ConversationStore
+from hubbub.conversation.templates import TemplateRenderer
 from hubbub.core.broker import AppQuota
 from hubbub.core.node import Cancellable, Node, NodeLimits
-from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
+from hubbub.transports.conversation_ws import ConversationEndpoint
+from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +37,7 @@ log = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("node", Node)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 CONFIG_KEY = web.AppKey("config", Config)
+CONVERSATIONS_KEY = web.AppKey("conversations", ConversationService)
 
 
 class _LoopScheduler:
@@ -90,7 +102,63 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
+    _add_conversations(app, config)
     return app
+
+
+def _openai_llm(config: LlmConfig) -> LlmProvider:
+    api_key = config.api_key
+    if api_key is None and config.api_key_env:
+        api_key = os.environ.get(config.api_key_env)
+    return OpenAiCompatibleLlm(
+        base_url=config.base_url, api_key=api_key, model=config.model, timeout_s=config.timeout_s
+    )
+
+
+def _add_conversations(app: web.Application, config: Config) -> None:
+    settings = config.conversations
+    if settings.demo_api:
+        add_demo_routes(app)
+    if settings.projects_dir is None:
+        return
+    try:
+        projects = load_projects_dir(Path(settings.projects_dir), TemplateRenderer())
+    except ProjectError as exc:
+        raise ConfigError(exc.source, exc.path, exc.reason) from None
+    default_llm = None
+    if settings.llm is not None:
+        default_llm = LlmConfig(
+            base_url=settings.llm.base_url,
+            model=settings.llm.model,
+            api_key_env=settings.llm.api_key_env,
+            timeout_s=settings.llm.timeout_s,
+        )
+    service = ConversationService(
+        projects,
+        ConversationStore.from_url(settings.database_url),
+        llm_factory=_openai_llm,
+        default_llm=default_llm,
+        python_tools=frozenset(settings.python_tools),
+        auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
+    )
+    endpoint = ConversationEndpoint(
+        service,
+        TrustedProxies(config.server.trusted_proxies),
+        max_message_bytes=settings.max_message_bytes,
+        slow_consumer_bytes=config.server.slow_consumer_bytes,
+        keepalive_interval_s=config.server.keepalive_interval_s,
+    )
+    app[CONVERSATIONS_KEY] = service
+    app.router.add_get("/ws", endpoint.handle)
+
+    async def start(app: web.Application) -> None:
+        await service.start()
+
+    async def stop(app: web.Application) -> None:
+        await service.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +197,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if CONVERSATIONS_KEY in app:
+        host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        app[CONVERSATIONS_KEY].set_base_url(f"http://{host}:{port}")
     on_listening(Listening(config.server.host, port))
     try:
         await stop.wait()

@@ -1,0 +1,118 @@
+"""The conversation WebSocket endpoint (``GET /ws``): JSON text frames both ways.
+
+Outbound messages go through the same coalescing, backpressure-aware outbox as the realtime
+endpoint, so a client that stops reading is closed as a slow consumer instead of growing
+memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (spec section 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from hubbub.auth.client_ip import TrustedProxies, client_ip
+from hubbub.conversation.channel import SessionFactory, TransportKind, VoiceChunk
+from hubbub.core.outbound import OutFrame
+from hubbub.protocol.codes import CloseCode
+from hubbub.transports.websocket import WebSocketOutbox, _Flusher
+
+log = logging.getLogger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class WebSocketClientChannel:
+    """:class:`~hubbub.conversation.channel.ClientChannel` over one aiohttp WebSocket."""
+
+    def __init__(self, outbox: WebSocketOutbox, ip: str) -> None:
+        self._outbox = outbox
+        self._ip = ip
+
+    @property
+    def kind(self) -> TransportKind:
+        return "websocket"
+
+    @property
+    def client_ip(self) -> str:
+        return self._ip
+
+    def send_message(self, message: bytes) -> None:
+        self._outbox.push(OutFrame(message))
+
+    def send_voice(self, chunk: VoiceChunk) -> None:
+        self.send_message(
+            _ENCODER.encode(
+                {
+                    "type": "send_ai_voice_chunk",
+                    "conversationId": chunk.conversation_id,
+                    "outputTurnId": chunk.output_turn_id,
+                    "chunkId": chunk.chunk_id,
+                    "audioData": base64.b64encode(chunk.audio).decode(),
+                    "audioFormat": chunk.audio_format,
+                    "ordinal": chunk.ordinal,
+                    "isFinal": chunk.is_final,
+                }
+            )
+        )
+
+    def close(self) -> None:
+        self._outbox.close(CloseCode.POLICY_VIOLATION, "too many authentication attempts")
+
+
+class ConversationEndpoint:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        trusted_proxies: TrustedProxies,
+        *,
+        max_message_bytes: int,
+        slow_consumer_bytes: int,
+        keepalive_interval_s: float,
+    ) -> None:
+        self._sessions = sessions
+        self._trusted = trusted_proxies
+        self._max_message_bytes = max_message_bytes
+        self._slow_consumer_bytes = slow_consumer_bytes
+        self._keepalive_interval_s = keepalive_interval_s
+        self._flusher: _Flusher | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        ws = web.WebSocketResponse(
+            max_msg_size=self._max_message_bytes,
+            compress=False,
+            heartbeat=self._keepalive_interval_s,
+        )
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=426, text="websocket upgrade required")
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        loop = asyncio.get_running_loop()
+        if self._flusher is None:
+            self._flusher = _Flusher(loop)
+        outbox = WebSocketOutbox(
+            ws,
+            transport,
+            self._flusher,
+            loop,
+            max_pending_bytes=self._slow_consumer_bytes,
+            pause_s=0.0,
+        )
+        session = self._sessions.open_session(WebSocketClientChannel(outbox, ip))
+        try:
+            async for message in ws:
+                if message.type is WSMsgType.TEXT:
+                    await session.handle_message(message.data)
+                elif message.type is WSMsgType.BINARY:
+                    # The protocol is JSON text; a binary frame is decoded the same way, so a
+                    # client gets "Invalid JSON" rather than silence.
+                    await session.handle_message(message.data)
+        finally:
+            await session.closed()
+        return ws
