@@ -27,9 +27,11 @@ from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
 from hubbub.core.broker import AppQuota
 from hubbub.core.node import Cancellable, Node, NodeLimits
-from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
+from hubbub.protocol.codes import CloseCode
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
+from hubbub.transports.webrtc import PeerLimits
+from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,7 @@ def _add_conversations(app: web.Application, config: Config) -> None:
     )
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
+    add_webrtc_routes(app, _webrtc_endpoint(config, service))
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -159,6 +162,23 @@ def _add_conversations(app: web.Application, config: Config) -> None:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+
+
+def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
+    webrtc = config.webrtc
+    return WebRtcEndpoint(
+        service,
+        TrustedProxies(config.server.trusted_proxies),
+        WebRtcSettings(
+            stun_url=webrtc.resolved_stun_url(os.environ),
+            ice_gathering_timeout_s=webrtc.resolved_ice_gathering_timeout_ms(os.environ) / 1000,
+            max_peer_connections=webrtc.max_peer_connections,
+            peer=PeerLimits(
+                control_open_timeout_s=webrtc.control_open_timeout_s,
+                slow_consumer_bytes=config.server.slow_consumer_bytes,
+            ),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
