@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import math
 import struct
 from collections.abc import Callable
@@ -73,7 +74,7 @@ async def test_microphone_track_reaches_handle_audio_as_16khz_pcm(
     assert peak(pcm) > 3_000  # the tone, not silence, survived Opus and resampling
     # Zero crossings over the last 0.25 s: 440 Hz gives ~220 (16 kHz resampling keeps pitch).
     tail = struct.unpack(f"<{4000}h", pcm[-8000:])
-    crossings = sum(1 for a, b in zip(tail, tail[1:], strict=False) if (a < 0) != (b < 0))
+    crossings = sum(1 for a, b in itertools.pairwise(tail) if (a < 0) != (b < 0))
     assert 180 <= crossings <= 260, crossings
 
 
