@@ -54,7 +54,7 @@ class RecordingHandler(SessionHandler):
         if kind == "echo":
             self.channel.send_message(encode({"type": "echo", "payload": message}))
         elif kind == "speak":
-            self.speak(message["turn"], message["ms"], message.get("chunk_ms", 100), message)
+            await self.speak(message["turn"], message["ms"], message.get("chunk_ms", 100), message)
         elif kind == "abort":
             self.channel.send_message(
                 encode({"type": "abort_ai_generation_output", "outputTurnId": message["turn"]})
@@ -64,7 +64,7 @@ class RecordingHandler(SessionHandler):
                 encode({"type": "start_user_voice_input", "success": True, "inputTurnId": "tinp_1"})
             )
 
-    def speak(self, turn: str, ms: int, chunk_ms: int, message: dict[str, Any]) -> None:
+    async def speak(self, turn: str, ms: int, chunk_ms: int, message: dict[str, Any]) -> None:
         start = encode({"type": "start_ai_generation_output", "outputTurnId": turn})
         if not message.get("early"):
             self.channel.send_message(start)
@@ -79,6 +79,8 @@ class RecordingHandler(SessionHandler):
             )
             self.channel.send_voice(chunk)
         if message.get("early"):
+            # An engine that is slow to announce the turn: the pacer gets to run meanwhile.
+            await asyncio.sleep(0.2)
             self.channel.send_message(start)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
