@@ -90,3 +90,27 @@ async def test_server_stop_closes_webrtc_clients(
     assert (await command(client, {"type": "auth", "apiKey": "demo-conversation-key"}))["success"]
     assert await demo_server.stop() == 0
     await asyncio.wait_for(client.control_closed.wait(), TIMEOUT_S)
+
+
+async def test_auth_rate_limit_closes_the_peer_connection(
+    demo_server: ServerProcess, clients: Callable[..., Client]
+) -> None:
+    client = clients()
+    await client.connect(demo_server.http_url + "/api/webrtc/offer")
+    for attempt in range(10):
+        reply = await command(client, {"type": "auth", "apiKey": f"wrong-{attempt}"})
+        assert (reply["success"], reply["error"]) == (False, "Invalid or inactive API key")
+    client.send({"type": "auth", "apiKey": "demo-conversation-key", "requestId": "req-11"})
+    assert await client.receive() == {
+        "type": "error",
+        "requestId": "req-11",
+        "error": "Too many authentication attempts, please try again later",
+    }
+    await asyncio.wait_for(client.control_closed.wait(), TIMEOUT_S)
+    # The same limit holds for a new peer connection from the same address.
+    again = clients()
+    await again.connect(demo_server.http_url + "/api/webrtc/offer")
+    again.send({"type": "auth", "apiKey": "demo-conversation-key", "requestId": "req-12"})
+    assert (await again.receive())["error"] == (
+        "Too many authentication attempts, please try again later"
+    )

@@ -48,6 +48,9 @@ class PeerLimits:
     max_queued_voice_s: float = 120.0
     # How long a closing connection waits for the engine to finish the message in hand.
     close_grace_s: float = 5.0
+    # How long a closing connection waits for control messages already queued (such as the
+    # error that explains the close) to be handed to the network.
+    flush_on_close_s: float = 1.0
 
 
 class _Peek(msgspec.Struct):
@@ -320,6 +323,15 @@ class WebRtcPeer:
             audio.send(frame.encode())
             next_send += frame.duration_s
 
+    async def _flush_control(self) -> None:
+        control = self._control
+        if control is None or control.readyState != "open" or control.bufferedAmount == 0:
+            return
+        drained = asyncio.Event()
+        control.on("bufferedamountlow", drained.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained.wait(), self._limits.flush_on_close_s)
+
     async def _close(self) -> None:
         current = asyncio.current_task()
         for task in self._tasks:
@@ -336,6 +348,7 @@ class WebRtcPeer:
                 await self._session.closed()
             except Exception:
                 log.exception("conversation session failed to close")
+        await self._flush_control()
         if self._track is not None:
             self._track.stop()
         for channel in (self._control, self._audio):
