@@ -18,6 +18,7 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.config import Config, ConfigError
+from hubbub.console import STATIC_DIR
 from hubbub.conversation.loader import ProjectError, load_projects_dir
 from hubbub.conversation.providers.base import LlmProvider
 from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
@@ -153,6 +154,7 @@ def _add_conversations(app: web.Application, config: Config) -> None:
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
     add_webrtc_routes(app, _webrtc_endpoint(config, service))
+    app.router.add_get("/demo/voice", _voice_demo_page)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -162,6 +164,10 @@ def _add_conversations(app: web.Application, config: Config) -> None:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+
+
+async def _voice_demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "voice.html")
 
 
 def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
