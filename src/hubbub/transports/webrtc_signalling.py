@@ -1,15 +1,15 @@
 """WebRTC signalling: ``POST /api/webrtc/offer`` (conversation spec section 7), gather-and-return.
 
-The server applies the client's offer, answers, waits for ICE gathering to complete and replies
-with an answer holding every candidate; there is no trickle ICE. Replies:
+The server applies the client's offer, answers, waits for ICE gathering to complete (at most the
+gathering timeout: past it, the answer carries the host candidates, see
+:mod:`hubbub.transports.webrtc_gathering`) and replies with the candidates in the answer; there is
+no trickle ICE. Replies:
 
 * ``200 {"sdpAnswer": "<sdp>"}``;
 * ``400 {"error": "sdpOffer is required and must be a string"}``: no JSON object body, or its
   ``sdpOffer`` missing, empty or not a string;
-* ``500 {"error": "WebRTC signaling failed"}``: the offer cannot be applied or answered, has
-  no DataChannels (so ``control`` could never open), or ICE
-  gathering did not finish within the gathering timeout (aiortc cannot hand out a partial
-  candidate list, so a gathering cut short fails rather than answering without candidates);
+* ``500 {"error": "WebRTC signaling failed"}``: the offer cannot be applied or answered, or has
+  no DataChannels (so ``control`` could never open);
 * ``503 {"error": "Too many WebRTC connections"}``: the node already holds
   ``max_peer_connections`` peer connections.
 
@@ -28,6 +28,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.channel import SessionFactory
 from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
+from hubbub.transports.webrtc_gathering import set_answer_and_gather
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,7 @@ class WebRtcEndpoint:
         if any(t.kind == "audio" for t in pc.getTransceivers()):
             peer.attach_voice_track()
         answer = await pc.createAnswer()
-        # aiortc gathers inside setLocalDescription; bound it without cancelling it mid-way
-        # in the caller's task (the failure path closes the peer connection instead).
-        gathering = asyncio.ensure_future(pc.setLocalDescription(answer))
-        done, _ = await asyncio.wait({gathering}, timeout=self._settings.ice_gathering_timeout_s)
-        if not done:
-            gathering.cancel()
-            raise TimeoutError("ICE gathering timed out")
-        gathering.result()
-        return str(pc.localDescription.sdp)
+        return await set_answer_and_gather(pc, answer, self._settings.ice_gathering_timeout_s)
 
 
 def add_webrtc_routes(app: web.Application, endpoint: WebRtcEndpoint) -> None:
