@@ -110,6 +110,7 @@ class WebRtcConfig(_Section):
     stun_url: str | None = None  # default "stun:stun.l.google.com:19302"; "" disables STUN
     ice_gathering_timeout_ms: float | None = None  # default 5000
     max_peer_connections: int = 100
+    max_peer_connections_per_ip: int = 10
     control_open_timeout_s: float = 15.0  # after the answer, for the client to open control
 
     def resolved_stun_url(self, environ: Mapping[str, str]) -> str:
@@ -257,6 +258,8 @@ def _check(config: Config, source: str) -> None:
         fail("webrtc.ice_gathering_timeout_ms", "must be positive")
     if webrtc.max_peer_connections < 0:
         fail("webrtc.max_peer_connections", "must not be negative (0 disables WebRTC)")
+    if webrtc.max_peer_connections_per_ip < 0:
+        fail("webrtc.max_peer_connections_per_ip", "must not be negative")
     if webrtc.control_open_timeout_s <= 0:
         fail("webrtc.control_open_timeout_s", "must be positive")
 

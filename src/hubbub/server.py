@@ -179,6 +179,7 @@ def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndp
             stun_url=webrtc.resolved_stun_url(os.environ),
             ice_gathering_timeout_s=webrtc.resolved_ice_gathering_timeout_ms(os.environ) / 1000,
             max_peer_connections=webrtc.max_peer_connections,
+            max_peer_connections_per_ip=webrtc.max_peer_connections_per_ip,
             peer=PeerLimits(
                 control_open_timeout_s=webrtc.control_open_timeout_s,
                 slow_consumer_bytes=config.server.slow_consumer_bytes,

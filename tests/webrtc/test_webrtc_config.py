@@ -42,6 +42,7 @@ def test_bad_environment_timeout_is_a_config_error(raw: str) -> None:
     [
         ("ice_gathering_timeout_ms = 0", "webrtc.ice_gathering_timeout_ms"),
         ("max_peer_connections = -1", "webrtc.max_peer_connections"),
+        ("max_peer_connections_per_ip = -1", "webrtc.max_peer_connections_per_ip"),
         ("control_open_timeout_s = 0", "webrtc.control_open_timeout_s"),
         ("stun_urls = []", "webrtc"),
     ],

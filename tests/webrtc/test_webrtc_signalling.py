@@ -96,6 +96,19 @@ async def test_peer_connection_limit(
     assert len(server.endpoint.peers) == 1
 
 
+async def test_peer_connection_limit_per_address(
+    start_server: ServerFactory, clients: Callable[..., Client]
+) -> None:
+    server = await start_server(max_peer_connections_per_ip=1)
+    await clients().connect(server.offer_url)
+    second = clients()
+    await second.pc.setLocalDescription(await second.pc.createOffer())
+    offer = {"sdpOffer": second.pc.localDescription.sdp}
+    status, body = await post(server.offer_url, json=offer)
+    assert (status, body) == (429, {"error": "Too many WebRTC connections from this address"})
+    assert len(server.endpoint.peers) == 1
+
+
 async def test_client_that_never_opens_control_is_closed(
     start_server: ServerFactory, clients: Callable[..., Client]
 ) -> None:

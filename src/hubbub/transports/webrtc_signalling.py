@@ -10,6 +10,8 @@ no trickle ICE. Replies:
   ``sdpOffer`` missing, empty or not a string;
 * ``500 {"error": "WebRTC signaling failed"}``: the offer cannot be applied or answered, or has
   no DataChannels (so ``control`` could never open);
+* ``429 {"error": "Too many WebRTC connections from this address"}``: the client's address
+  (resolved through trusted proxies) already holds ``max_peer_connections_per_ip``;
 * ``503 {"error": "Too many WebRTC connections"}``: the node already holds
   ``max_peer_connections`` peer connections.
 
@@ -39,6 +41,7 @@ DEFAULT_ICE_GATHERING_TIMEOUT_MS = 5000.0
 BAD_OFFER = {"error": "sdpOffer is required and must be a string"}
 SIGNALING_FAILED = {"error": "WebRTC signaling failed"}
 TOO_MANY_CONNECTIONS = {"error": "Too many WebRTC connections"}
+TOO_MANY_FROM_ADDRESS = {"error": "Too many WebRTC connections from this address"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class WebRtcSettings:
     stun_url: str = DEFAULT_STUN_URL  # empty: no STUN, host candidates only
     ice_gathering_timeout_s: float = DEFAULT_ICE_GATHERING_TIMEOUT_MS / 1000
     max_peer_connections: int = 100
+    max_peer_connections_per_ip: int = 10
     peer: PeerLimits = field(default_factory=PeerLimits)
 
 
@@ -79,6 +83,9 @@ class WebRtcEndpoint:
         if len(self._peers) >= self._settings.max_peer_connections:
             return web.json_response(TOO_MANY_CONNECTIONS, status=503)
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        same_address = sum(1 for peer in self._peers if peer.client_ip == ip)
+        if same_address >= self._settings.max_peer_connections_per_ip:
+            return web.json_response(TOO_MANY_FROM_ADDRESS, status=429)
         peer = WebRtcPeer(
             RTCPeerConnection(self._configuration()),
             self._sessions,
