@@ -46,6 +46,9 @@ class PeerLimits:
     # Unsent control bytes before the client counts as a slow consumer and is disconnected.
     slow_consumer_bytes: int = 1_048_576
     max_queued_voice_s: float = 120.0
+    # Voice frames not yet handed to the network on ``audio`` (congestion): past this, frames
+    # are dropped rather than queued, since late audio is worse than missing audio.
+    max_unsent_audio_bytes: int = 64_000
     # How long a closing connection waits for the engine to finish the message in hand.
     close_grace_s: float = 5.0
     # How long a closing connection waits for control messages already queued (such as the
@@ -320,7 +323,10 @@ class WebRtcPeer:
                 await asyncio.sleep(wait_s)
             if audio.readyState != "open":
                 return
-            audio.send(frame.encode())
+            if audio.bufferedAmount > self._limits.max_unsent_audio_bytes:
+                self._voice.dropped_frames += 1
+            else:
+                audio.send(frame.encode())
             next_send += frame.duration_s
 
     async def _flush_control(self) -> None:
