@@ -35,7 +35,8 @@ class RecordingHandler(SessionHandler):
     ``echo`` -> ``{"type": "echo", "payload": <the message>}``; ``speak`` -> the turn's
     ``start_ai_generation_output`` then ``ms`` of pcm_16000 voice in ``chunk_ms`` chunks
     (``early: true`` sends the voice first); ``abort`` -> ``abort_ai_generation_output``;
-    ``start_voice`` -> a successful ``start_user_voice_input`` reply naming ``turn``.
+    ``start_voice`` -> a successful ``start_user_voice_input`` reply for ``tinp_1``;
+    ``final_transcript`` -> the final ``user_transcribed_chunk`` of ``tinp_1``.
     """
 
     def __init__(self, channel: ClientChannel) -> None:
@@ -58,6 +59,17 @@ class RecordingHandler(SessionHandler):
         elif kind == "abort":
             self.channel.send_message(
                 encode({"type": "abort_ai_generation_output", "outputTurnId": message["turn"]})
+            )
+        elif kind == "final_transcript":
+            self.channel.send_message(
+                encode(
+                    {
+                        "type": "user_transcribed_chunk",
+                        "inputTurnId": "tinp_1",
+                        "chunkText": "hello",
+                        "isFinal": True,
+                    }
+                )
             )
         elif kind == "start_voice":
             self.channel.send_message(

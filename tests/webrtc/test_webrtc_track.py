@@ -62,15 +62,30 @@ async def test_microphone_track_reaches_handle_audio_as_16khz_pcm(
     client = clients(audio_channel=False, track=ToneTrack())
     await client.connect(server.offer_url)
     handler = await server.sessions.first()
-    # Before an input turn is open, the microphone is not routed anywhere.
+    # Between input turns the microphone goes to the empty turn id (server VAD listens there).
+    await wait_until(lambda: handler.audio_bytes > 0, handler.audio_changed)
+    assert {turn for turn, _ in handler.audio} == {""}
     client.send({"type": "start_voice"})
     reply = await client.receive()
     assert reply["inputTurnId"] == "tinp_1"
+
+    def turn_bytes(turn: str) -> int:
+        return sum(len(pcm) for t, pcm in handler.audio if t == turn)
+
     one_second = 32_000
-    await wait_until(lambda: handler.audio_bytes >= one_second // 2, handler.audio_changed)
-    assert {turn for turn, _ in handler.audio} == {"tinp_1"}
+    await wait_until(lambda: turn_bytes("tinp_1") >= one_second // 2, handler.audio_changed)
     assert all(len(pcm) % 2 == 0 for _, pcm in handler.audio)
-    pcm = b"".join(audio for _, audio in handler.audio)
+    first_of_turn = next(i for i, (t, _) in enumerate(handler.audio) if t == "tinp_1")
+    assert {t for t, _ in handler.audio[first_of_turn:]} == {"tinp_1"}
+    # The final transcript ends the turn: audio goes back to the empty turn id.
+    client.send({"type": "final_transcript"})
+    await client.receive()
+    await wait_until(lambda: handler.audio[-1][0] == "", handler.audio_changed)
+    turns = [t for t, _ in handler.audio[first_of_turn:]]
+    back_to_idle = turns.index("")
+    assert set(turns[:back_to_idle]) == {"tinp_1"}
+    assert set(turns[back_to_idle:]) == {""}
+    pcm = b"".join(audio for turn, audio in handler.audio if turn == "tinp_1")
     assert peak(pcm) > 3_000  # the tone, not silence, survived Opus and resampling
     # Zero crossings over the last 0.25 s: 440 Hz gives ~220 (16 kHz resampling keeps pitch).
     tail = struct.unpack(f"<{4000}h", pcm[-8000:])

@@ -63,6 +63,7 @@ class _Peek(msgspec.Struct):
     success: bool | None = None
     outputTurnId: str | None = None
     inputTurnId: str | None = None
+    isFinal: bool | None = None
 
 
 _peek = msgspec.json.Decoder(_Peek)
@@ -124,10 +125,6 @@ class WebRtcPeer:
     @property
     def client_ip(self) -> str:
         return self._ip
-
-    @property
-    def session_open(self) -> bool:
-        return self._session is not None
 
     @property
     def closed(self) -> bool:
@@ -230,8 +227,9 @@ class WebRtcPeer:
             self.dropped_audio_frames += 1
 
     def _on_microphone_pcm(self, pcm: bytes) -> None:
-        if self._input_turn_id is not None:
-            self._queue_audio(self._input_turn_id, pcm)
+        # A track carries no turn id: audio goes to the open input turn, and between turns to
+        # the empty turn id, which the engine's server VAD listens to (and otherwise drops).
+        self._queue_audio(self._input_turn_id or "", pcm)
 
     def _queue_audio(self, turn_id: str, audio: bytes) -> None:
         if self._session is None:
@@ -258,7 +256,11 @@ class WebRtcPeer:
             peek.type == "start_user_voice_input" and peek.success
         ):
             self._input_turn_id = peek.inputTurnId
-        elif peek.type == "end_user_voice_input" and peek.success:
+        elif (peek.type == "end_user_voice_input" and peek.success) or (
+            peek.type == "user_transcribed_chunk"
+            and peek.isFinal
+            and peek.inputTurnId == self._input_turn_id
+        ):
             self._input_turn_id = None
 
     def _pull_for_track(self) -> QueuedFrame | None:
