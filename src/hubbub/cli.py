@@ -58,6 +58,10 @@ def _serve(args: argparse.Namespace) -> int:
                     '(project support-desk, API key "demo-conversation-key")',
                     flush=True,
                 )
+                print(
+                    f"Voice demo (WebRTC): http://{where.host}:{where.port}/demo/voice",
+                    flush=True,
+                )
         print(f"Hubbub listening on http://{where.host}:{where.port}", flush=True)
 
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -144,12 +144,47 @@ class ConversationsConfig(_Section):
     llm: ConversationLlmConfig | None = None
 
 
+class WebRtcConfig(_Section):
+    """WebRTC conversations (``POST /api/webrtc/offer``). ``stun_url`` and
+    ``ice_gathering_timeout_ms`` left unset come from the environment variables
+    ``WEBRTC_STUN_URL`` and ``WEBRTC_ICE_GATHERING_TIMEOUT_MS``, then from the defaults below."""
+
+    stun_url: str | None = None  # default "stun:stun.l.google.com:19302"; "" disables STUN
+    ice_gathering_timeout_ms: float | None = None  # default 5000
+    max_peer_connections: int = 100
+    max_peer_connections_per_ip: int = 10
+    control_open_timeout_s: float = 15.0  # after the answer, for the client to open control
+
+    def resolved_stun_url(self, environ: Mapping[str, str]) -> str:
+        if self.stun_url is not None:
+            return self.stun_url
+        return environ.get("WEBRTC_STUN_URL", "stun:stun.l.google.com:19302")
+
+    def resolved_ice_gathering_timeout_ms(self, environ: Mapping[str, str]) -> float:
+        """Raises :class:`ConfigError` for an environment value that is not a positive number."""
+        if self.ice_gathering_timeout_ms is not None:
+            return self.ice_gathering_timeout_ms
+        raw = environ.get("WEBRTC_ICE_GATHERING_TIMEOUT_MS")
+        if raw is None:
+            return 5000.0
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise ConfigError(
+                "<environment>", "WEBRTC_ICE_GATHERING_TIMEOUT_MS", "must be positive"
+            )
+        return value
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     apps: list[AppConfig] = []
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
+    webrtc: WebRtcConfig = msgspec.field(default_factory=WebRtcConfig)
 
 
 DEMO_CONFIG_TOML = """\
@@ -282,6 +317,16 @@ def _check(config: Config, source: str) -> None:
         module, _, function = target.partition(":")
         if not module or not function:
             fail(f"conversations.python_tools[{i}]", "expected 'package.module:function'")
+
+    webrtc = config.webrtc
+    if webrtc.ice_gathering_timeout_ms is not None and webrtc.ice_gathering_timeout_ms <= 0:
+        fail("webrtc.ice_gathering_timeout_ms", "must be positive")
+    if webrtc.max_peer_connections < 0:
+        fail("webrtc.max_peer_connections", "must not be negative (0 disables WebRTC)")
+    if webrtc.max_peer_connections_per_ip < 0:
+        fail("webrtc.max_peer_connections_per_ip", "must not be negative")
+    if webrtc.control_open_timeout_s <= 0:
+        fail("webrtc.control_open_timeout_s", "must be positive")
 
     app_ids: set[str] = set()
     key_ids: set[str] = set()

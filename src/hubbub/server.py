@@ -20,6 +20,7 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.config import Config, ConfigError
+from hubbub.console import STATIC_DIR
 from hubbub.conversation.loader import ProjectError, load_projects_dir
 from hubbub.conversation.providers.base import LlmProvider
 from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
@@ -34,6 +35,8 @@ from hubbub.protocol.codes import CloseCode
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.webhook_client import AiohttpWebhookClient
+from hubbub.transports.webrtc import PeerLimits
+from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -176,6 +179,8 @@ def _add_conversations(app: web.Application, config: Config) -> None:
     )
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
+    add_webrtc_routes(app, _webrtc_endpoint(config, service))
+    app.router.add_get("/demo/voice", _voice_demo_page)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -185,6 +190,28 @@ def _add_conversations(app: web.Application, config: Config) -> None:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+
+
+async def _voice_demo_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "voice.html")
+
+
+def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
+    webrtc = config.webrtc
+    return WebRtcEndpoint(
+        service,
+        TrustedProxies(config.server.trusted_proxies),
+        WebRtcSettings(
+            stun_url=webrtc.resolved_stun_url(os.environ),
+            ice_gathering_timeout_s=webrtc.resolved_ice_gathering_timeout_ms(os.environ) / 1000,
+            max_peer_connections=webrtc.max_peer_connections,
+            max_peer_connections_per_ip=webrtc.max_peer_connections_per_ip,
+            peer=PeerLimits(
+                control_open_timeout_s=webrtc.control_open_timeout_s,
+                slow_consumer_bytes=config.server.slow_consumer_bytes,
+            ),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

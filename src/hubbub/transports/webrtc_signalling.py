@@ -1,0 +1,136 @@
+"""WebRTC signalling: ``POST /api/webrtc/offer`` (conversation spec section 7), gather-and-return.
+
+The server applies the client's offer, answers, waits for ICE gathering to complete (at most the
+gathering timeout: past it, the answer carries the host candidates, see
+:mod:`hubbub.transports.webrtc_gathering`) and replies with the candidates in the answer; there is
+no trickle ICE. Replies:
+
+* ``200 {"sdpAnswer": "<sdp>"}``;
+* ``400 {"error": "sdpOffer is required and must be a string"}``: no JSON object body, or its
+  ``sdpOffer`` missing, empty or not a string;
+* ``500 {"error": "WebRTC signaling failed"}``: the offer cannot be applied or answered, or has
+  no DataChannels (so ``control`` could never open);
+* ``429 {"error": "Too many WebRTC connections from this address"}``: the client's address
+  (resolved through trusted proxies) already holds ``max_peer_connections_per_ip``;
+* ``503 {"error": "Too many WebRTC connections"}``: the node already holds
+  ``max_peer_connections`` peer connections.
+
+Every failure closes the half-built peer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from hubbub.auth.client_ip import TrustedProxies, client_ip
+from hubbub.conversation.channel import SessionFactory
+from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
+from hubbub.transports.webrtc_gathering import set_answer_and_gather
+
+log = logging.getLogger(__name__)
+
+OFFER_PATH = "/api/webrtc/offer"
+DEFAULT_STUN_URL = "stun:stun.l.google.com:19302"
+DEFAULT_ICE_GATHERING_TIMEOUT_MS = 5000.0
+
+BAD_OFFER = {"error": "sdpOffer is required and must be a string"}
+SIGNALING_FAILED = {"error": "WebRTC signaling failed"}
+TOO_MANY_CONNECTIONS = {"error": "Too many WebRTC connections"}
+TOO_MANY_FROM_ADDRESS = {"error": "Too many WebRTC connections from this address"}
+
+
+@dataclass(frozen=True, slots=True)
+class WebRtcSettings:
+    stun_url: str = DEFAULT_STUN_URL  # empty: no STUN, host candidates only
+    ice_gathering_timeout_s: float = DEFAULT_ICE_GATHERING_TIMEOUT_MS / 1000
+    max_peer_connections: int = 100
+    max_peer_connections_per_ip: int = 10
+    peer: PeerLimits = field(default_factory=PeerLimits)
+
+
+class WebRtcEndpoint:
+    """Accepts offers and keeps every live peer connection, so the count is bounded and the
+    server can close them all when it stops."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        trusted_proxies: TrustedProxies,
+        settings: WebRtcSettings,
+    ) -> None:
+        self._sessions = sessions
+        self._trusted = trusted_proxies
+        self._settings = settings
+        self._peers: set[WebRtcPeer] = set()
+
+    @property
+    def peers(self) -> frozenset[WebRtcPeer]:
+        return frozenset(self._peers)
+
+    async def handle_offer(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        offer = body.get("sdpOffer") if isinstance(body, dict) else None
+        if not isinstance(offer, str) or not offer:
+            return web.json_response(BAD_OFFER, status=400)
+        if len(self._peers) >= self._settings.max_peer_connections:
+            return web.json_response(TOO_MANY_CONNECTIONS, status=503)
+        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        same_address = sum(1 for peer in self._peers if peer.client_ip == ip)
+        if same_address >= self._settings.max_peer_connections_per_ip:
+            return web.json_response(TOO_MANY_FROM_ADDRESS, status=429)
+        peer = WebRtcPeer(
+            RTCPeerConnection(self._configuration()),
+            self._sessions,
+            ip,
+            self._settings.peer,
+            self._peers.discard,
+        )
+        self._peers.add(peer)
+        try:
+            answer = await self._answer(peer, offer)
+        except asyncio.CancelledError:
+            peer.close()
+            raise
+        except Exception as exc:
+            log.info("webrtc signalling from %s failed: %r", ip, exc)
+            await peer.wait_closed()
+            return web.json_response(SIGNALING_FAILED, status=500)
+        peer.start()
+        return web.json_response({"sdpAnswer": answer})
+
+    async def close_all(self) -> None:
+        peers = list(self._peers)
+        await asyncio.gather(*(peer.wait_closed() for peer in peers), return_exceptions=True)
+
+    def _configuration(self) -> RTCConfiguration:
+        stun = self._settings.stun_url
+        # An explicit empty list: aiortc falls back to a public STUN server on None.
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=stun)] if stun else [])
+
+    async def _answer(self, peer: WebRtcPeer, offer: str) -> str:
+        pc = peer.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        if pc.sctp is None:
+            raise ValueError("the offer has no DataChannels")
+        if any(t.kind == "audio" for t in pc.getTransceivers()):
+            peer.attach_voice_track()
+        answer = await pc.createAnswer()
+        return await set_answer_and_gather(pc, answer, self._settings.ice_gathering_timeout_s)
+
+
+def add_webrtc_routes(app: web.Application, endpoint: WebRtcEndpoint) -> None:
+    app.router.add_post(OFFER_PATH, endpoint.handle_offer)
+
+    async def close_peers(app: web.Application) -> None:
+        await endpoint.close_all()
+
+    # on_shutdown runs before on_cleanup, so sessions close while the engine is still up.
+    app.on_shutdown.append(close_peers)
