@@ -161,7 +161,12 @@ def alaw_decode(data: bytes) -> Samples:
 
 
 class Resampler:
-    """Stateful mono PCM16 resampler: chunked input gives the same output as whole input."""
+    """Stateful mono PCM16 resampler: chunked input gives exactly the output of whole input.
+
+    soxr runs in float32 here: its int16 mode dithers the output, which made chunked and whole
+    conversions differ by a least significant bit or two; float32 in and one rounding out is
+    bit-exact whatever the chunking.
+    """
 
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
@@ -169,22 +174,27 @@ class Resampler:
         self._stream: Any = (
             None
             if from_rate == to_rate
-            else soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16", quality="HQ")
+            else soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality="HQ")
         )
 
     def process(self, samples: Samples) -> Samples:
         if self._stream is None:
             return samples
-        out: Samples = self._stream.resample_chunk(samples)
-        return out
+        resampled = self._stream.resample_chunk(samples.astype(np.float32) / 32768.0)
+        return _float32_to_samples(resampled)
 
     def flush(self) -> Samples:
         """End of stream: the samples still held in the filter."""
         if self._stream is None:
             return np.zeros(0, dtype=np.int16)
-        out: Samples = self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        tail = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         self._stream.clear()
-        return out
+        return _float32_to_samples(tail)
+
+
+def _float32_to_samples(audio: npt.NDArray[np.float32]) -> Samples:
+    samples: Samples = np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+    return samples
 
 
 def pcm16_to_samples(data: bytes) -> Samples:
@@ -209,7 +219,10 @@ class _OpusDecoder:
         import av  # the only module that imports PyAV for audio formats
 
         self._av = av
-        self._codec: Any = av.CodecContext.create("libopus", "r")
+        codec: Any = av.CodecContext.create("libopus", "r")
+        codec.layout = "mono"
+        codec.format = "s16"
+        self._codec = codec
         self._resampler: Resampler | None = None
 
     def decode(self, packet: bytes) -> Samples:

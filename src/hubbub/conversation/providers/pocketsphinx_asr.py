@@ -18,11 +18,11 @@ executor: the event loop never waits for the recogniser.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Any, Final
@@ -47,8 +47,7 @@ _EVERYDAY_PHRASES: Final = (
     "I do not know",
     "can you repeat that",
 )
-_MAX_HINT_MODELS_PER_DECODER: Final = 8
-_MAX_IDLE_DECODERS: Final = 4
+_MAX_IDLE_DECODERS: Final = 8
 
 
 def _normalise_hint(hint: str) -> str:
@@ -56,61 +55,61 @@ def _normalise_hint(hint: str) -> str:
     return " ".join(kept.split())
 
 
-class _Recogniser:
-    """One PocketSphinx decoder and the hint models it has loaded. Used by one thread at a time."""
+@functools.cache
+def _pronunciations() -> dict[str, list[str]]:
+    """The shipped CMU dictionary, word → its lines (alternates like ``word(2)`` included)."""
+    path = os.path.join(pocketsphinx.get_model_path(), "en-us", "cmudict-en-us.dict")
+    entries: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            word = line.split(" ", 1)[0].split("(", 1)[0]
+            entries.setdefault(word, []).append(line if line.endswith("\n") else line + "\n")
+    return entries
 
-    def __init__(self) -> None:
-        self.decoder: Any = pocketsphinx.Decoder(loglevel="FATAL")
-        self._default_search: str = self.decoder.current_search()
-        self._hint_searches: OrderedDict[tuple[str, ...], str] = OrderedDict()
-        self._next_search_id = 0
+
+def _hint_decoder(hints: tuple[str, ...]) -> Any:
+    """A decoder whose language model and dictionary hold only the hint vocabulary.
+
+    Adding a small model to a decoder that has the full 134k-word dictionary costs ~20 s (the
+    search is built over the whole dictionary); a decoder built with a matching small
+    dictionary takes ~30 ms.
+    """
+    pronunciations = _pronunciations()
+    lines = []
+    for phrase in (*hints, *_EVERYDAY_PHRASES):
+        words = [w for w in _normalise_hint(phrase).split() if w in pronunciations]
+        if words:
+            lines.append(" ".join(words))
+    builder = ArpaBoLM(text="\n".join(lines), add_start=True)
+    builder.compute()
+    arpa = io.StringIO()
+    builder.write(arpa)
+    vocabulary = sorted({w for line in lines for w in line.split()})
+    with tempfile.TemporaryDirectory(prefix="hubbub-asr-") as directory:
+        lm_path = os.path.join(directory, "hints.arpa")
+        dict_path = os.path.join(directory, "hints.dict")
+        with open(lm_path, "w", encoding="utf-8") as file:
+            file.write(arpa.getvalue())
+        with open(dict_path, "w", encoding="utf-8") as file:
+            file.writelines(line for w in vocabulary for line in pronunciations[w])
+        return pocketsphinx.Decoder(loglevel="FATAL", lm=lm_path, dict=dict_path)
+
+
+class _Recogniser:
+    """One PocketSphinx decoder for one hint set. Used by one thread at a time."""
+
+    def __init__(self, hints: tuple[str, ...]) -> None:
+        self.hints = hints
+        self.decoder: Any = (
+            _hint_decoder(hints) if hints else pocketsphinx.Decoder(loglevel="FATAL")
+        )
         # A cancelled await leaves its executor job running: this keeps a later call (cancel)
         # from touching the decoder until that job is done.
         self._busy = threading.Lock()
 
-    def _known(self, word: str) -> bool:
-        return self.decoder.lookup_word(word) is not None
-
-    def _build_hint_model(self, hints: tuple[str, ...]) -> str:
-        lines = []
-        for phrase in (*hints, *_EVERYDAY_PHRASES):
-            words = [w for w in _normalise_hint(phrase).split() if self._known(w)]
-            if words:
-                lines.append(" ".join(words))
-        builder = ArpaBoLM(text="\n".join(lines), add_start=True)
-        builder.compute()
-        arpa = io.StringIO()
-        builder.write(arpa)
-        name = f"hints{self._next_search_id}"
-        self._next_search_id += 1
-        fd, path = tempfile.mkstemp(suffix=".arpa")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(arpa.getvalue())
-            self.decoder.add_lm_file(name, path)
-        finally:
-            os.unlink(path)
-        return name
-
-    def start(self, hints: tuple[str, ...]) -> None:
+    def start(self) -> None:
         with self._busy:
-            self._start(hints)
-
-    def _start(self, hints: tuple[str, ...]) -> None:
-        if not hints:
-            self.decoder.activate_search(self._default_search)
-        else:
-            name = self._hint_searches.get(hints)
-            if name is None:
-                name = self._build_hint_model(hints)
-                self._hint_searches[hints] = name
-                if len(self._hint_searches) > _MAX_HINT_MODELS_PER_DECODER:
-                    _, evicted = self._hint_searches.popitem(last=False)
-                    self.decoder.remove_search(evicted)
-            else:
-                self._hint_searches.move_to_end(hints)
-            self.decoder.activate_search(name)
-        self.decoder.start_utt()
+            self.decoder.start_utt()
 
     def _hypothesis(self) -> str:
         hypothesis = self.decoder.hyp()
@@ -132,26 +131,29 @@ class PocketsphinxAsr(AsrProvider):
 
     def __init__(self, *, executor: Executor | None = None) -> None:
         self._executor = executor
+        # Idle decoders, least recently used first; each is tied to its hint set.
         self._idle: list[_Recogniser] = []
         self._idle_lock = threading.Lock()
 
     async def _run(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
-    def _acquire(self) -> _Recogniser:
+    def _acquire(self, hints: tuple[str, ...]) -> _Recogniser:
         with self._idle_lock:
-            if self._idle:
-                return self._idle.pop()
-        return _Recogniser()
+            for index in range(len(self._idle) - 1, -1, -1):
+                if self._idle[index].hints == hints:
+                    return self._idle.pop(index)
+        return _Recogniser(hints)
 
     def _release(self, recogniser: _Recogniser) -> None:
         with self._idle_lock:
-            if len(self._idle) < _MAX_IDLE_DECODERS:
-                self._idle.append(recogniser)
+            self._idle.append(recogniser)
+            del self._idle[:-_MAX_IDLE_DECODERS]
 
-    async def warm_up(self) -> None:
-        """Load one decoder ahead of the first utterance (optional)."""
-        self._release(await self._run(self._acquire))
+    async def warm_up(self, hints: Sequence[str] = ()) -> None:
+        """Load a decoder (the general one takes ~1 s) ahead of the first utterance."""
+        key = tuple(sorted({h for h in map(_normalise_hint, hints) if h}))
+        self._release(await self._run(self._acquire, key))
 
     async def open_stream(self, *, language: str, hints: Sequence[str] = ()) -> AsrStream:
         if not language.lower().startswith("en"):
@@ -159,8 +161,8 @@ class PocketsphinxAsr(AsrProvider):
         normalised = tuple(sorted({h for h in map(_normalise_hint, hints) if h}))
 
         def start() -> _Recogniser:
-            recogniser = self._acquire()
-            recogniser.start(normalised)
+            recogniser = self._acquire(normalised)
+            recogniser.start()
             return recogniser
 
         try:

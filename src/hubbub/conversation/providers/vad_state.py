@@ -47,13 +47,19 @@ class SpeechStateMachine:
         """One window's speech probability; returns the boundary it completes, if any."""
         s = self.settings
         if not self.in_speech:
-            self._run_ms = self._run_ms + s.window_ms if probability >= s.threshold else 0.0
+            if probability < s.threshold:
+                self._run_ms = 0.0
+                return None
+            self._run_ms += s.window_ms
             if self._run_ms >= s.start_ms:
                 self.in_speech = True
                 self._run_ms = 0.0
                 return "speech_start"
             return None
-        self._run_ms = self._run_ms + s.window_ms if probability < s.end_threshold else 0.0
+        if probability >= s.end_threshold:
+            self._run_ms = 0.0
+            return None
+        self._run_ms += s.window_ms
         if self._run_ms >= s.silence_ms:
             self.in_speech = False
             self._run_ms = 0.0

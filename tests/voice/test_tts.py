@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE, ProviderError, VoiceSettings
+from hubbub.conversation.providers.espeak_tts import EspeakTts
+from hubbub.conversation.providers.piper_tts import CHUNK_MS, PiperTts
+
+LONG_TEXT = " ".join(
+    f"This is sentence number {n}, which the assistant reads out slowly and carefully."
+    for n in range(1, 30)
+)
+# One very long sentence: Piper synthesizes a sentence in one model run.
+LONG_SENTENCE = ", and then ".join(
+    f"the customer asked about parcel number {n} which had not arrived" for n in range(5)
+)
+
+
+def seconds(pcm: bytes) -> float:
+    return len(pcm) / (2 * ENGINE_SAMPLE_RATE)
+
+
+async def collect(stream: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in stream]
+
+
+@pytest.fixture(scope="module")
+def piper_executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-test")
+
+
+@pytest.fixture(scope="module")
+def piper(piper_executor: ThreadPoolExecutor) -> PiperTts:
+    return PiperTts(executor=piper_executor)
+
+
+# --- espeak-ng ------------------------------------------------------------------------------
+
+
+async def test_espeak_speaks_at_engine_rate() -> None:
+    chunks = await asyncio.wait_for(
+        collect(EspeakTts().synthesize("Hello, how can I help you?", VoiceSettings())), 10
+    )
+    pcm = b"".join(chunks)
+    assert len(pcm) % 2 == 0
+    assert 0.8 < seconds(pcm) < 4.0
+
+
+async def test_espeak_speed_setting_changes_duration() -> None:
+    text = "Your order will arrive on Tuesday."
+    normal = b"".join(await collect(EspeakTts().synthesize(text, VoiceSettings())))
+    fast = b"".join(await collect(EspeakTts().synthesize(text, VoiceSettings(speed=2.0))))
+    assert seconds(fast) < 0.75 * seconds(normal)
+
+
+async def test_espeak_closing_the_stream_kills_the_process_promptly() -> None:
+    tts = EspeakTts()
+    stream = tts.synthesize(LONG_TEXT, VoiceSettings())
+    first = await asyncio.wait_for(anext(stream), 10)
+    assert first
+    process = tts.last_process
+    assert process is not None and process.returncode is None
+    started = time.perf_counter()
+    await asyncio.wait_for(stream.aclose(), 5)  # type: ignore[attr-defined]
+    assert time.perf_counter() - started < 1.0
+    assert process.returncode is not None and process.returncode < 0  # killed by a signal
+
+
+async def test_espeak_cancelling_the_consumer_kills_the_process() -> None:
+    tts = EspeakTts()
+    got_audio = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in tts.synthesize(LONG_TEXT, VoiceSettings()):
+            got_audio.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(got_audio.wait(), 10)
+    process = tts.last_process
+    assert process is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert process.returncode is not None and process.returncode < 0
+
+
+async def test_espeak_missing_binary_is_a_provider_error() -> None:
+    with pytest.raises(ProviderError, match="cannot start"):
+        await collect(EspeakTts(binary="/nonexistent/espeak-ng").synthesize("Hi", VoiceSettings()))
+
+
+async def test_espeak_text_that_looks_like_an_option_is_spoken() -> None:
+    pcm = b"".join(await collect(EspeakTts().synthesize("--help -v xx", VoiceSettings())))
+    assert seconds(pcm) > 0.3
+
+
+# --- Piper ----------------------------------------------------------------------------------
+
+
+async def test_piper_streams_sentence_by_sentence_in_100ms_chunks(piper: PiperTts) -> None:
+    await piper.warm_up()
+    text = "Thanks for calling. Let me check that order for you. One moment please."
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    chunks: list[bytes] = []
+    async for chunk in piper.synthesize(text, VoiceSettings()):
+        arrivals.append(time.perf_counter() - started)
+        chunks.append(chunk)
+    elapsed = time.perf_counter() - started
+    audio_s = seconds(b"".join(chunks))
+    print(
+        f"piper: {audio_s:.2f} s of audio in {elapsed:.2f} s (RTF {elapsed / audio_s:.2f}), "
+        f"first chunk after {arrivals[0] * 1000:.0f} ms"
+    )
+    assert 2.5 < audio_s < 10
+    chunk_bytes = 2 * ENGINE_SAMPLE_RATE * CHUNK_MS // 1000
+    assert all(len(c) <= chunk_bytes for c in chunks)
+    # The first sentence is out well before the whole text has been synthesized.
+    assert arrivals[0] < 0.7 * elapsed
+
+
+async def test_piper_speed_setting_changes_duration(piper: PiperTts) -> None:
+    text = "Your order will arrive on Tuesday."
+    normal = b"".join(await collect(piper.synthesize(text, VoiceSettings())))
+    fast = b"".join(await collect(piper.synthesize(text, VoiceSettings(speed=1.6))))
+    assert seconds(fast) < 0.8 * seconds(normal)
+
+
+async def test_piper_empty_text_gives_no_audio(piper: PiperTts) -> None:
+    assert await collect(piper.synthesize("", VoiceSettings())) == []
+
+
+async def test_piper_cancel_mid_sentence_frees_the_worker_promptly(
+    piper: PiperTts, piper_executor: ThreadPoolExecutor
+) -> None:
+    await piper.warm_up()
+    loop = asyncio.get_running_loop()
+    # How long one model run of the long sentence takes when left alone.
+    started = time.perf_counter()
+    whole = b"".join(await collect(piper.synthesize(LONG_SENTENCE, VoiceSettings())))
+    uncancelled_s = time.perf_counter() - started
+    assert seconds(whole) > 10
+
+    task = asyncio.create_task(collect(piper.synthesize(LONG_SENTENCE, VoiceSettings())))
+    # Wait until the sentence is inside the model, then cancel.
+    await asyncio.sleep(0)
+    await loop.run_in_executor(None, time.sleep, min(0.3, uncancelled_s / 4))
+    cancelled_at = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The single worker thread is free again long before the sentence would have finished.
+    await asyncio.wait_for(loop.run_in_executor(piper_executor, lambda: None), 10)
+    freed_after = time.perf_counter() - cancelled_at
+    print(
+        f"piper: sentence alone {uncancelled_s:.2f} s; worker freed {freed_after * 1000:.0f} ms "
+        "after cancel"
+    )
+    assert freed_after < uncancelled_s / 3
+
+
+async def test_piper_closing_between_chunks_stops(piper: PiperTts) -> None:
+    stream = piper.synthesize(LONG_TEXT, VoiceSettings())
+    assert await asyncio.wait_for(anext(stream), 30)
+    started = time.perf_counter()
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert time.perf_counter() - started < 0.5
