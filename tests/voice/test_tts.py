@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -29,13 +30,39 @@ async def collect(stream: AsyncIterator[bytes]) -> list[bytes]:
     return [chunk async for chunk in stream]
 
 
-@pytest.fixture(scope="module")
-def piper_executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="piper-test")
+class InferenceWatchingExecutor(ThreadPoolExecutor):
+    """One worker thread; tells the test when the next Piper model run has begun on it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="piper-test")
+        self.inference_started: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        self.inference_started = asyncio.Event()
+        return self.inference_started
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        loop, event = self._loop, self.inference_started
+        if getattr(fn, "__name__", "") != "_infer" or loop is None or event is None:
+            return super().submit(fn, *args, **kwargs)
+        self._loop = self.inference_started = None  # one-shot: the next run is not watched
+
+        def announced() -> Any:
+            loop.call_soon_threadsafe(event.set)
+            return fn(*args, **kwargs)
+
+        return super().submit(announced)
 
 
 @pytest.fixture(scope="module")
-def piper(piper_executor: ThreadPoolExecutor) -> PiperTts:
+def piper_executor() -> InferenceWatchingExecutor:
+    return InferenceWatchingExecutor()
+
+
+@pytest.fixture(scope="module")
+def piper(piper_executor: InferenceWatchingExecutor) -> PiperTts:
     return PiperTts(executor=piper_executor)
 
 
@@ -136,7 +163,7 @@ async def test_piper_empty_text_gives_no_audio(piper: PiperTts) -> None:
 
 
 async def test_piper_cancel_mid_sentence_frees_the_worker_promptly(
-    piper: PiperTts, piper_executor: ThreadPoolExecutor
+    piper: PiperTts, piper_executor: InferenceWatchingExecutor
 ) -> None:
     await piper.warm_up()
     loop = asyncio.get_running_loop()
@@ -146,10 +173,9 @@ async def test_piper_cancel_mid_sentence_frees_the_worker_promptly(
     uncancelled_s = time.perf_counter() - started
     assert seconds(whole) > 10
 
+    inference_started = piper_executor.watch()
     task = asyncio.create_task(collect(piper.synthesize(LONG_SENTENCE, VoiceSettings())))
-    # Wait until the sentence is inside the model, then cancel.
-    await asyncio.sleep(0)
-    await loop.run_in_executor(None, time.sleep, min(0.3, uncancelled_s / 4))
+    await asyncio.wait_for(inference_started.wait(), 10)  # the sentence is inside the model
     cancelled_at = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
