@@ -158,6 +158,15 @@ async def test_piper_speed_setting_changes_duration(piper: PiperTts) -> None:
     assert seconds(fast) < 0.8 * seconds(normal)
 
 
+async def test_piper_concurrent_syntheses_both_complete() -> None:
+    tts = PiperTts()  # the loop's default executor: several worker threads
+    texts = ("Your parcel is on its way.", "Your refund has been approved.")
+    results = await asyncio.wait_for(
+        asyncio.gather(*(collect(tts.synthesize(t, VoiceSettings())) for t in texts)), 60
+    )
+    assert all(1.0 < seconds(b"".join(chunks)) < 5.0 for chunks in results)
+
+
 async def test_piper_empty_text_gives_no_audio(piper: PiperTts) -> None:
     assert await collect(piper.synthesize("", VoiceSettings())) == []
 

