@@ -10,7 +10,7 @@ import pytest
 
 from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE, ProviderError, VoiceSettings
 from hubbub.conversation.providers.espeak_tts import EspeakTts
-from hubbub.conversation.providers.piper_tts import CHUNK_MS, PiperTts
+from hubbub.conversation.providers.piper_tts import CHUNK_MS, PiperTts, _clauses
 
 LONG_TEXT = " ".join(
     f"This is sentence number {n}, which the assistant reads out slowly and carefully."
@@ -205,3 +205,16 @@ async def test_piper_closing_between_chunks_stops(piper: PiperTts) -> None:
     started = time.perf_counter()
     await stream.aclose()  # type: ignore[attr-defined]
     assert time.perf_counter() - started < 0.5
+
+
+def test_long_sentences_are_cut_after_clause_marks_only_into_useful_pieces() -> None:
+    first, second = [*list("a" * 20), ","], [*list(" b" * 10), "."]
+    assert _clauses(first + second) == [first, second]
+    # A short lead-in ("Well,") stays with what follows; so does a short tail.
+    assert _clauses(["w", "ɛ", "l", ",", *second]) == [["w", "ɛ", "l", ",", *second]]
+    assert _clauses([*first, " ", "o", "k", "."]) == [[*first, " ", "o", "k", "."]]
+    assert _clauses(first + list(" c" * 10) + [";"] + second) == [
+        first,
+        [*list(" c" * 10), ";"],
+        second,
+    ]

@@ -37,6 +37,11 @@ from hubbub.conversation.providers.base import (
 )
 
 CHUNK_MS: Final = 100
+# Long sentences are cut after a clause mark so the first audio comes sooner (a model run
+# costs time in proportion to its length); pieces shorter than this many phonemes are kept
+# whole, so a short "Well," does not become a separate, oddly phrased run.
+MIN_CLAUSE_PHONEMES: Final = 16
+_CLAUSE_MARKS: Final = frozenset({",", ";", ":"})
 _PEAK: Final = 0.9  # headroom so resampling overshoot does not clip
 
 
@@ -95,7 +100,11 @@ class PiperTts(TtsProvider):
     async def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[bytes]:
         speed = voice.speed if voice.speed > 0 else 1.0
         loaded = await self._run(self._load)
-        sentences: list[list[str]] = [p for p in await self._run(self._phonemize, text) if p]
+        sentences = [
+            clause
+            for sentence in await self._run(self._phonemize, text)
+            for clause in _clauses(sentence)
+        ]
         resampler = Resampler(loaded.config.sample_rate, ENGINE_SAMPLE_RATE)
         chunk_bytes = ENGINE_SAMPLE_RATE * 2 * CHUNK_MS // 1000
         run_options: list[Any] = []
@@ -124,6 +133,25 @@ class PiperTts(TtsProvider):
                 options.terminate = True
             if pending is not None and not pending.done():
                 pending.cancel()
+
+
+def _clauses(phonemes: list[str]) -> list[list[str]]:
+    """Cut one sentence's phonemes after clause marks, into pieces of a useful length."""
+    pieces: list[list[str]] = []
+    current: list[str] = []
+    for index, phoneme in enumerate(phonemes):
+        current.append(phoneme)
+        rest = len(phonemes) - index - 1
+        if (
+            phoneme in _CLAUSE_MARKS
+            and len(current) >= MIN_CLAUSE_PHONEMES
+            and rest >= MIN_CLAUSE_PHONEMES
+        ):
+            pieces.append(current)
+            current = []
+    if current:
+        pieces.append(current)
+    return pieces
 
 
 def _normalised(audio: Any) -> Any:
