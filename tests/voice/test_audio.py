@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import io
 import math
 import random
+import struct
 import warnings
+import wave
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from hubbub.conversation.audio import (
     mulaw_decode,
     mulaw_encode,
     parse_format,
+    parse_wav_header,
     pcm16_to_samples,
     samples_to_pcm16,
 )
@@ -182,3 +186,49 @@ def test_g711_matches_the_reference_codec_on_every_sample() -> None:
     assert alaw_encode(every) == audioop.lin2alaw(pcm, 2)
     assert samples_to_pcm16(mulaw_decode(codes)) == audioop.ulaw2lin(codes, 2)
     assert samples_to_pcm16(alaw_decode(codes)) == audioop.alaw2lin(codes, 2)
+
+
+def _wav(
+    rate: int = 22050, channels: int = 1, width: int = 2, frames: bytes = b"\x01\x00"
+) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(width)
+        writer.setframerate(rate)
+        writer.writeframes(frames)
+    return buffer.getvalue()
+
+
+def test_wav_header_of_a_standard_file() -> None:
+    data = _wav(frames=b"\x01\x00\x02\x00")
+    rate, offset = parse_wav_header(data) or (0, 0)
+    assert rate == 22050 and data[offset:] == b"\x01\x00\x02\x00"
+
+
+def test_wav_header_needs_more_bytes_until_the_data_chunk() -> None:
+    data = _wav()
+    for cut in range(0, 44):
+        assert parse_wav_header(data[:cut]) is None
+
+
+def test_streamed_wav_with_placeholder_sizes_and_extra_chunks() -> None:
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, 24000, 48000, 2, 16)
+    extra = b"LIST" + struct.pack("<I", 5) + b"abcde" + b"\x00"  # odd size: padded
+    header = b"RIFF" + b"\xff\xff\xff\xff" + b"WAVE" + fmt + extra + b"data\xff\xff\xff\xff"
+    assert parse_wav_header(header + b"\x05\x00") == (24000, len(header))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"RIFX\x00\x00\x00\x00WAVEfmt ", "Not a WAV stream"),
+        (_wav(channels=2, frames=b"\x00" * 4), "16-bit mono"),
+        (_wav(width=1), "16-bit mono"),
+        (b"RIFF\x00\x00\x00\x00WAVEdata\x00\x00\x00\x00", "data before its fmt"),
+        (b"RIFF\x00\x00\x00\x00WAVE" + b"junk" + struct.pack("<I", 5000) + bytes(5000), "No WAV"),
+    ],
+)
+def test_wav_header_errors(data: bytes, message: str) -> None:
+    with pytest.raises(AudioFormatError, match=message):
+        parse_wav_header(data)

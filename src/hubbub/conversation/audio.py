@@ -23,6 +23,7 @@ For the other formats the returned list holds at most one chunk of raw bytes.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -157,6 +158,47 @@ def alaw_decode(data: bytes) -> Samples:
     return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
 
 
+# --- WAV streams ---------------------------------------------------------------------------
+
+MAX_WAV_HEADER_BYTES: Final = 4096
+
+
+def parse_wav_header(buffer: bytes) -> tuple[int, int] | None:
+    """Sample rate and offset of the audio in a PCM16 mono WAV stream's first bytes.
+
+    ``None`` while more bytes are needed. Streamed WAV (synthesizers writing to a pipe or an
+    HTTP response) has placeholder sizes, so only the chunk layout is trusted: chunks are
+    walked up to ``data``. Raises :class:`AudioFormatError` for anything but 16-bit mono PCM.
+    """
+    if len(buffer) < 12:
+        return None
+    if buffer[:4] != b"RIFF" or buffer[8:12] != b"WAVE":
+        raise AudioFormatError("Not a WAV stream")
+    offset, sample_rate = 12, 0
+    while len(buffer) >= offset + 8:
+        chunk_id = buffer[offset : offset + 4]
+        chunk_size = int.from_bytes(buffer[offset + 4 : offset + 8], "little")
+        body = offset + 8
+        if chunk_id == b"data":
+            if not sample_rate:
+                raise AudioFormatError("WAV data before its fmt chunk")
+            return sample_rate, body
+        if len(buffer) < body + chunk_size:
+            break
+        if chunk_id == b"fmt ":
+            if chunk_size < 16:
+                raise AudioFormatError("WAV fmt chunk too short")
+            encoding, channels, rate = struct.unpack_from("<HHI", buffer, body)
+            bits = struct.unpack_from("<H", buffer, body + 14)[0]
+            if encoding != 1 or channels != 1 or bits != 16:
+                raise AudioFormatError("Expected 16-bit mono PCM WAV")
+            sample_rate = rate
+        offset = body + chunk_size + chunk_size % 2
+    if len(buffer) > MAX_WAV_HEADER_BYTES:
+        raise AudioFormatError("No WAV data chunk")
+    return None
+
+
 # --- resampling -----------------------------------------------------------------------------
 
 
@@ -237,6 +279,9 @@ class _OpusDecoder:
             pcm = frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
             parts.append(self._resampler.process(pcm))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def flush(self) -> Samples:
+        return self._resampler.flush() if self._resampler else np.zeros(0, dtype=np.int16)
 
 
 class _OpusEncoder:
@@ -325,7 +370,7 @@ class ClientToEngine:
         """End of the client's stream: what the resampler still holds."""
         self._carry = b""
         if self._opus is not None:
-            return b""
+            return samples_to_pcm16(self._opus.flush())
         return samples_to_pcm16(self._resampler.flush())
 
 

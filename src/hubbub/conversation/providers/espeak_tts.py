@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import struct
 from collections.abc import AsyncIterator
 from typing import Final
 
-from hubbub.conversation.audio import Resampler, pcm16_to_samples, samples_to_pcm16
+from hubbub.conversation.audio import (
+    AudioFormatError,
+    Resampler,
+    parse_wav_header,
+    pcm16_to_samples,
+    samples_to_pcm16,
+)
 from hubbub.conversation.providers.base import (
     ENGINE_SAMPLE_RATE,
     ProviderError,
@@ -25,7 +30,6 @@ ESPEAK_BINARY: Final = "espeak-ng"
 DEFAULT_VOICE: Final = "en-us"
 DEFAULT_WORDS_PER_MINUTE: Final = 175
 _READ_BYTES: Final = 4096
-_MAX_HEADER_BYTES: Final = 4096
 
 
 def espeak_available(binary: str = ESPEAK_BINARY) -> bool:
@@ -85,25 +89,17 @@ class EspeakTts(TtsProvider):
 
 
 async def _read_wav_header(stream: asyncio.StreamReader) -> tuple[int, bytes]:
-    """Parse RIFF chunks up to ``data``; returns the sample rate and any audio bytes read."""
+    """The sample rate, and any audio bytes read past the header."""
     buffer = b""
     while True:
-        data_at = buffer.find(b"data", 12)
-        if len(buffer) >= 44 and data_at >= 0 and len(buffer) >= data_at + 8:
-            break
-        if len(buffer) > _MAX_HEADER_BYTES:
-            raise ProviderError("espeak-ng: no WAV data chunk")
+        try:
+            parsed = parse_wav_header(buffer)
+        except AudioFormatError as exc:
+            raise ProviderError(f"espeak-ng: {exc}") from exc
+        if parsed is not None:
+            sample_rate, data_offset = parsed
+            return sample_rate, buffer[data_offset:]
         chunk = await stream.read(_READ_BYTES)
         if not chunk:
             raise ProviderError("espeak-ng: produced no audio")
         buffer += chunk
-    if buffer[:4] != b"RIFF" or buffer[8:12] != b"WAVE":
-        raise ProviderError("espeak-ng: output is not WAV")
-    fmt_at = buffer.find(b"fmt ", 12)
-    if fmt_at < 0:
-        raise ProviderError("espeak-ng: WAV has no fmt chunk")
-    channels, sample_rate = struct.unpack_from("<HI", buffer, fmt_at + 10)
-    bits = struct.unpack_from("<H", buffer, fmt_at + 22)[0]
-    if channels != 1 or bits != 16:
-        raise ProviderError("espeak-ng: expected 16-bit mono WAV")
-    return int(sample_rate), buffer[data_at + 8 :]
