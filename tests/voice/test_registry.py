@@ -7,6 +7,8 @@ import pytest
 
 from hubbub.conversation.providers import registry
 from hubbub.conversation.providers.espeak_tts import EspeakTts
+from hubbub.conversation.providers.openai_asr import OpenAiCompatibleAsr
+from hubbub.conversation.providers.openai_tts import OpenAiCompatibleTts
 from hubbub.conversation.providers.piper_tts import PiperTts
 from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
 from hubbub.conversation.providers.silero_vad import SileroVad
@@ -51,3 +53,23 @@ def test_without_any_tts_voice_is_disabled(monkeypatch: pytest.MonkeyPatch) -> N
 def test_unknown_tts_provider_is_refused() -> None:
     with pytest.raises(ValueError, match="Unknown TTS provider"):
         registry.create_tts("festival")
+
+
+def test_openai_compatible_providers_are_built_from_settings() -> None:
+    asr = registry.create_asr("openai", {"base_url": "http://127.0.0.1:9/v1", "model": "w"})
+    assert isinstance(asr, OpenAiCompatibleAsr)
+    tts = registry.create_tts("openai", {"base_url": "http://127.0.0.1:9/v1"})
+    assert isinstance(tts, OpenAiCompatibleTts)
+
+
+@pytest.mark.parametrize("settings", [{}, {"base_url": "http://x/v1", "colour": "blue"}])
+def test_invalid_provider_settings_are_refused(settings: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="Invalid settings for provider openai"):
+        registry.create_tts("openai", settings)
+    with pytest.raises(ValueError, match="Invalid settings for provider openai"):
+        registry.create_asr("openai", settings)
+
+
+def test_unknown_asr_provider_is_refused() -> None:
+    with pytest.raises(ValueError, match="Unknown ASR provider"):
+        registry.create_asr("kaldi")

@@ -9,9 +9,12 @@ engine asks :func:`voice_available` once; when it is false, voice commands answe
 from __future__ import annotations
 
 import importlib.util
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
 
 from hubbub.conversation.providers.base import AsrProvider, TtsProvider, VadProvider
+
+_P = TypeVar("_P")
 
 VOICE_DISABLED_MESSAGE: Final = "Voice input is disabled for this session"
 
@@ -40,10 +43,19 @@ def voice_available() -> bool:
     return _importable(*_CORE_MODULES) and (piper_available() or espeak_fallback_available())
 
 
-def create_asr() -> AsrProvider:
-    from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
+def create_asr(
+    name: str = "pocketsphinx", settings: Mapping[str, Any] | None = None
+) -> AsrProvider:
+    """``pocketsphinx`` (offline) or ``openai`` (``base_url``, ``api_key``, ``model``, ...)."""
+    if name == "pocketsphinx":
+        from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
 
-    return PocketsphinxAsr()
+        return PocketsphinxAsr()
+    if name == "openai":
+        from hubbub.conversation.providers.openai_asr import OpenAiCompatibleAsr
+
+        return _construct(OpenAiCompatibleAsr, name, settings)
+    raise ValueError(f"Unknown ASR provider: {name}")
 
 
 def create_vad() -> VadProvider:
@@ -52,8 +64,13 @@ def create_vad() -> VadProvider:
     return SileroVad()
 
 
-def create_tts(name: str = "piper") -> TtsProvider:
-    """``piper`` (falls back to espeak-ng when Piper is not installed) or ``espeak``."""
+def create_tts(name: str = "piper", settings: Mapping[str, Any] | None = None) -> TtsProvider:
+    """``piper`` (falls back to espeak-ng when Piper is not installed), ``espeak``, or
+    ``openai`` (``base_url``, ``api_key``, ``model``, ``default_voice``, ...)."""
+    if name == "openai":
+        from hubbub.conversation.providers.openai_tts import OpenAiCompatibleTts
+
+        return _construct(OpenAiCompatibleTts, name, settings)
     if name == "piper" and piper_available():
         from hubbub.conversation.providers.piper_tts import PiperTts
 
@@ -63,3 +80,10 @@ def create_tts(name: str = "piper") -> TtsProvider:
 
         return EspeakTts()
     raise ValueError(f"Unknown TTS provider: {name}")
+
+
+def _construct(provider: Callable[..., _P], name: str, settings: Mapping[str, Any] | None) -> _P:
+    try:
+        return provider(**dict(settings or {}))
+    except TypeError as exc:  # unknown or missing setting names
+        raise ValueError(f"Invalid settings for provider {name}: {exc}") from exc
