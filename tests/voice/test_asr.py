@@ -27,6 +27,9 @@ class CountingExecutor(Executor):
         self.jobs += 1
         return self._pool.submit(fn, *args, **kwargs)
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
 
 @pytest.fixture(scope="module")
 def asr() -> PocketsphinxAsr:
@@ -107,6 +110,9 @@ async def test_decoding_runs_in_the_executor_not_on_the_loop() -> None:
     asr = PocketsphinxAsr(executor=executor)
     pcm = espeak_pcm16k("My account is locked")
     pushes = len(range(0, len(pcm), CHUNK))
-    _, final = await transcribe(asr, pcm, STAGE_HINTS)
+    try:
+        _, final = await transcribe(asr, pcm, STAGE_HINTS)
+    finally:
+        executor.shutdown()
     assert "account" in final.text.split()
     assert executor.jobs == 1 + pushes + 1  # open, every push, finish

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -57,8 +57,10 @@ class InferenceWatchingExecutor(ThreadPoolExecutor):
 
 
 @pytest.fixture(scope="module")
-def piper_executor() -> InferenceWatchingExecutor:
-    return InferenceWatchingExecutor()
+def piper_executor() -> Iterator[InferenceWatchingExecutor]:
+    executor = InferenceWatchingExecutor()
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture(scope="module")
