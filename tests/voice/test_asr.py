@@ -116,3 +116,21 @@ async def test_decoding_runs_in_the_executor_not_on_the_loop() -> None:
         executor.shutdown()
     assert "account" in final.text.split()
     assert executor.jobs == 1 + pushes + 1  # open, every push, finish
+
+
+OFF_SCRIPT = "What time does the football match start tonight"
+
+
+async def test_off_script_speech_falls_back_to_the_general_model(asr: PocketsphinxAsr) -> None:
+    pcm = silence(300) + await piper_pcm16k_async(OFF_SCRIPT) + silence(300)
+    _, final = await transcribe(asr, pcm, STAGE_HINTS)
+    print(f"off script, with fallback: {final.text!r}")
+    assert {"football", "match", "tonight"} & set(final.text.split())
+
+
+async def test_without_the_fallback_off_script_speech_is_forced_into_the_hints() -> None:
+    asr = PocketsphinxAsr(off_hint_fit=None)
+    pcm = silence(300) + await piper_pcm16k_async(OFF_SCRIPT) + silence(300)
+    _, final = await transcribe(asr, pcm, STAGE_HINTS)
+    print(f"off script, no fallback: {final.text!r}")
+    assert not {"football", "match", "tonight"} & set(final.text.split())
