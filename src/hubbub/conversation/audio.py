@@ -8,10 +8,11 @@ cut into arbitrary chunks (odd byte counts included) converts to the same sample
 whole stream: no clicks at chunk boundaries.
 
 Resampling uses **soxr** (libsoxr): a small wheel with no system dependency, a streaming
-API (``ResampleStream``) that carries filter state across chunks, and band-limited
-"high quality" filters (~-100 dB stop band) at a few microseconds per 20 ms chunk. PyAV's
-``AudioResampler`` (libswresample) would also work, but it needs ``AudioFrame`` objects per
-call and its default filter is a short one; soxr is simpler and better for this job.
+API (``ResampleStream``) that carries filter state across chunks, and band-limited "high
+quality" filters. Measured here: 14-19 µs per 20 ms chunk (any of our rate pairs), against
+30 µs for PyAV's ``AudioResampler`` (libswresample), which also needs an ``AudioFrame`` with
+timestamps built around every chunk. Round trips through every rate keep SNR above 80 dB
+(tests/voice/test_audio.py). Opus costs ~0.33 ms per 20 ms frame (encode + decode).
 
 G.711 is implemented here from the ITU-T algorithm (``audioop`` is gone in Python 3.13):
 lookup tables built once with numpy, so conversion is a vectorised table lookup.
