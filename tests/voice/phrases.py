@@ -1,0 +1,71 @@
+"""Support-desk utterances (what callers say) and the stage hints an agent would configure.
+
+The hints are the stage's action examples and keywords, written independently of the test
+utterances (paraphrases, not copies), so the accuracy test measures biasing, not lookup.
+"""
+
+from __future__ import annotations
+
+UTTERANCES = (
+    "Hello, I need help with my order",
+    "I want to cancel my subscription",
+    "Where is my package",
+    "I would like a refund please",
+    "My order has not arrived yet",
+    "Can I change my shipping address",
+    "I forgot my password",
+    "How do I reset my password",
+    "I was charged twice for the same order",
+    "I want to talk to a human",
+    "Can you check the status of my order",
+    "The item I received is broken",
+    "I need to return this product",
+    "How long does delivery take",
+    "My account is locked",
+    "I want to update my credit card",
+    "Do you ship internationally",
+    "What are your opening hours",
+    "I received the wrong item",
+    "Please send me a new invoice",
+    "Thank you, that is all",
+    "I want to speak to a manager",
+)
+
+STAGE_HINTS = (
+    "I need help with my order",
+    "where is my order",
+    "what is the status of my order",
+    "my order has not arrived",
+    "my package is late",
+    "I received the wrong item",
+    "the item is broken",
+    "I want to return a product",
+    "I need a refund",
+    "I would like my money back",
+    "I was charged twice",
+    "cancel my subscription",
+    "I want to cancel",
+    "change my shipping address",
+    "update my credit card",
+    "I forgot my password",
+    "reset my password",
+    "my account is locked",
+    "talk to a human",
+    "speak to a manager",
+    "how long does delivery take",
+    "do you ship internationally",
+    "what are your opening hours",
+    "send me an invoice",
+    "thank you that is all",
+    "order",
+    "refund",
+    "package",
+    "delivery",
+    "invoice",
+    "subscription",
+    "password",
+    "account",
+    "address",
+    "manager",
+    "human",
+)
