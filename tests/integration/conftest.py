@@ -81,6 +81,48 @@ async def run_node_scenario(
     return summary
 
 
+_END_OF_STREAM = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
+
+
+def app_config(
+    *,
+    server: str = "",
+    limits: str = "",
+    channel_patterns: str = '["**"]',
+    allowed_origins: str = "[]",
+) -> str:
+    """The demo app's keys with the given [server] / [limits] lines and pk key scope."""
+    return f"""
+[server]
+{server}
+
+[limits]
+{limits}
+
+[[apps]]
+id = "demo"
+
+[[apps.keys]]
+id = "{DEMO_PUBLISHABLE_KEY}"
+kind = "publishable"
+channel_patterns = {channel_patterns}
+actions = ["publish", "subscribe", "presence", "send"]
+allowed_origins = {allowed_origins}
+
+[[apps.keys]]
+id = "{DEMO_SECRET_KEY_ID}"
+kind = "secret"
+secret = "{DEMO_SECRET}"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe", "presence", "send"]
+"""
+
+
 class RawClient:
     """A plain aiohttp WebSocket client that speaks the wire protocol by hand."""
 
@@ -111,21 +153,26 @@ class RawClient:
     async def next_of_type(self, frame_type: str, timeout_s: float = WAIT_S) -> dict[str, Any]:
         return await self.next_matching(lambda f: f["type"] == frame_type, timeout_s)
 
-    async def close_frame(self, timeout_s: float = WAIT_S) -> tuple[int | None, list[str]]:
-        """Read until the server closes; return the close code and the types seen before it."""
-        types: list[str] = []
+    async def until_closed(
+        self, timeout_s: float = WAIT_S
+    ) -> tuple[int | None, list[dict[str, Any]]]:
+        """Read until the server closes; return the close code and the frames before it."""
+        frames: list[dict[str, Any]] = []
         async with asyncio.timeout(timeout_s):
             while True:
                 msg = await self.ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    types.append(json.loads(msg.data)["type"])
+                    frames.append(json.loads(msg.data))
                     continue
-                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
-                    return self.ws.close_code, types
-                if msg.type is aiohttp.WSMsgType.CLOSED:
-                    return self.ws.close_code, types
-                if msg.type is aiohttp.WSMsgType.ERROR:
-                    return self.ws.close_code, types
+                assert msg.type in _END_OF_STREAM, f"unexpected {msg}"
+                return self.ws.close_code, frames
+
+    async def publish(self, channel: str, data: Any, request_id: str) -> dict[str, Any]:
+        """Publish and return the reply (``ack`` or ``error``) to this request."""
+        await self.send(
+            {"type": "publish", "channel": channel, "data": data, "requestId": request_id}
+        )
+        return await self.next_matching(lambda f: f.get("requestId") == request_id)
 
     async def subscribe(self, channel: str, request_id: str = "sub") -> dict[str, Any]:
         """Subscribe and return the snapshot (after checking the ack came first)."""
