@@ -136,6 +136,9 @@ class RawClient:
 
     async def recv(self, timeout_s: float = WAIT_S) -> dict[str, Any]:
         msg = await self.ws.receive(timeout=timeout_s)
+        # With autoping off, the server's keepalive pings surface here: not protocol frames.
+        while msg.type is aiohttp.WSMsgType.PING:
+            msg = await self.ws.receive(timeout=timeout_s)
         assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg}"
         frame: dict[str, Any] = json.loads(msg.data)
         self.received.append(frame)
