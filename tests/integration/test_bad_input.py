@@ -2,28 +2,34 @@
 in the same channel keeps receiving every publication, in order, with nothing lost.
 
 A *room* has three raw clients: the ``offender`` (subscribed to the channel, sends the bad
-input), a ``bystander`` (subscribed, must keep receiving) and a ``publisher``.
+input), a ``bystander`` (subscribed, must keep receiving) and a ``publisher``. The tests on
+the demo keys share one server (the module's event loop) to keep the suite fast; each room
+uses its own channel and closes its clients.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.integration.conftest import Connector, RawClient, app_config
-from tests.support.server import running_server
+from tests.support.server import ServerProcess, running_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-CHANNEL = "room-1"
+_room_numbers = itertools.count(1)
 
 
 @dataclass
 class Room:
+    channel: str
     offender: RawClient
     bystander: RawClient
     publisher: RawClient
@@ -33,7 +39,7 @@ class Room:
         """One more publication reaches the bystander, and it is the very next one."""
         self.published += 1
         n = self.published
-        reply = await (sender or self.publisher).publish(CHANNEL, {"n": n}, f"check-{n}")
+        reply = await (sender or self.publisher).publish(self.channel, {"n": n}, f"check-{n}")
         assert reply == {"type": "ack", "requestId": f"check-{n}"}
         message = await self.bystander.next_of_type("message")
         assert message["data"] == {"n": n}, "a publication was lost or reordered"
@@ -46,16 +52,35 @@ class Room:
 
 
 async def _open_room(connect: Connector) -> Room:
-    room = Room(await connect.open(), await connect.open(), await connect.open())
-    await room.bystander.subscribe(CHANNEL)
-    await room.offender.subscribe(CHANNEL)
+    channel = f"room-{next(_room_numbers)}"
+    room = Room(channel, await connect.open(), await connect.open(), await connect.open())
+    await room.bystander.subscribe(channel)
+    await room.offender.subscribe(channel)
     await room.check_delivery()
     return room
 
 
-@pytest.fixture
-async def room(connect: Connector) -> Room:
-    return await _open_room(connect)
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as http:
+        yield http
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_server() -> AsyncIterator[ServerProcess]:
+    # Many rooms connect to this one server: no per-IP connect limit here.
+    async with running_server(app_config(server="connect_attempts_per_ip = 0")) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def room(
+    shared_session: aiohttp.ClientSession, shared_server: ServerProcess
+) -> AsyncIterator[Room]:
+    room = await _open_room(Connector(shared_session, shared_server))
+    yield room
+    for client in (room.offender, room.bystander, room.publisher):
+        await client.ws.close()
 
 
 async def _expect_error(room: Room, code: str, request_id: str | None = None) -> dict[str, Any]:
@@ -114,15 +139,15 @@ async def test_reserved_channel(room: Room, channel: str) -> None:
 
 
 async def test_missing_data_and_bad_target(room: Room) -> None:
-    await room.offender.send({"type": "publish", "channel": CHANNEL, "requestId": "r-nodata"})
+    await room.offender.send({"type": "publish", "channel": room.channel, "requestId": "r-nodata"})
     await _expect_error(room, "missing_data", "r-nodata")
     await room.offender.send({"type": "send", "to": "a\x00b", "data": 1, "requestId": "r-to"})
     await _expect_error(room, "invalid_peer_id", "r-to")
 
 
-async def test_out_of_scope_channel(session: aiohttp.ClientSession) -> None:
+async def test_out_of_scope_channel(shared_session: aiohttp.ClientSession) -> None:
     async with running_server(app_config(channel_patterns='["room-*"]')) as server:
-        room = await _open_room(Connector(session, server))
+        room = await _open_room(Connector(shared_session, server))
         for n, channel in enumerate(["admin-1", "room-1/deeper", "room"]):
             await room.offender.send(
                 {"type": "subscribe", "channel": channel, "requestId": f"s{n}"}
@@ -141,11 +166,11 @@ async def test_out_of_scope_channel(session: aiohttp.ClientSession) -> None:
 async def test_oversize_frame_closes_1009(room: Room) -> None:
     # A payload right at the SDK's own cap still fits (the server allows envelope slack)...
     big = "x" * (65536 - 2)
-    reply = await room.offender.publish(CHANNEL, big, "r-big")
+    reply = await room.offender.publish(room.channel, big, "r-big")
     assert reply["type"] == "ack"
     assert (await room.bystander.next_of_type("message"))["data"] == big
     # ...but a frame past 64 KB plus the slack closes the connection with 1009.
-    oversize = {"type": "publish", "channel": CHANNEL, "data": "x" * 70_000, "requestId": "r"}
+    oversize = {"type": "publish", "channel": room.channel, "data": "x" * 70_000, "requestId": "r"}
     await room.offender.ws.send_str(json.dumps(oversize))
     code, frames = await room.offender.until_closed()
     assert code == 1009
@@ -155,11 +180,11 @@ async def test_oversize_frame_closes_1009(room: Room) -> None:
 
 
 async def test_flooding_closes_4011_without_an_error_frame(
-    session: aiohttp.ClientSession,
+    shared_session: aiohttp.ClientSession,
 ) -> None:
     config = app_config(limits="rate_per_second = 2\nrate_burst = 20")
     async with running_server(config) as server:
-        room = await _open_room(Connector(session, server))
+        room = await _open_room(Connector(shared_session, server))
         # The room set-up used 1 token (subscribe); 40 more frames empty the bucket.
         for n in range(40):
             await room.offender.send(

@@ -1,14 +1,20 @@
 """Connection-level behaviour: upgrade refusals, credential checks, the per-IP connect limit,
-origin checks, graceful shutdown and WebSocket keepalive, over real sockets."""
+origin checks, graceful shutdown and WebSocket keepalive, over real sockets.
+
+Tests that need a particular configuration start their own server; the credential checks share
+one (in the module's event loop) to keep the suite fast.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from tests.integration.conftest import (
     DEMO_PUBLISHABLE_KEY,
@@ -19,7 +25,24 @@ from tests.integration.conftest import (
 )
 from tests.support.server import ServerProcess, running_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as http:
+        yield http
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_server() -> AsyncIterator[ServerProcess]:
+    async with running_server(app_config(server="connect_attempts_per_ip = 0")) as server:
+        yield server
+
+
+@pytest.fixture
+def connect(session: aiohttp.ClientSession, shared_server: ServerProcess) -> Connector:
+    return Connector(session, shared_server)
 
 
 async def _refused_upgrade(
@@ -107,14 +130,14 @@ async def test_expired_token_closes_4002_at_connect(connect: Connector) -> None:
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "no-kid"])
 async def test_malformed_token_is_refused_at_the_upgrade(
-    session: aiohttp.ClientSession, demo_server: ServerProcess, token: str
+    session: aiohttp.ClientSession, shared_server: ServerProcess, token: str
 ) -> None:
     if token == "no-kid":
         token, _ = mint_token("x", kid="")
-    status, body = await _refused_upgrade(session, demo_server, f"token={token}")
+    status, body = await _refused_upgrade(session, shared_server, f"token={token}")
     assert (status, body) == (401, "invalid_token")
     # The server is unharmed.
-    client = await Connector(session, demo_server).open()
+    client = await Connector(session, shared_server).open()
     await _still_alive(client)
 
 
