@@ -49,14 +49,14 @@ def mint_token(
     return token, exp
 
 
-async def run_node_scenario(
+async def start_node_scenario(
     script: str, params: dict[str, Any], timeout_s: float = NODE_SCENARIO_TIMEOUT_S
-) -> dict[str, Any]:
-    """Run ``js/<script>`` with ``params`` as its JSON argument; return its JSON summary."""
+) -> asyncio.subprocess.Process:
+    """Start ``js/<script>`` with ``params`` as its JSON argument (see ``finish_node_scenario``)."""
     node = shutil.which("node")
     assert node is not None, "Node.js is required for the JS SDK interop tests"
     assert (REPO_ROOT / "node_modules" / "@metered-ca" / "realtime").is_dir(), "run `npm ci`"
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         node,
         str(JS_DIR / script),
         json.dumps({"watchdogMs": (timeout_s - 5) * 1000, **params}),
@@ -64,6 +64,20 @@ async def run_node_scenario(
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,
     )
+
+
+async def run_node_scenario(
+    script: str, params: dict[str, Any], timeout_s: float = NODE_SCENARIO_TIMEOUT_S
+) -> dict[str, Any]:
+    """Run ``js/<script>`` with ``params`` as its JSON argument; return its JSON summary."""
+    process = await start_node_scenario(script, params, timeout_s)
+    return await finish_node_scenario(script, process, timeout_s)
+
+
+async def finish_node_scenario(
+    script: str, process: asyncio.subprocess.Process, timeout_s: float = NODE_SCENARIO_TIMEOUT_S
+) -> dict[str, Any]:
+    """Wait for a scenario to exit; check it succeeded and return its last (summary) line."""
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
     except TimeoutError:

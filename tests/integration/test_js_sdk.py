@@ -6,13 +6,21 @@ Each test starts ``hubbub serve``, runs one scenario script from ``js/`` (which 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
 
 import pytest
 
-from tests.integration.conftest import mint_token, run_node_scenario
-from tests.support.server import ServerProcess
+from tests.integration.conftest import (
+    NODE_SCENARIO_TIMEOUT_S,
+    finish_node_scenario,
+    mint_token,
+    run_node_scenario,
+    start_node_scenario,
+)
+from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +174,23 @@ async def test_token_expiry_closes_4002_before_exp(demo_server: ServerProcess) -
     # The server closes 250 ms before exp; allow for a loaded machine on both sides.
     early_ms = exp * 1000 - summary["observedAtMs"]
     assert -1000 <= early_ms <= 1250, f"closed {early_ms} ms before exp"
+
+
+async def test_graceful_shutdown_as_the_sdk_sees_it() -> None:
+    async with running_server(DEMO_APP_TOML) as server:
+        params = {"url": server.ws_url, "channel": _channel(), "waitMs": 30_000}
+        process = await start_node_scenario("shutdown.mjs", params)
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(NODE_SCENARIO_TIMEOUT_S):
+                ready = await process.stdout.readline()
+            assert json.loads(ready) == {"ready": True}, ready
+            assert await server.stop(timeout_s=30) == 0
+            summary = await finish_node_scenario("shutdown.mjs", process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert summary["retryAfterMs"] > 0
+    assert (summary["code"], summary["willReconnect"]) == (1001, True)
+    assert summary["peerState"] == "reconnecting"
