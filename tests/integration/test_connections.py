@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -141,8 +142,9 @@ async def test_malformed_token_is_refused_at_the_upgrade(
     await _still_alive(client)
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 async def test_graceful_shutdown_sends_going_away_then_1001(
-    session: aiohttp.ClientSession,
+    session: aiohttp.ClientSession, stop_signal: signal.Signals
 ) -> None:
     async with running_server(app_config()) as server:
         connect = Connector(session, server)
@@ -150,7 +152,7 @@ async def test_graceful_shutdown_sends_going_away_then_1001(
         for client in clients:
             await client.subscribe("room-1")
         endings = [asyncio.create_task(client.until_closed(timeout_s=30)) for client in clients]
-        exit_code = await server.stop(timeout_s=30)
+        exit_code = await server.stop(stop_signal, timeout_s=30)
         results = await asyncio.gather(*endings)
     assert exit_code == 0
     for code, frames in results:
