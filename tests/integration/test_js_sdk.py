@@ -194,3 +194,12 @@ async def test_graceful_shutdown_as_the_sdk_sees_it() -> None:
     assert summary["retryAfterMs"] > 0
     assert (summary["code"], summary["willReconnect"]) == (1001, True)
     assert summary["peerState"] == "reconnecting"
+
+
+async def test_sdk_pings_keep_an_idle_connection_up(demo_server: ServerProcess) -> None:
+    # The SDK pings after max(1 s, window / 3) of silence; without pongs it would drop and
+    # reconnect (close 4000) at the end of each 2.4 s window.
+    summary = await run_node_scenario(
+        "app_keepalive.mjs", {"url": demo_server.ws_url, "inactivityMs": 2400, "idleMs": 5500}
+    )
+    assert summary == {"disconnects": 0, "connects": 1}
