@@ -203,3 +203,21 @@ async def test_sdk_pings_keep_an_idle_connection_up(demo_server: ServerProcess) 
         "app_keepalive.mjs", {"url": demo_server.ws_url, "inactivityMs": 2400, "idleMs": 5500}
     )
     assert summary == {"disconnects": 0, "connects": 1}
+
+
+async def test_expired_token_is_refreshed_and_presence_rebuilt(demo_server: ServerProcess) -> None:
+    short_token, _ = mint_token("alice", expires_in_s=3)
+    long_token, long_exp = mint_token("alice")
+    summary = await run_node_scenario(
+        "token_refresh.mjs",
+        {
+            "url": demo_server.ws_url,
+            "channel": _channel(),
+            "sub": "alice",
+            "shortToken": short_token,
+            "longToken": long_token,
+            "longExp": long_exp,
+            "waitMs": 20_000,
+        },
+    )
+    assert summary == {"providerCalls": 2, "expiredCode": 4002, "reconnectExpiresAt": long_exp}
