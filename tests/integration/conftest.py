@@ -142,7 +142,6 @@ class RawClient:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
-        self.received: list[dict[str, Any]] = []
         self.welcome: dict[str, Any] = {}
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -155,7 +154,6 @@ class RawClient:
             msg = await self.ws.receive(timeout=timeout_s)
         assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg}"
         frame: dict[str, Any] = json.loads(msg.data)
-        self.received.append(frame)
         return frame
 
     async def next_matching(
@@ -202,7 +200,7 @@ class RawClient:
 
 
 class Connector:
-    """Opens raw clients against one server; everything is closed at the end of the test."""
+    """Opens raw clients against one server; they close with the session that opened them."""
 
     def __init__(self, session: aiohttp.ClientSession, server: ServerProcess) -> None:
         self.session = session
@@ -231,14 +229,3 @@ class Connector:
 async def demo_server() -> AsyncIterator[ServerProcess]:
     async with running_server(DEMO_APP_TOML) as server:
         yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as http:
-        yield http
-
-
-@pytest.fixture
-def connect(session: aiohttp.ClientSession, demo_server: ServerProcess) -> Connector:
-    return Connector(session, demo_server)
