@@ -149,8 +149,10 @@ class RawClient:
 
     async def recv(self, timeout_s: float = WAIT_S) -> dict[str, Any]:
         msg = await self.ws.receive(timeout=timeout_s)
-        # With autoping off, the server's keepalive pings surface here: not protocol frames.
+        # With autoping off, the server's keepalive pings surface here. Answer them while the
+        # test reads, so such a client falls silent exactly when the test stops reading it.
         while msg.type is aiohttp.WSMsgType.PING:
+            await self.ws.pong(msg.data)
             msg = await self.ws.receive(timeout=timeout_s)
         assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg}"
         frame: dict[str, Any] = json.loads(msg.data)

@@ -168,12 +168,15 @@ async def test_keepalive_drops_a_client_that_never_answers_pings(
     config = app_config(server="keepalive_interval_s = 0.5\nkeepalive_timeout_s = 0.5")
     async with running_server(config) as server:
         connect = Connector(session, server)
-        silent = await connect.open(autoping=False)
-        await silent.subscribe("room-1")
         member = await connect.open()
         await member.subscribe("room-1")
+        silent = await connect.open(autoping=False)
+        await silent.subscribe("room-1")
         silent_id = silent.welcome["peerId"]
-        # The member answers pings (it is reading); the silent one never does.
+        joined = await member.next_of_type("presence")
+        assert [p["peerId"] for p in joined["joined"]] == [silent_id]
+        # From here on nobody reads the silent client, so it never answers a ping again; the
+        # member keeps reading, and aiohttp answers its pings.
         left = await member.next_matching(
             lambda f: f["type"] == "presence" and f["left"], timeout_s=30
         )
