@@ -38,6 +38,7 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.conversation.providers.openai_*",
     ),
     "jinja2": ("hubbub.conversation.templates",),
+    "prometheus_client": ("hubbub.api.metrics",),
     "yaml": ("hubbub.conversation.loader",),
     "sqlalchemy": ("hubbub.conversation.store",),
     "soxr": ("hubbub.conversation.audio",),

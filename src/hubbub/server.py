@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub.api.errors import api_errors
+from hubbub.api.metrics import build_metrics, metrics_handler
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
@@ -107,6 +108,8 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
     app.router.add_get("/healthz", _health)
+    metrics_registry, _turn_metrics = build_metrics(node)
+    app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
     api = config.api
     RestApi(

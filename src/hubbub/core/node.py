@@ -38,6 +38,7 @@ from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
 from hubbub.core.routes import LocalRoutes
+from hubbub.core.stats import NodeStats
 from hubbub.protocol import frames
 from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
@@ -101,6 +102,7 @@ class Node:
         self._next_connection = 0
         self._connections: set[Connection] = set()
         self._local = LocalRoutes()
+        self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -132,7 +134,10 @@ class Node:
         if not await self._usage.open_connection(principal.app_id, self.quota(principal.app_id)):
             code = CloseCode.OVER_CONCURRENT_LIMIT
             sink.close(code, CLOSE_REASONS[code])
+            self.stats.connections_refused += 1
+            self.stats.closes[code] += 1
             return None
+        self.stats.connections_opened += 1
         self._next_connection += 1
         now = self._clock()
         limits = self._limits
@@ -176,6 +181,7 @@ class Node:
         if conn.closed or conn.closing:
             return
         conn.closing = True
+        self.stats.closes[code] += 1
         conn.sink.close(code, reason or CLOSE_REASONS[code])
 
     async def close_connection(self, conn: Connection) -> None:
@@ -214,6 +220,7 @@ class Node:
     async def handle_frame(self, conn: Connection, payload: str | bytes) -> None:
         if conn.closed or conn.closing:
             return
+        self.stats.frames_received += 1
         frame = decode_client_frame(payload)
         if isinstance(frame, Ping):
             conn.sink.push(self._pong)
@@ -254,6 +261,7 @@ class Node:
         self, conn: Connection, code: ErrorCode, request_id: str | None, message: str | None = None
     ) -> None:
         text = message or ERROR_MESSAGES[code]
+        self.stats.errors[code.value] += 1
         conn.sink.push(OutFrame(frames.error(code, text, request_id)))
 
     def _ack(self, conn: Connection, request_id: str | None) -> None:
@@ -288,6 +296,7 @@ class Node:
                 origin_connection=conn.id,
             )
         )
+        self.stats.publications += 1
         self._ack(conn, frame.request_id)
 
     async def _send(self, conn: Connection, frame: Send) -> None:
@@ -446,10 +455,15 @@ class Node:
     # --- deliveries from the broker (BrokerHandler) ---------------------------------------
 
     def deliver_publication(self, publication: Publication) -> int:
-        return self._local.deliver_publication(publication)
+        reached = self._local.deliver_publication(publication)
+        self.stats.deliveries += reached
+        return reached
 
     def deliver_direct(self, direct: Direct) -> int:
-        return self._local.deliver_direct(direct)
+        reached = self._local.deliver_direct(direct)
+        if reached:
+            self.stats.directs += 1
+        return reached
 
     def deliver_presence(self, delta: PresenceDelta) -> None:
         self._local.deliver_presence(delta)

@@ -1,0 +1,99 @@
+"""Prometheus exposition at ``GET /metrics`` (prometheus-client is imported only here).
+
+The node's counters live in :class:`~hubbub.core.stats.NodeStats`; a custom collector turns
+them into metric families at scrape time, so nothing on the hot path touches this library.
+Conversation turn timings (spec conversation section 10) arrive through
+:class:`TurnMetricsRecorder`, which the conversation service is given as a plain callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hubbub.core.node import Node
+
+# Milliseconds are the protocol's unit; Prometheus convention is seconds.
+_TURN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+TURN_TIMINGS_MS = {
+    "timeToFirstTokenMs": ("hubbub_conversation_time_to_first_token_seconds", "LLM/responder"),
+    "timeToFirstAudioMs": ("hubbub_conversation_time_to_first_audio_seconds", "speech"),
+    "llmDurationMs": ("hubbub_conversation_llm_duration_seconds", "answer generation"),
+    "ttsDurationMs": ("hubbub_conversation_tts_duration_seconds", "speech synthesis"),
+    "totalTurnDurationMs": ("hubbub_conversation_turn_duration_seconds", "whole turn"),
+    "asrDurationMs": ("hubbub_conversation_asr_duration_seconds", "speech recognition"),
+    "processingDurationMs": ("hubbub_conversation_processing_duration_seconds", "input handling"),
+}
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node, stats = self._node, self._node.stats
+        yield GaugeMetricFamily(
+            "hubbub_connections", "Open realtime WebSocket connections", node.connection_count
+        )
+        simple = (
+            ("hubbub_connections_opened", "Connections admitted", stats.connections_opened),
+            (
+                "hubbub_connections_refused",
+                "Connections refused at the quota gate (4010)",
+                stats.connections_refused,
+            ),
+            ("hubbub_frames_received", "Client frames received", stats.frames_received),
+            ("hubbub_publications", "Client publishes accepted", stats.publications),
+            ("hubbub_deliveries", "Message frames queued to local connections", stats.deliveries),
+            ("hubbub_directs", "Direct sends that reached a local connection", stats.directs),
+        )
+        for name, help_text, value in simple:
+            yield CounterMetricFamily(name, help_text, value=value)
+        errors = CounterMetricFamily("hubbub_error_frames", "Error frames sent", labels=["code"])
+        for code, count in sorted(stats.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        closes = CounterMetricFamily(
+            "hubbub_server_closes", "Connections the server closed", labels=["code"]
+        )
+        for close_code, count in sorted(stats.closes.items()):
+            closes.add_metric([str(int(close_code))], count)
+        yield closes
+
+
+class TurnMetricsRecorder:
+    """Histograms of the timing figures carried by conversation ``message`` events."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._histograms = {
+            key: Histogram(
+                name, f"Conversation {what} time", registry=registry, buckets=_TURN_BUCKETS_S
+            )
+            for key, (name, what) in TURN_TIMINGS_MS.items()
+        }
+
+    def __call__(self, timings_ms: Mapping[str, object]) -> None:
+        for key, histogram in self._histograms.items():
+            value = timings_ms.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                histogram.observe(value / 1000)
+
+
+def metrics_handler(
+    registry: CollectorRegistry,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handle
+
+
+def build_metrics(node: Node) -> tuple[CollectorRegistry, TurnMetricsRecorder]:
+    registry = CollectorRegistry()
+    registry.register(_NodeCollector(node))
+    return registry, TurnMetricsRecorder(registry)
