@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -72,14 +73,30 @@ class KeyConfig(_Section):
         return frozenset(ALL_ACTIONS)
 
 
+class BrokerConfig(_Section):
+    """How nodes share state: "memory" is one process, "redis" makes many processes one server."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    # One URL, or a list of URLs of independent Redis servers (client-side sharding).
+    url: str | list[str] = "redis://127.0.0.1:6379/0"
+    node_id: str = ""  # empty: a random id per process
+    presence_ttl_s: float = 30.0  # how long a dead node's peers stay visible at most
+    key_prefix: str = "hubbub"
+
+
 class AppConfig(_Section):
     id: str
     keys: list[KeyConfig] = []
+    # Quotas, counted cluster-wide when the broker is shared (None: unlimited).
+    max_concurrent_connections: int | None = None
+    max_messages_per_period: int | None = None
+    quota_period_s: int = 30 * 24 * 3600
 
 
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     apps: list[AppConfig] = []
 
 
@@ -171,6 +188,8 @@ def _check(config: Config, source: str) -> None:
     if (limits.rate_per_second == 0) != (limits.rate_burst == 0):
         fail("limits.rate_burst", "rate_per_second and rate_burst must both be 0 or both set")
 
+    _check_broker(config.broker, fail)
+
     app_ids: set[str] = set()
     key_ids: set[str] = set()
     for a, app in enumerate(config.apps):
@@ -180,6 +199,8 @@ def _check(config: Config, source: str) -> None:
         if app.id in app_ids:
             fail(f"{where}.id", f"duplicate app id {app.id!r}")
         app_ids.add(app.id)
+        if app.quota_period_s <= 0:
+            fail(f"{where}.quota_period_s", "must be positive")
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
@@ -202,3 +223,19 @@ def _check(config: Config, source: str) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+
+def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> None:
+    urls = [broker.url] if isinstance(broker.url, str) else broker.url
+    if not urls:
+        fail("broker.url", "needs at least one URL")
+    for i, url in enumerate(urls):
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            where = "broker.url" if isinstance(broker.url, str) else f"broker.url[{i}]"
+            fail(where, "must be a redis://, rediss:// or unix:// URL")
+    if broker.presence_ttl_s <= 0:
+        fail("broker.presence_ttl_s", "must be positive")
+    if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):
+        fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):
+        fail("broker.key_prefix", "must be 1-64 characters of A-Z a-z 0-9 _ . -")

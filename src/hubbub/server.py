@@ -15,8 +15,11 @@ from aiohttp import web
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config
-from hubbub.core.broker import AppQuota
+from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.node import Cancellable, Node, NodeLimits
 from hubbub.protocol.codes import CLOSE_REASONS, CloseCode
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
@@ -33,20 +36,49 @@ class _LoopScheduler:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
+def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, UsageStore]:
+    settings = config.broker
+    if settings.kind == "memory":
+        return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
+    url = settings.url if isinstance(settings.url, str) else settings.url[0]
+    link = RedisLink(url)
+    prefix = settings.key_prefix
+    presence = RedisPresenceStore(link, prefix, node_id)
+    usage = RedisUsageStore(link, prefix, node_id)
+    broker = RedisBroker(
+        link,
+        presence,
+        usage,
+        node_id=node_id,
+        prefix=prefix,
+        presence_ttl_s=settings.presence_ttl_s,
+    )
+    return broker, presence, usage
+
+
 def build_node(config: Config) -> Node:
     limits = config.limits
+    node_id = config.broker.node_id or uuid.uuid4().hex[:12]
+    broker, presence, usage = _backends(config, node_id)
     return Node(
-        node_id=uuid.uuid4().hex[:12],
-        broker=MemoryBroker(),
-        presence=MemoryPresenceStore(),
-        usage=MemoryUsageStore(),
+        node_id=node_id,
+        broker=broker,
+        presence=presence,
+        usage=usage,
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
-        quotas={app.id: AppQuota() for app in config.apps},
+        quotas={
+            app.id: AppQuota(
+                max_concurrent_connections=app.max_concurrent_connections,
+                max_messages_per_period=app.max_messages_per_period,
+                period_s=app.quota_period_s,
+            )
+            for app in config.apps
+        },
         clock=time.time,
         scheduler=_LoopScheduler(),
     )

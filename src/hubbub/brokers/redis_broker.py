@@ -1,0 +1,306 @@
+"""RedisBroker: many Hubbub nodes behave as one server through Redis pub/sub.
+
+Routing. Each event is delivered to the calling node's own connections synchronously (which
+keeps local delivery working while Redis is down) and published once, as raw bytes, to one
+Redis channel; every other node that subscribed decodes it and fans it out to its own
+connections with the node's encode-once path. Nodes skip their own envelopes.
+
+* A channel's publications and presence deltas go to ``<prefix>:c:<app>:<channel>``; a node
+  subscribes to it while it has local subscribers of the channel.
+* Wildcards: Hubbub's glob rules are not Redis's, so a node with any pattern subscription in an
+  app PSUBSCRIBEs to all of the app's channels (``<prefix>:c:<app>:*``) and lets the node's
+  own matcher choose. While that pattern is confirmed, the plain ``message`` copies of the
+  app's channels are dropped, so nothing is delivered twice; the switch happens at the
+  confirmation, in stream order, so nothing is lost either.
+* Directs and kicks go to ``<prefix>:p:<app>:<peer>``, subscribed while the node holds a
+  connection of that peer. PUBLISH answers how many nodes listened, which is how ``send``
+  knows a peer is on no node (``peer_not_found``).
+
+Per-sender FIFO holds because all of a node's commands go through one ordered pipeline and all
+of its subscriptions share one connection (see ``redis_link``).
+
+Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``presence_ttl_s``);
+every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and
+removes their presence (emitting ``left`` everywhere) and their connection counts. A node
+starting with a fixed id first reaps what a previous incarnation left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+from hubbub.brokers import redis_codec as codec
+from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
+from hubbub.core.broker import (
+    Broker,
+    BrokerHandler,
+    BrokerUnavailable,
+    Direct,
+    PresenceDelta,
+    Publication,
+)
+
+log = logging.getLogger(__name__)
+
+_GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        link: RedisLink,
+        presence: RedisPresenceStore,
+        usage: RedisUsageStore,
+        *,
+        node_id: str,
+        prefix: str,
+        presence_ttl_s: float,
+    ) -> None:
+        self._link = link
+        self._presence = presence
+        self._usage = usage
+        self._node_id = node_id
+        self._prefix = prefix
+        self._alive_ttl_ms = max(100, int(presence_ttl_s * 500))
+        self._tick_s = presence_ttl_s / 6
+        self._handler: BrokerHandler | None = None
+        self._channel_head = f"{prefix}:c:".encode()
+        self._pattern_refs: dict[str, int] = {}
+        self._covered: set[bytes] = set()  # app patterns Redis has confirmed
+        self._liveness: asyncio.Task[None] | None = None
+        link.subscriber.on_message = self._on_message
+        link.subscriber.on_confirmed = self._on_confirmed
+        link.on_recovered(self._recover)
+
+    # --- names ----------------------------------------------------------------------------
+
+    def _channel(self, app_id: str, channel: str) -> bytes:
+        return scoped(self._prefix, "c", app_id, channel).encode()
+
+    def _peer(self, app_id: str, peer_id: str) -> bytes:
+        return scoped(self._prefix, "p", app_id, peer_id).encode()
+
+    def _app_pattern(self, app_id: str) -> bytes:
+        return _GLOB_SPECIAL.sub(rb"\\\1", self._channel(app_id, "")) + b"*"
+
+    def _node_key(self, node_id: str, what: str) -> str:
+        return f"{self._prefix}:node:{node_id}:{what}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _target(self) -> BrokerHandler:
+        if self._handler is None:
+            raise RuntimeError("broker not started")
+        return self._handler
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        await self._link.start()
+        with contextlib.suppress(BrokerUnavailable):
+            await self._reap(self._node_id)  # what a previous run with this id left behind
+            await self._heartbeat()
+        self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
+
+    async def stop(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._liveness
+        with contextlib.suppress(BrokerUnavailable):
+            await self._reap(self._node_id)
+            client = self._link.client
+            await self._link.run(client.delete(self._node_key(self._node_id, "alive")))
+        await self._link.stop()
+        self._handler = None
+
+    # --- interest -------------------------------------------------------------------------
+
+    async def watch_channel(self, app_id: str, channel: str) -> None:
+        await self._watch(self._channel(app_id, channel))
+
+    async def unwatch_channel(self, app_id: str, channel: str) -> None:
+        await self._unwatch(self._channel(app_id, channel))
+
+    async def watch_pattern(self, app_id: str, pattern: str) -> None:
+        refs = self._pattern_refs.get(app_id, 0)
+        self._pattern_refs[app_id] = refs + 1
+        if refs:
+            return
+        name = self._app_pattern(app_id)
+        self._link.subscriber.patterns.add(name)
+        try:
+            await self._link.subscriber.change("PSUBSCRIBE", name, b"psubscribe")
+        except BrokerUnavailable:
+            await self.unwatch_pattern(app_id, pattern)
+            raise
+
+    async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
+        refs = self._pattern_refs.get(app_id, 0) - 1
+        if refs > 0:
+            self._pattern_refs[app_id] = refs
+            return
+        self._pattern_refs.pop(app_id, None)
+        name = self._app_pattern(app_id)
+        self._link.subscriber.patterns.discard(name)
+        with contextlib.suppress(BrokerUnavailable):
+            await self._link.subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
+
+    async def register_peer(self, app_id: str, peer_id: str) -> None:
+        await self._watch(self._peer(app_id, peer_id))
+
+    async def unregister_peer(self, app_id: str, peer_id: str) -> None:
+        await self._unwatch(self._peer(app_id, peer_id))
+
+    async def _watch(self, name: bytes) -> None:
+        self._link.subscriber.channels.add(name)
+        try:
+            await self._link.subscriber.change("SUBSCRIBE", name, b"subscribe")
+        except BrokerUnavailable:
+            self._link.subscriber.channels.discard(name)
+            raise
+
+    async def _unwatch(self, name: bytes) -> None:
+        self._link.subscriber.channels.discard(name)
+        # When the connection is down there is nothing to undo: a reconnect restores only
+        # what is still wanted.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._link.subscriber.change("UNSUBSCRIBE", name, b"unsubscribe")
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def publish(self, publication: Publication) -> int:
+        reached = self._target().deliver_publication(publication)
+        payload = codec.encode_publication(self._node_id, publication)
+        await self._link.call(
+            "PUBLISH", self._channel(publication.app_id, publication.channel), payload
+        )
+        return reached
+
+    async def publish_presence(self, delta: PresenceDelta) -> None:
+        self._target().deliver_presence(delta)
+        await self._publish_presence_remote(delta)
+
+    async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
+        payload = codec.encode_presence(self._node_id, delta)
+        await self._link.call("PUBLISH", self._channel(delta.app_id, delta.channel), payload)
+
+    async def send_direct(self, direct: Direct) -> int:
+        reached = self._target().deliver_direct(direct)
+        name = self._peer(direct.app_id, direct.to)
+        listeners: int = await self._link.call(
+            "PUBLISH", name, codec.encode_direct(self._node_id, direct)
+        )
+        # Other nodes holding the peer: each has at least one connection of it.
+        return reached + self._remote_nodes(name, listeners)
+
+    async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
+        name = self._peer(app_id, peer_id)
+        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason)
+        listeners: int = await self._link.call("PUBLISH", name, payload)
+        return closed + self._remote_nodes(name, listeners)
+
+    def _remote_nodes(self, name: bytes, listeners: int) -> int:
+        return max(0, listeners - (1 if name in self._link.subscriber.channels else 0))
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def _on_confirmed(self, kind: bytes, name: bytes) -> None:
+        if kind == b"psubscribe":
+            self._covered.add(name)
+        elif kind == b"punsubscribe":
+            self._covered.discard(name)
+
+    def _on_message(self, kind: bytes, name: bytes, payload: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            event, origin = codec.origin_node(payload)
+            if origin == self._node_id:
+                return
+            if event == codec.PUBLICATION:
+                publication = codec.decode_publication(payload)
+                if self._is_duplicate(kind, name, publication.app_id):
+                    return
+                handler.deliver_publication(publication)
+            elif event == codec.PRESENCE:
+                delta = codec.decode_presence(payload)
+                if self._is_duplicate(kind, name, delta.app_id):
+                    return
+                handler.deliver_presence(delta)
+            elif event == codec.DIRECT:
+                handler.deliver_direct(codec.decode_direct(payload))
+            elif event == codec.DISCONNECT:
+                handler.disconnect_local_peer(*codec.decode_disconnect(payload))
+        except (codec.EnvelopeError, UnicodeDecodeError):
+            log.warning("ignored a malformed envelope on redis channel %r", name[:200])
+
+    def _is_duplicate(self, kind: bytes, name: bytes, app_id: str) -> bool:
+        """A channel event arrives twice while the app's pattern is confirmed: keep one."""
+        if kind != b"message" or not self._covered:
+            return False
+        return name.startswith(self._channel_head) and self._app_pattern(app_id) in self._covered
+
+    # --- liveness -------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        client = self._link.client
+
+        async def beat() -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(self._node_key(self._node_id, "alive"), b"1", px=self._alive_ttl_ms)
+            pipe.sadd(f"{self._prefix}:nodes", self._node_id)
+            await pipe.execute()
+
+        await self._link.run(beat())
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self._heartbeat()
+                await self._reap_dead_nodes()
+            except BrokerUnavailable:
+                continue
+            except Exception:
+                log.exception("unexpected error in the node liveness loop")
+
+    async def _reap_dead_nodes(self) -> None:
+        client = self._link.client
+        lock = f"{self._prefix}:reaper"
+        hold_ms = max(100, int(self._tick_s * 2000))
+        got = await self._link.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
+        if not got:
+            return
+        nodes: set[bytes] = await self._link.run(client.smembers(f"{self._prefix}:nodes"))
+        for raw in nodes:
+            node_id = raw.decode()
+            if node_id == self._node_id:
+                continue
+            alive = await self._link.run(client.exists(self._node_key(node_id, "alive")))
+            if not alive:
+                log.info("node %s stopped heartbeating: removing its presence", node_id)
+                await self._reap(node_id)
+
+    async def _reap(self, node_id: str) -> None:
+        for delta in await self._presence.reap_node(node_id):
+            await self.publish_presence(delta)
+        await self._usage.forget_node(node_id)
+        client = self._link.client
+        await self._link.run(client.srem(f"{self._prefix}:nodes", node_id))
+
+    async def _recover(self) -> None:
+        """Redis is back (maybe empty): announce this node and what it holds again."""
+        await self._heartbeat()
+        await self._usage.restore()
+        joined, left = await self._presence.restore()
+        for delta in left:
+            await self.publish_presence(delta)
+        # Others may have reaped us meanwhile; a duplicate joined is harmless (spec 5.6).
+        for delta in joined:
+            await self._publish_presence_remote(delta)

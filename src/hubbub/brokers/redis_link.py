@@ -1,0 +1,271 @@
+"""One node's link to Redis: a pipelining command path, one subscriber connection, outages.
+
+Ordering is why there is exactly one of each. Commands a node issues go out in the order
+they were issued, batched into pipelines with at most one batch in flight, so Redis executes
+a sender's presence delta, publishes and directs in the order the node handed them over; and
+every subscription of the node lives on one connection, so Redis pushes them to the node in
+that same order. Together that is per-sender FIFO across nodes.
+
+Vendor errors stop here: callers see :class:`~hubbub.core.broker.BrokerUnavailable`. An outage
+is logged once as a warning when it starts and once as info when it ends; listeners registered
+with :meth:`RedisLink.on_recovered` then restore what Redis may have lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from hubbub.core.broker import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S: Final = 2.0
+COMMAND_TIMEOUT_S: Final = 5.0
+CONFIRM_TIMEOUT_S: Final = 5.0
+RECONNECT_MAX_S: Final = 1.0
+_SUBSCRIBE_CHUNK: Final = 500
+
+_REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# (kind, channel or pattern, payload) for b"message"; pattern messages carry the pattern.
+MessageHandler = Callable[[bytes, bytes, bytes], None]
+
+
+def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
+    return None
+
+
+class _Pipeliner:
+    """Issue commands in order, many per round trip, one batch in flight at a time."""
+
+    def __init__(self, client: Redis, link: RedisLink) -> None:
+        self._client = client
+        self._link = link
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((args, future))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    pipe = self._client.pipeline(transaction=False)
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
+                    results = await pipe.execute(raise_on_error=False)
+                except _REDIS_FAILURES as exc:
+                    self._link.note_failure(exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(BrokerUnavailable(str(exc)))
+                    continue
+                self._link.note_success()
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(BrokerUnavailable(str(result)))
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flushing = None
+
+
+class _Subscriber:
+    """One pub/sub connection; remembers what it should listen to and restores it."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self.on_message: MessageHandler = _ignore
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self._connection: Connection | None = None
+        self._connected = asyncio.Event()
+        self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+
+    def start(self) -> None:
+        self._reader = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._connection is not None:
+            await self._connection.disconnect()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        return self._connected.is_set()
+
+    async def change(self, command: str, name: bytes, confirm_kind: bytes) -> None:
+        """Send (P)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
+        connection = self._connection
+        if connection is None or not self._connected.is_set():
+            raise BrokerUnavailable("redis subscriber connection is down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((confirm_kind, name), []).append(future)
+        try:
+            await connection.send_command(command, name)
+            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+                await future
+        except (*_REDIS_FAILURES, TimeoutError) as exc:
+            raise BrokerUnavailable(f"redis did not confirm {command}") from exc
+        finally:
+            waiting = self._waiters.get((confirm_kind, name))
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+
+    async def _connect(self) -> Connection:
+        pool = self._link.client.connection_pool
+        connection: Connection = pool.make_connection()  # type: ignore[no-untyped-call]
+        # A subscriber waits for pushes indefinitely; an outage shows as a closed socket here
+        # and as failed heartbeats on the command path.
+        connection.socket_timeout = None
+        await connection.connect()  # type: ignore[no-untyped-call]
+        # Restore everything first, so nothing published after the restore is missed.
+        for command, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
+            listed = list(names)
+            for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
+                await connection.send_command(command, *listed[start : start + _SUBSCRIBE_CHUNK])
+        return connection
+
+    async def _run(self) -> None:
+        delay_s = 0.05
+        while True:
+            try:
+                self._connection = await self._connect()
+                self._connected.set()
+                self._link.note_success()
+                delay_s = 0.05
+                while True:
+                    reply = await self._connection.read_response(
+                        disable_decoding=True, timeout=None, push_request=True
+                    )
+                    self._dispatch(reply)
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_FAILURES as exc:
+                self._link.note_failure(exc)
+            except Exception:
+                log.exception("unexpected error on the redis subscriber connection")
+            self._connected.clear()
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    await self._connection.disconnect()
+                self._connection = None
+            for waiting in self._waiters.values():
+                for future in waiting:
+                    if not future.done():
+                        future.set_exception(BrokerUnavailable("redis connection lost"))
+            await asyncio.sleep(delay_s)
+            delay_s = min(RECONNECT_MAX_S, delay_s * 2)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self.on_message(kind, reply[1], reply[2])
+        elif kind == b"pmessage":
+            self.on_message(kind, reply[1], reply[3])
+        elif kind in (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"):
+            if self.on_confirmed is not None:
+                self.on_confirmed(kind, reply[1])
+            for future in self._waiters.pop((kind, reply[1]), ()):
+                if not future.done():
+                    future.set_result(None)
+
+
+class RedisLink:
+    """The Redis client a node's broker and stores share."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: Redis = Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._pipeliner = _Pipeliner(self.client, self)
+        self.subscriber = _Subscriber(self)
+        self.in_outage = False
+        self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._recovering: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.subscriber.start()
+        if not await self.subscriber.wait_connected(CONNECT_TIMEOUT_S):
+            log.warning("redis at %s is not reachable yet; the node starts anyway", self.url)
+
+    async def stop(self) -> None:
+        await self.subscriber.stop()
+        if self._recovering is not None:
+            self._recovering.cancel()
+        await self.client.aclose()
+
+    def on_recovered(self, listener: Callable[[], Awaitable[None]]) -> None:
+        self._recovery_listeners.append(listener)
+
+    def note_failure(self, exc: BaseException) -> None:
+        if not self.in_outage:
+            self.in_outage = True
+            log.warning(
+                "redis at %s is unreachable (%s): publishes and sends answer backend_error "
+                "until it is back",
+                self.url,
+                exc,
+            )
+
+    def note_success(self) -> None:
+        if self.in_outage:
+            self.in_outage = False
+            log.info(
+                "redis at %s is reachable again: restoring subscriptions and presence", self.url
+            )
+            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        for listener in self._recovery_listeners:
+            try:
+                await listener()
+            except BrokerUnavailable:
+                return  # a new outage: the next recovery runs them all again
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command on the ordered, pipelined path."""
+        return self._pipeliner.call(*args)
+
+    async def run(self, operation: Awaitable[Any]) -> Any:
+        """Await a command, script or pipeline outside the ordered path, errors translated."""
+        try:
+            result = await operation
+        except _REDIS_FAILURES as exc:
+            self.note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from exc
+        except redis_errors.RedisError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        self.note_success()
+        return result

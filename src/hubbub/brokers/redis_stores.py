@@ -1,0 +1,317 @@
+"""Cluster-wide presence and usage in Redis.
+
+Presence of one channel is four keys under ``<prefix>:pr:<app>:<channel>``: ``order`` (a sorted
+set giving join order), ``meta`` (peer -> peerMetadata), ``count`` (peer -> connections) and
+``conns`` (connection -> peer). Lua scripts change them atomically, so two nodes adding
+connections of the same peer agree on who was first. Every connection a node lists is also
+indexed under ``<prefix>:node:<id>:presence``: when the node dies, a survivor walks that index
+and removes exactly what the dead node had added (``reap_node``).
+
+Usage keeps concurrent connections as one hash field per node (``<prefix>:u:<app>:conns``), so
+a dead node's connections disappear with its field instead of leaking a counter forever.
+
+Both stores remember what this node wrote, so after Redis comes back empty (a restart without
+persistence) ``restore`` writes it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from redis.commands.core import AsyncScript
+
+from hubbub.brokers.redis_link import RedisLink
+from hubbub.core.broker import (
+    AppQuota,
+    BrokerUnavailable,
+    PresenceDelta,
+    PresenceEntry,
+    PresenceStore,
+    UsageSnapshot,
+    UsageStore,
+)
+
+log = logging.getLogger(__name__)
+
+_ADD = """
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
+  return tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '1') - 1
+end
+local before = redis.call('HINCRBY', KEYS[3], ARGV[1], 1) - 1
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+if before == 0 then
+  redis.call('ZADD', KEYS[1], 'NX', redis.call('INCR', KEYS[5]), ARGV[1])
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+else
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+redis.call('SADD', KEYS[6], ARGV[5])
+return before
+"""
+
+_REMOVE = """
+redis.call('SREM', KEYS[6], ARGV[3])
+if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then
+  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false}
+end
+local remaining = redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
+if remaining > 0 then
+  return {remaining, false}
+end
+local metadata = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[5])
+end
+return {0, metadata}
+"""
+
+_MEMBERS = """
+local peers = redis.call('ZRANGE', KEYS[1], 0, -1)
+local out = {}
+for _, peer in ipairs(peers) do
+  out[#out + 1] = peer
+  out[#out + 1] = redis.call('HGET', KEYS[2], peer) or ''
+end
+return out
+"""
+
+_OPEN = """
+local total = 0
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  total = total + tonumber(value)
+end
+local cap = tonumber(ARGV[2])
+if cap >= 0 and total >= cap then
+  return 0
+end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if total + 1 > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], total + 1)
+end
+return 1
+"""
+
+_CLOSE = """
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+end
+return 1
+"""
+
+_SEPARATOR = "\x00"  # cannot occur in channel names or peer ids (both refuse control bytes)
+
+
+def scoped(prefix: str, kind: str, app_id: str, name: str = "") -> str:
+    """A key or channel name for one app; the length prefix keeps app ids unambiguous."""
+    return f"{prefix}:{kind}:{len(app_id)}:{app_id}:{name}"
+
+
+class RedisPresenceStore(PresenceStore):
+    def __init__(self, link: RedisLink, prefix: str, node_id: str) -> None:
+        self._link = link
+        self._prefix = prefix
+        self._node_id = node_id
+        client = link.client
+        self._add: AsyncScript = client.register_script(_ADD)
+        self._remove: AsyncScript = client.register_script(_REMOVE)
+        self._members: AsyncScript = client.register_script(_MEMBERS)
+        # What this node has listed: (app, channel, connection) -> entry, to restore after a
+        # Redis restart; removals Redis missed during an outage are retried then.
+        self._local: dict[tuple[str, str, str], PresenceEntry] = {}
+        self._unremoved: dict[tuple[str, str, str], str] = {}
+
+    def node_index(self, node_id: str) -> str:
+        return f"{self._prefix}:node:{node_id}:presence"
+
+    def _keys(self, app_id: str, channel: str, node_id: str) -> list[str]:
+        base = scoped(self._prefix, "pr", app_id, channel)
+        return [f"{base}:{suffix}" for suffix in ("order", "meta", "count", "conns", "seq")] + [
+            self.node_index(node_id)
+        ]
+
+    @staticmethod
+    def _index_member(app_id: str, channel: str, peer_id: str, connection_id: str) -> str:
+        return _SEPARATOR.join((app_id, channel, peer_id, connection_id))
+
+    async def _run_add(
+        self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str
+    ) -> int:
+        args = [
+            entry.peer_id,
+            connection_id,
+            "0" if entry.metadata is None else "1",
+            entry.metadata or b"",
+            self._index_member(app_id, channel, entry.peer_id, connection_id),
+        ]
+        keys = self._keys(app_id, channel, self._node_id)
+        before: int = await self._link.run(self._add(keys=keys, args=args))
+        return before
+
+    async def _run_remove(
+        self, app_id: str, channel: str, peer_id: str, connection_id: str, node_id: str
+    ) -> tuple[int, bytes | None]:
+        keys = self._keys(app_id, channel, node_id)
+        args = [peer_id, connection_id, self._index_member(app_id, channel, peer_id, connection_id)]
+        remaining, metadata = await self._link.run(self._remove(keys=keys, args=args))
+        return int(remaining), metadata or None
+
+    async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
+        before = await self._run_add(app_id, channel, entry, connection_id)
+        self._local[(app_id, channel, connection_id)] = entry
+        return before
+
+    async def remove(self, app_id: str, channel: str, peer_id: str, connection_id: str) -> int:
+        key = (app_id, channel, connection_id)
+        self._local.pop(key, None)
+        try:
+            remaining, _ = await self._run_remove(
+                app_id, channel, peer_id, connection_id, self._node_id
+            )
+        except BrokerUnavailable:
+            self._unremoved[key] = peer_id
+            raise
+        return remaining
+
+    async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
+        keys = self._keys(app_id, channel, self._node_id)[:2]
+        flat: list[bytes] = await self._link.run(self._members(keys=keys))
+        return [
+            PresenceEntry(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)
+        ]
+
+    async def reap_node(self, node_id: str) -> list[PresenceDelta]:
+        """Remove every connection a dead node listed; the ``left`` deltas that causes."""
+        index = self.node_index(node_id)
+        listed: list[bytes] = await self._link.run(self._link.client.smembers(index))
+        deltas: list[PresenceDelta] = []
+        for member in listed:
+            parts = member.decode().split(_SEPARATOR)
+            if len(parts) != 4:
+                continue
+            app_id, channel, peer_id, connection_id = parts
+            remaining, metadata = await self._run_remove(
+                app_id, channel, peer_id, connection_id, node_id
+            )
+            if remaining == 0:
+                left = (PresenceEntry(peer_id, metadata),)
+                deltas.append(PresenceDelta(app_id, channel, peer_id, (), left))
+        await self._link.run(self._link.client.delete(index))
+        return deltas
+
+    async def restore(self) -> tuple[list[PresenceDelta], list[PresenceDelta]]:
+        """Write this node's presence again; the joined and left deltas others may have missed."""
+        left: list[PresenceDelta] = []
+        for (app_id, channel, connection_id), peer_id in list(self._unremoved.items()):
+            remaining, metadata = await self._run_remove(
+                app_id, channel, peer_id, connection_id, self._node_id
+            )
+            del self._unremoved[(app_id, channel, connection_id)]
+            if remaining == 0:
+                gone = (PresenceEntry(peer_id, metadata),)
+                left.append(PresenceDelta(app_id, channel, peer_id, (), gone))
+        joined: dict[tuple[str, str, str], PresenceDelta] = {}
+        for (app_id, channel, connection_id), entry in list(self._local.items()):
+            await self._run_add(app_id, channel, entry, connection_id)
+            joined[(app_id, channel, entry.peer_id)] = PresenceDelta(
+                app_id, channel, entry.peer_id, (entry,), ()
+            )
+        return list(joined.values()), left
+
+
+class RedisUsageStore(UsageStore):
+    """Counts connections per node (crash-safe) and messages per app and period."""
+
+    def __init__(self, link: RedisLink, prefix: str, node_id: str) -> None:
+        self._link = link
+        self._prefix = prefix
+        self._node_id = node_id
+        self._open: AsyncScript = link.client.register_script(_OPEN)
+        self._close: AsyncScript = link.client.register_script(_CLOSE)
+        self._local_connections: dict[str, int] = {}
+        self._apps_seen: set[str] = set()
+
+    def _key(self, app_id: str, name: str) -> str:
+        return scoped(self._prefix, "u", app_id, name)
+
+    def _cap(self, value: int | None) -> int:
+        return -1 if value is None else value
+
+    async def open_connection(self, app_id: str, quota: AppQuota) -> bool:
+        keys = [self._key(app_id, "conns"), self._key(app_id, "peak")]
+        args: list[str | int] = [self._node_id, self._cap(quota.max_concurrent_connections)]
+        try:
+            admitted = await self._link.run(self._open(keys=keys, args=args))
+        except BrokerUnavailable:
+            # Fail open: refusing every client during an outage would be worse than a cap
+            # briefly exceeded; restore() publishes the true count when Redis is back.
+            admitted = 1
+        if admitted:
+            self._apps_seen.add(app_id)
+            self._local_connections[app_id] = self._local_connections.get(app_id, 0) + 1
+        return bool(admitted)
+
+    async def close_connection(self, app_id: str) -> None:
+        self._local_connections[app_id] = max(0, self._local_connections.get(app_id, 0) - 1)
+        keys = [self._key(app_id, "conns")]
+        # During an outage restore() writes the absolute count later.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._link.run(self._close(keys=keys, args=[self._node_id]))
+
+    async def count_message(self, app_id: str, quota: AppQuota, now: float) -> bool:
+        start, end = quota.period_bounds(now)
+        key = self._key(app_id, f"msgs:{start}")
+        used = self._link.call("INCR", key)
+        # Keep the counter a while past its period so a late snapshot still reads it.
+        keep_s = max(1, int(end + quota.period_s - now))
+        self._link.call("EXPIRE", key, keep_s, "NX")
+        try:
+            count: int = await used
+        except BrokerUnavailable:
+            return True  # the publish itself reports the outage; local delivery goes on
+        cap = quota.max_messages_per_period
+        return cap is None or count <= cap
+
+    async def snapshot(self, app_id: str, quota: AppQuota, now: float) -> UsageSnapshot:
+        start, end = quota.period_bounds(now)
+        client = self._link.client
+
+        async def read() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.hvals(self._key(app_id, "conns"))
+            pipe.get(self._key(app_id, "peak"))
+            pipe.get(self._key(app_id, f"msgs:{start}"))
+            results: list[Any] = await pipe.execute()
+            return results
+
+        counts, peak, used = await self._link.run(read())
+        return UsageSnapshot(
+            concurrent_now=sum(int(c) for c in counts),
+            peak_concurrent=int(peak or 0),
+            messages_used=int(used or 0),
+            period_start=start,
+            period_end=end,
+        )
+
+    async def forget_node(self, node_id: str) -> None:
+        """A dead node's connections stop counting. Apps are found by scanning usage keys."""
+        client = self._link.client
+
+        async def forget() -> None:
+            async for key in client.scan_iter(match=f"{self._prefix}:u:*:conns", count=500):
+                await client.hdel(key, node_id)
+
+        await self._link.run(forget())
+
+    async def restore(self) -> None:
+        client = self._link.client
+        for app_id in self._apps_seen:
+            key = self._key(app_id, "conns")
+            count = self._local_connections.get(app_id, 0)
+            await self._link.run(client.hset(key, self._node_id, count))
