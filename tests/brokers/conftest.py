@@ -98,7 +98,9 @@ class MemoryBackend(Backend):
     async def node(self, node_id: str | None = None) -> BackendNode:
         assert self.made == 0, "the memory broker is one node"
         self.made += 1
-        node = BackendNode(MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore(), RecordingHandler())
+        node = BackendNode(
+            MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore(), RecordingHandler()
+        )
         await node.broker.start(node.handler)
         return node
 

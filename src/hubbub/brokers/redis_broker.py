@@ -288,9 +288,9 @@ class RedisBroker(Broker):
                 await self._reap(node_id)
 
     async def _reap(self, node_id: str) -> None:
+        await self._usage.forget_node(node_id)
         for delta in await self._presence.reap_node(node_id):
             await self.publish_presence(delta)
-        await self._usage.forget_node(node_id)
         client = self._link.client
         await self._link.run(client.srem(f"{self._prefix}:nodes", node_id))
 

@@ -207,7 +207,8 @@ class RedisLink:
             url,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=COMMAND_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
+            # One immediate retry replaces a pooled connection Redis closed while it was away.
+            retry=Retry(NoBackoff(), 1),
         )
         self._pipeliner = _Pipeliner(self.client, self)
         self.subscriber = _Subscriber(self)
