@@ -137,7 +137,7 @@ async def test_quotas_are_counted_across_nodes(cluster: list[ServerProcess]) -> 
 
 
 async def test_js_and_python_sdks_on_different_nodes(cluster: list[ServerProcess]) -> None:
-    a, b, c = cluster
+    a, b, _ = cluster
     async with js_client(a) as js, sdk_client(b, token=demo_token("py")) as py:
         assert (await js.command("subscribe", channel="chat"))["event"] == "ack"
         await py.client.subscribe("chat")

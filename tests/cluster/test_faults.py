@@ -1,0 +1,57 @@
+"""Redis goes away and comes back: documented errors meanwhile, then full recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from metered_realtime import Message, Presence, ServerRequestError
+
+from tests.cluster.conftest import demo_token, running_cluster, sdk_client
+from tests.support.redis import private_redis
+
+pytestmark = pytest.mark.integration
+
+
+def peers(entries: tuple[object, ...]) -> list[str]:
+    return [entry.peer_id for entry in entries]  # type: ignore[attr-defined]
+
+
+async def test_redis_restart_backend_error_then_recovery() -> None:
+    async with private_redis() as redis, running_cluster(redis.url) as (a, b, c):
+        async with (
+            sdk_client(a, token=demo_token("alice")) as alice,
+            sdk_client(b, token=demo_token("bob")) as bob,
+            sdk_client(b, token=demo_token("carol")) as carol,
+        ):
+            for client in (alice, bob, carol):
+                await client.client.subscribe("room")
+                await client.next(Presence)
+            await redis.stop()
+            with pytest.raises(ServerRequestError) as failed:
+                await bob.client.publish("room", "during outage")
+            assert failed.value.code == "backend_error"
+            with pytest.raises(ServerRequestError) as failed_send:
+                await bob.client.send("alice", "during outage")
+            assert failed_send.value.code == "backend_error"
+            # Same node: still delivered. The sockets stay open.
+            assert (await carol.next(Message)).data == "during outage"
+            assert bob.client.state == "connected"
+
+            await redis.start()
+            async with asyncio.timeout(15):
+                while not alice.of(Message):
+                    with contextlib.suppress(ServerRequestError):
+                        await bob.client.publish("room", "after")
+                    await asyncio.sleep(0.1)  # the nodes reconnect on their own: poll
+            # Presence was written again by every node: a newcomer sees everyone.
+            async with sdk_client(c, token=demo_token("dave")) as dave:
+                await dave.client.subscribe("room")
+                snapshot = await dave.next(Presence)
+                assert sorted(peers(snapshot.joined)) == ["alice", "bob", "carol"]
+                await alice.client.send("dave", "welcome back")
+        for node in (a, b, c):
+            log = node.log_text()
+            assert log.count("is unreachable") == 1, log
+            assert "Traceback" not in log
