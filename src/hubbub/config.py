@@ -82,6 +82,8 @@ class BrokerConfig(_Section):
     node_id: str = ""  # empty: a random id per process
     presence_ttl_s: float = 30.0  # how long a dead node's peers stay visible at most
     key_prefix: str = "hubbub"
+    # True when url points at a Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+    cluster: bool = False
 
 
 class AppConfig(_Section):
@@ -233,6 +235,8 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
         if not url.startswith(("redis://", "rediss://", "unix://")):
             where = "broker.url" if isinstance(broker.url, str) else f"broker.url[{i}]"
             fail(where, "must be a redis://, rediss:// or unix:// URL")
+    if len(urls) > 1:
+        fail("broker.url", "client-side sharding over several URLs is not supported yet")
     if broker.presence_ttl_s <= 0:
         fail("broker.presence_ttl_s", "must be positive")
     if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):

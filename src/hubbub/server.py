@@ -41,7 +41,7 @@ def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, Usag
     if settings.kind == "memory":
         return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
     url = settings.url if isinstance(settings.url, str) else settings.url[0]
-    link = RedisLink(url)
+    link = RedisLink(url, cluster=settings.cluster)
     prefix = settings.key_prefix
     presence = RedisPresenceStore(link, prefix, node_id)
     usage = RedisUsageStore(link, prefix, node_id)

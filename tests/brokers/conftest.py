@@ -108,6 +108,7 @@ class MemoryBackend(Backend):
 class RedisBackend(Backend):
     kind = "redis"
     multi_node = True
+    cluster = False
 
     def __init__(self, url: str, prefix: str, presence_ttl_s: float = 3.0) -> None:
         self.url = url
@@ -117,7 +118,7 @@ class RedisBackend(Backend):
 
     async def node(self, node_id: str | None = None) -> BackendNode:
         node_id = node_id or uuid.uuid4().hex[:8]
-        link = RedisLink(self.url)
+        link = RedisLink(self.url, cluster=self.cluster)
         presence = RedisPresenceStore(link, self.prefix, node_id)
         usage = RedisUsageStore(link, self.prefix, node_id)
         broker = RedisBroker(

@@ -43,19 +43,21 @@ actions = ["publish", "subscribe", "presence", "send"]
 """
 
 
-def cluster_toml(url: str, prefix: str, presence_ttl_s: float = 3.0) -> str:
+def cluster_toml(url: str, prefix: str, presence_ttl_s: float = 3.0, sharded: bool = False) -> str:
     return (
         f'[broker]\nkind = "redis"\nurl = "{url}"\nkey_prefix = "{prefix}"\n'
-        f"presence_ttl_s = {presence_ttl_s}\n" + DEMO_APP_TOML + QUOTA_APP_TOML
+        f"presence_ttl_s = {presence_ttl_s}\ncluster = {str(sharded).lower()}\n"
+        + DEMO_APP_TOML
+        + QUOTA_APP_TOML
     )
 
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    url: str = SHARED_URL, size: int = 3, presence_ttl_s: float = 3.0
+    url: str = SHARED_URL, size: int = 3, presence_ttl_s: float = 3.0, sharded: bool = False
 ) -> AsyncIterator[list[ServerProcess]]:
     prefix = unique_prefix()
-    toml = cluster_toml(url, prefix, presence_ttl_s)
+    toml = cluster_toml(url, prefix, presence_ttl_s, sharded)
     async with contextlib.AsyncExitStack() as stack:
         nodes = await asyncio.gather(
             *(stack.enter_async_context(running_server(toml)) for _ in range(size))

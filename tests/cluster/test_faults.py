@@ -1,4 +1,4 @@
-"""Redis goes away and comes back: documented errors meanwhile, then full recovery."""
+"""Redis goes away and comes back (documented errors, then full recovery); Redis Cluster."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 
 import pytest
-from metered_realtime import Message, Presence, ServerRequestError
+from metered_realtime import Direct, Message, Presence, ServerRequestError
 
 from tests.cluster.conftest import demo_token, running_cluster, sdk_client
-from tests.support.redis import private_redis
+from tests.support.redis import private_redis, redis_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +55,29 @@ async def test_redis_restart_backend_error_then_recovery() -> None:
             log = node.log_text()
             assert log.count("is unreachable") == 1, log
             assert "Traceback" not in log
+
+
+async def test_three_nodes_on_a_redis_cluster() -> None:
+    async with (
+        redis_cluster() as servers,
+        running_cluster(servers[0].url, sharded=True) as (a, b, c),
+        sdk_client(a, token=demo_token("alice")) as alice,
+        sdk_client(b, token=demo_token("bob")) as bob,
+        sdk_client(c, token=demo_token("carol")) as carol,
+    ):
+        rooms = [f"room-{n}" for n in range(6)]
+        for room in rooms:
+            await alice.client.subscribe(room)
+            await alice.next(Presence, lambda p, room=room: p.channel == room)
+        await carol.client.subscribe("room-*")
+        await bob.client.subscribe("room-0")
+        joined = await alice.next(Presence, lambda p: bool(p.joined))
+        assert peers(joined.joined) == ["bob"]
+        for room in rooms:
+            await bob.client.publish(room, room)
+        for n, room in enumerate(rooms):
+            assert (await alice.next(Message, skip=n)).data == room
+            assert (await carol.next(Message, skip=n)).data == room
+        await carol.client.send("bob", "direct over a shard")
+        assert (await bob.next(Direct)).data == "direct over a shard"
+        assert len(carol.of(Message)) == len(rooms)

@@ -100,3 +100,39 @@ async def private_redis() -> AsyncIterator[PrivateRedis]:
     finally:
         await server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def redis_cluster(masters: int = 3) -> AsyncIterator[list[PrivateRedis]]:
+    """A Redis Cluster of ``masters`` primaries (no replicas) on free loopback ports."""
+    directory = Path(tempfile.mkdtemp(prefix="hubbub-redis-cluster-"))
+    servers = []
+    for _ in range(masters):
+        port = free_port()
+        node_dir = directory / str(port)
+        node_dir.mkdir()
+        servers.append(PrivateRedis(port, node_dir))
+    try:
+        for server in servers:
+            await server.start("--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
+        addresses = [f"127.0.0.1:{server.port}" for server in servers]
+        created = await redis_cli(
+            servers[0].port,
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+            timeout_s=30,
+        )
+        assert "All 16384 slots covered" in created, created
+        async with asyncio.timeout(20):
+            for server in servers:
+                while "cluster_state:ok" not in await redis_cli(server.port, "CLUSTER", "INFO"):
+                    await asyncio.sleep(0.1)  # cluster convergence has no event: poll
+        yield servers
+    finally:
+        for server in servers:
+            await server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -72,8 +72,11 @@ class RedisBroker(Broker):
         self._pattern_refs: dict[str, int] = {}
         self._covered: set[bytes] = set()  # app patterns Redis has confirmed
         self._liveness: asyncio.Task[None] | None = None
-        link.subscriber.on_message = self._on_message
-        link.subscriber.on_confirmed = self._on_confirmed
+        self._sharded = link.sharded
+        self._publish_command = "SPUBLISH" if link.sharded else "PUBLISH"
+        self._wildcard_head = f"{prefix}:w:".encode()
+        link.on_message = self._on_message
+        link.on_confirmed = self._on_confirmed
         link.on_recovered(self._recover)
 
     # --- names ----------------------------------------------------------------------------
@@ -84,7 +87,12 @@ class RedisBroker(Broker):
     def _peer(self, app_id: str, peer_id: str) -> bytes:
         return scoped(self._prefix, "p", app_id, peer_id).encode()
 
-    def _app_pattern(self, app_id: str) -> bytes:
+    def _app_interest(self, app_id: str) -> bytes:
+        """What a node listens to for the app's wildcards: a Redis pattern over all of the
+        app's channels, or (sharded pub/sub has no patterns) the app's wildcard channel, to
+        which every publication of the app is also published."""
+        if self._sharded:
+            return scoped(self._prefix, "w", app_id).encode()
         return _GLOB_SPECIAL.sub(rb"\\\1", self._channel(app_id, "")) + b"*"
 
     def _node_key(self, node_id: str, what: str) -> str:
@@ -130,10 +138,13 @@ class RedisBroker(Broker):
         self._pattern_refs[app_id] = refs + 1
         if refs:
             return
-        name = self._app_pattern(app_id)
-        self._link.subscriber.patterns.add(name)
+        name = self._app_interest(app_id)
         try:
-            await self._link.subscriber.change("PSUBSCRIBE", name, b"psubscribe")
+            if self._sharded:
+                await self._watch(name)
+            else:
+                self._link.main_subscriber.patterns.add(name)
+                await self._link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
         except BrokerUnavailable:
             await self.unwatch_pattern(app_id, pattern)
             raise
@@ -144,10 +155,13 @@ class RedisBroker(Broker):
             self._pattern_refs[app_id] = refs
             return
         self._pattern_refs.pop(app_id, None)
-        name = self._app_pattern(app_id)
-        self._link.subscriber.patterns.discard(name)
+        name = self._app_interest(app_id)
+        if self._sharded:
+            await self._unwatch(name)
+            return
+        self._link.main_subscriber.patterns.discard(name)
         with contextlib.suppress(BrokerUnavailable):
-            await self._link.subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
+            await self._link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
 
     async def register_peer(self, app_id: str, peer_id: str) -> None:
         await self._watch(self._peer(app_id, peer_id))
@@ -156,28 +170,34 @@ class RedisBroker(Broker):
         await self._unwatch(self._peer(app_id, peer_id))
 
     async def _watch(self, name: bytes) -> None:
-        self._link.subscriber.channels.add(name)
+        subscriber = self._link.subscriber_for(name)
+        subscriber.channels.add(name)
+        command = subscriber.subscribe_command
         try:
-            await self._link.subscriber.change("SUBSCRIBE", name, b"subscribe")
+            await subscriber.change(command, name, command.lower().encode())
         except BrokerUnavailable:
-            self._link.subscriber.channels.discard(name)
+            subscriber.channels.discard(name)
             raise
 
     async def _unwatch(self, name: bytes) -> None:
-        self._link.subscriber.channels.discard(name)
         # When the connection is down there is nothing to undo: a reconnect restores only
         # what is still wanted.
         with contextlib.suppress(BrokerUnavailable):
-            await self._link.subscriber.change("UNSUBSCRIBE", name, b"unsubscribe")
+            subscriber = self._link.subscriber_for(name)
+            subscriber.channels.discard(name)
+            command = "SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE"
+            await subscriber.change(command, name, command.lower().encode())
 
     # --- sending --------------------------------------------------------------------------
 
     async def publish(self, publication: Publication) -> int:
         reached = self._target().deliver_publication(publication)
         payload = codec.encode_publication(self._node_id, publication)
-        await self._link.call(
-            "PUBLISH", self._channel(publication.app_id, publication.channel), payload
-        )
+        name = self._channel(publication.app_id, publication.channel)
+        sent = self._link.call(self._publish_command, name, payload)
+        if self._sharded:
+            await self._link.call("SPUBLISH", self._app_interest(publication.app_id), payload)
+        await sent
         return reached
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
@@ -186,13 +206,14 @@ class RedisBroker(Broker):
 
     async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
         payload = codec.encode_presence(self._node_id, delta)
-        await self._link.call("PUBLISH", self._channel(delta.app_id, delta.channel), payload)
+        name = self._channel(delta.app_id, delta.channel)
+        await self._link.call(self._publish_command, name, payload)
 
     async def send_direct(self, direct: Direct) -> int:
         reached = self._target().deliver_direct(direct)
         name = self._peer(direct.app_id, direct.to)
         listeners: int = await self._link.call(
-            "PUBLISH", name, codec.encode_direct(self._node_id, direct)
+            self._publish_command, name, codec.encode_direct(self._node_id, direct)
         )
         # Other nodes holding the peer: each has at least one connection of it.
         return reached + self._remote_nodes(name, listeners)
@@ -201,18 +222,20 @@ class RedisBroker(Broker):
         closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
         name = self._peer(app_id, peer_id)
         payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason)
-        listeners: int = await self._link.call("PUBLISH", name, payload)
+        listeners: int = await self._link.call(self._publish_command, name, payload)
         return closed + self._remote_nodes(name, listeners)
 
     def _remote_nodes(self, name: bytes, listeners: int) -> int:
-        return max(0, listeners - (1 if name in self._link.subscriber.channels else 0))
+        return max(0, listeners - (1 if name in self._link.subscriber_for(name).channels else 0))
 
     # --- receiving ------------------------------------------------------------------------
 
     def _on_confirmed(self, kind: bytes, name: bytes) -> None:
-        if kind == b"psubscribe":
+        if kind == b"psubscribe" or (
+            kind == b"ssubscribe" and name.startswith(self._wildcard_head)
+        ):
             self._covered.add(name)
-        elif kind == b"punsubscribe":
+        elif kind in (b"punsubscribe", b"sunsubscribe"):
             self._covered.discard(name)
 
     def _on_message(self, kind: bytes, name: bytes, payload: bytes) -> None:
@@ -230,7 +253,8 @@ class RedisBroker(Broker):
                 handler.deliver_publication(publication)
             elif event == codec.PRESENCE:
                 delta = codec.decode_presence(payload)
-                if self._is_duplicate(kind, name, delta.app_id):
+                # Sharded: presence goes to the channel only, never to the wildcard channel.
+                if not self._sharded and self._is_duplicate(kind, name, delta.app_id):
                     return
                 handler.deliver_presence(delta)
             elif event == codec.DIRECT:
@@ -242,9 +266,9 @@ class RedisBroker(Broker):
 
     def _is_duplicate(self, kind: bytes, name: bytes, app_id: str) -> bool:
         """A channel event arrives twice while the app's pattern is confirmed: keep one."""
-        if kind != b"message" or not self._covered:
+        if kind == b"pmessage" or not self._covered:
             return False
-        return name.startswith(self._channel_head) and self._app_pattern(app_id) in self._covered
+        return name.startswith(self._channel_head) and self._app_interest(app_id) in self._covered
 
     # --- liveness -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -35,6 +35,9 @@ CONFIRM_TIMEOUT_S: Final = 5.0
 RECONNECT_MAX_S: Final = 1.0
 _SUBSCRIBE_CHUNK: Final = 500
 
+_CONFIRMATIONS = frozenset(
+    (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
+)
 _REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # (kind, channel or pattern, payload) for b"message"; pattern messages carry the pattern.
@@ -48,7 +51,7 @@ def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
 class _Pipeliner:
     """Issue commands in order, many per round trip, one batch in flight at a time."""
 
-    def __init__(self, client: Redis, link: RedisLink) -> None:
+    def __init__(self, client: Redis | RedisCluster, link: RedisLink) -> None:
         self._client = client
         self._link = link
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
@@ -91,13 +94,18 @@ class _Pipeliner:
 class _Subscriber:
     """One pub/sub connection; remembers what it should listen to and restores it."""
 
-    def __init__(self, link: RedisLink) -> None:
+    def __init__(
+        self, link: RedisLink, connect: Callable[[], Connection], *, sharded: bool
+    ) -> None:
         self._link = link
+        self._make_connection = connect
+        self.subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
         self.on_message: MessageHandler = _ignore
         self.channels: set[bytes] = set()
         self.patterns: set[bytes] = set()
         self._connection: Connection | None = None
         self._connected = asyncio.Event()
+        self._ever_connected = False
         self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
@@ -121,6 +129,8 @@ class _Subscriber:
 
     async def change(self, command: str, name: bytes, confirm_kind: bytes) -> None:
         """Send (P)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
+        if not self._connected.is_set() and not self._ever_connected:
+            await self.wait_connected(CONNECT_TIMEOUT_S)  # a subscriber still starting up
         connection = self._connection
         if connection is None or not self._connected.is_set():
             raise BrokerUnavailable("redis subscriber connection is down")
@@ -138,14 +148,14 @@ class _Subscriber:
                 waiting.remove(future)
 
     async def _connect(self) -> Connection:
-        pool = self._link.client.connection_pool
-        connection: Connection = pool.make_connection()  # type: ignore[no-untyped-call]
+        connection = self._make_connection()
         # A subscriber waits for pushes indefinitely; an outage shows as a closed socket here
         # and as failed heartbeats on the command path.
         connection.socket_timeout = None
         await connection.connect()  # type: ignore[no-untyped-call]
         # Restore everything first, so nothing published after the restore is missed.
-        for command, names in (("SUBSCRIBE", self.channels), ("PSUBSCRIBE", self.patterns)):
+        restore = ((self.subscribe_command, self.channels), ("PSUBSCRIBE", self.patterns))
+        for command, names in restore:
             listed = list(names)
             for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
                 await connection.send_command(command, *listed[start : start + _SUBSCRIBE_CHUNK])
@@ -157,6 +167,7 @@ class _Subscriber:
             try:
                 self._connection = await self._connect()
                 self._connected.set()
+                self._ever_connected = True
                 self._link.note_success()
                 delay_s = 0.05
                 while True:
@@ -186,11 +197,11 @@ class _Subscriber:
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind in (b"message", b"smessage"):
             self.on_message(kind, reply[1], reply[2])
         elif kind == b"pmessage":
             self.on_message(kind, reply[1], reply[3])
-        elif kind in (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe"):
+        elif kind in _CONFIRMATIONS:
             if self.on_confirmed is not None:
                 self.on_confirmed(kind, reply[1])
             for future in self._waiters.pop((kind, reply[1]), ()):
@@ -201,28 +212,90 @@ class _Subscriber:
 class RedisLink:
     """The Redis client a node's broker and stores share."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, cluster: bool = False) -> None:
         self.url = url
-        self.client: Redis = Redis.from_url(
-            url,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            socket_timeout=COMMAND_TIMEOUT_S,
+        self.sharded = cluster
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": COMMAND_TIMEOUT_S,
             # One immediate retry replaces a pooled connection Redis closed while it was away.
-            retry=Retry(NoBackoff(), 1),
+            "retry": Retry(NoBackoff(), 1),
+        }
+        self.client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
         )
         self._pipeliner = _Pipeliner(self.client, self)
-        self.subscriber = _Subscriber(self)
+        # One subscriber per Redis server: the only one, or each cluster primary (sharded
+        # channels must be subscribed on the primary that owns their slot).
+        self._subscribers: dict[str, _Subscriber] = {}
         self.in_outage = False
         self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
         self._recovering: asyncio.Task[None] | None = None
+        self.on_message: MessageHandler = _ignore
+        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+
+    def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> _Subscriber:
+        subscriber = _Subscriber(self, connect, sharded=self.sharded)
+        subscriber.on_message = self.on_message
+        subscriber.on_confirmed = self.on_confirmed
+        self._subscribers[name] = subscriber
+        subscriber.start()
+        return subscriber
+
+    def subscriber_for(self, channel: bytes) -> _Subscriber:
+        if not self.sharded:
+            return self._subscribers["main"]
+        assert isinstance(self.client, RedisCluster)
+        node = self.client.get_node_from_key(channel.decode())
+        if node is None:
+            raise BrokerUnavailable("no redis cluster node owns this channel")
+        return self.subscriber_for_node(node.name, node.host, int(node.port))
+
+    def subscriber_for_node(self, name: str, host: str, port: int) -> _Subscriber:
+        found = self._subscribers.get(name)
+        if found is None:
+
+            def connect() -> Connection:
+                return Connection(
+                    host=host,
+                    port=port,
+                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    retry=Retry(NoBackoff(), 0),
+                )
+
+            found = self._add_subscriber(name, connect)
+        return found
+
+    @property
+    def main_subscriber(self) -> _Subscriber:
+        """The subscriber for patterns (standalone Redis only)."""
+        return self._subscribers["main"]
 
     async def start(self) -> None:
-        self.subscriber.start()
-        if not await self.subscriber.wait_connected(CONNECT_TIMEOUT_S):
+        if self.sharded:
+            assert isinstance(self.client, RedisCluster)
+            try:
+                await self.client.initialize()
+            except _REDIS_FAILURES as exc:
+                self.note_failure(exc)
+                return
+            for node in self.client.get_primaries():
+                self.subscriber_for_node(node.name, node.host, int(node.port))
+            for subscriber in self._subscribers.values():
+                await subscriber.wait_connected(CONNECT_TIMEOUT_S)
+            return
+        assert isinstance(self.client, Redis)
+        pool = self.client.connection_pool
+        subscriber = self._add_subscriber("main", pool.make_connection)
+        if not await subscriber.wait_connected(CONNECT_TIMEOUT_S):
             log.warning("redis at %s is not reachable yet; the node starts anyway", self.url)
 
+    def all_subscribed(self) -> set[bytes]:
+        return set().union(*(s.channels for s in self._subscribers.values()))
+
     async def stop(self) -> None:
-        await self.subscriber.stop()
+        for subscriber in self._subscribers.values():
+            await subscriber.stop()
         if self._recovering is not None:
             self._recovering.cancel()
         await self.client.aclose()

@@ -49,12 +49,10 @@ if ARGV[3] == '1' then
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-redis.call('SADD', KEYS[6], ARGV[5])
 return before
 """
 
 _REMOVE = """
-redis.call('SREM', KEYS[6], ARGV[3])
 if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then
   return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false}
 end
@@ -113,6 +111,15 @@ def scoped(prefix: str, kind: str, app_id: str, name: str = "") -> str:
     return f"{prefix}:{kind}:{len(app_id)}:{app_id}:{name}"
 
 
+def slot_group(base: str) -> str:
+    """Keys a script touches together must share a Redis Cluster slot: a hash tag does it.
+
+    Every key is ``{<base>}:<suffix>``; even a ``}`` inside ``base`` ends the tag at the same
+    place for all keys of one base, so they still land in one slot.
+    """
+    return "{" + base + "}"
+
+
 class RedisPresenceStore(PresenceStore):
     def __init__(self, link: RedisLink, prefix: str, node_id: str) -> None:
         self._link = link
@@ -130,11 +137,9 @@ class RedisPresenceStore(PresenceStore):
     def node_index(self, node_id: str) -> str:
         return f"{self._prefix}:node:{node_id}:presence"
 
-    def _keys(self, app_id: str, channel: str, node_id: str) -> list[str]:
-        base = scoped(self._prefix, "pr", app_id, channel)
-        return [f"{base}:{suffix}" for suffix in ("order", "meta", "count", "conns", "seq")] + [
-            self.node_index(node_id)
-        ]
+    def _keys(self, app_id: str, channel: str) -> list[str]:
+        base = slot_group(scoped(self._prefix, "pr", app_id, channel))
+        return [f"{base}:{suffix}" for suffix in ("order", "meta", "count", "conns", "seq")]
 
     @staticmethod
     def _index_member(app_id: str, channel: str, peer_id: str, connection_id: str) -> str:
@@ -148,18 +153,22 @@ class RedisPresenceStore(PresenceStore):
             connection_id,
             "0" if entry.metadata is None else "1",
             entry.metadata or b"",
-            self._index_member(app_id, channel, entry.peer_id, connection_id),
         ]
-        keys = self._keys(app_id, channel, self._node_id)
-        before: int = await self._link.run(self._add(keys=keys, args=args))
+        # Indexed first: a crash between the two leaves an index entry to nothing (harmless)
+        # rather than a listing no reaper can find.
+        member = self._index_member(app_id, channel, entry.peer_id, connection_id)
+        await self._link.run(self._link.client.sadd(self.node_index(self._node_id), member))
+        before: int = await self._link.run(self._add(keys=self._keys(app_id, channel), args=args))
         return before
 
     async def _run_remove(
         self, app_id: str, channel: str, peer_id: str, connection_id: str, node_id: str
     ) -> tuple[int, bytes | None]:
-        keys = self._keys(app_id, channel, node_id)
-        args = [peer_id, connection_id, self._index_member(app_id, channel, peer_id, connection_id)]
-        remaining, metadata = await self._link.run(self._remove(keys=keys, args=args))
+        args = [peer_id, connection_id]
+        found = await self._link.run(self._remove(keys=self._keys(app_id, channel), args=args))
+        member = self._index_member(app_id, channel, peer_id, connection_id)
+        await self._link.run(self._link.client.srem(self.node_index(node_id), member))
+        remaining, metadata = found
         return int(remaining), metadata or None
 
     async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
@@ -180,7 +189,7 @@ class RedisPresenceStore(PresenceStore):
         return remaining
 
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
-        keys = self._keys(app_id, channel, self._node_id)[:2]
+        keys = self._keys(app_id, channel)[:2]
         flat: list[bytes] = await self._link.run(self._members(keys=keys))
         return [
             PresenceEntry(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)
@@ -238,7 +247,13 @@ class RedisUsageStore(UsageStore):
         self._apps_seen: set[str] = set()
 
     def _key(self, app_id: str, name: str) -> str:
-        return scoped(self._prefix, "u", app_id, name)
+        return f"{slot_group(scoped(self._prefix, 'u', app_id))}:{name}"
+
+    async def _note_app(self, app_id: str) -> None:
+        """Remember the app cluster-wide, so a reaper can find its counters without SCAN."""
+        if app_id not in self._apps_seen:
+            await self._link.run(self._link.client.sadd(f"{self._prefix}:apps", app_id))
+            self._apps_seen.add(app_id)
 
     def _cap(self, value: int | None) -> int:
         return -1 if value is None else value
@@ -247,13 +262,13 @@ class RedisUsageStore(UsageStore):
         keys = [self._key(app_id, "conns"), self._key(app_id, "peak")]
         args: list[str | int] = [self._node_id, self._cap(quota.max_concurrent_connections)]
         try:
+            await self._note_app(app_id)
             admitted = await self._link.run(self._open(keys=keys, args=args))
         except BrokerUnavailable:
             # Fail open: refusing every client during an outage would be worse than a cap
             # briefly exceeded; restore() publishes the true count when Redis is back.
             admitted = 1
         if admitted:
-            self._apps_seen.add(app_id)
             self._local_connections[app_id] = self._local_connections.get(app_id, 0) + 1
         return bool(admitted)
 
@@ -300,18 +315,17 @@ class RedisUsageStore(UsageStore):
         )
 
     async def forget_node(self, node_id: str) -> None:
-        """A dead node's connections stop counting. Apps are found by scanning usage keys."""
+        """A dead node's connections stop counting."""
         client = self._link.client
-
-        async def forget() -> None:
-            async for key in client.scan_iter(match=f"{self._prefix}:u:*:conns", count=500):
-                await client.hdel(key, node_id)
-
-        await self._link.run(forget())
+        apps: set[bytes] = await self._link.run(client.smembers(f"{self._prefix}:apps"))
+        for app_id in apps:
+            await self._link.run(client.hdel(self._key(app_id.decode(), "conns"), node_id))
 
     async def restore(self) -> None:
         client = self._link.client
-        for app_id in self._apps_seen:
+        apps, self._apps_seen = self._apps_seen | set(self._local_connections), set()
+        for app_id in apps:
+            await self._note_app(app_id)
             key = self._key(app_id, "conns")
             count = self._local_connections.get(app_id, 0)
             await self._link.run(client.hset(key, self._node_id, count))
