@@ -69,7 +69,8 @@ def cpu_seconds(pid: int) -> float:
 async def _subscribers(urls: list[str], pipe: Pipe) -> None:
     latencies_ns: list[int] = []
     received = 0
-    async with aiohttp.ClientSession() as session:
+    # No connector limit: every WebSocket holds a connection for its whole life.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = []
         for url in urls:
             ws = await session.ws_connect(f"{url}/v1?key=pk_bench", max_msg_size=0)

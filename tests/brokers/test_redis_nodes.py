@@ -188,6 +188,10 @@ async def test_redis_outage_then_full_recovery(caplog: pytest.LogCaptureFixture)
             assert len(a.handler.of("publication")) == 3
             with pytest.raises(BrokerUnavailable):
                 await a.broker.send_direct(Direct(APP, "bob", "alice", b"1", None, None))
+            # A peer that connects during the outage becomes reachable once Redis is back.
+            b.handler.local_peer_connections["dan"] = 1
+            with pytest.raises(BrokerUnavailable):
+                await b.broker.register_peer(APP, "dan")
             await server.start()
             # The nodes reconnect and resubscribe by themselves; alice is listed again.
             async with asyncio.timeout(10):
@@ -202,6 +206,9 @@ async def test_redis_outage_then_full_recovery(caplog: pytest.LogCaptureFixture)
                     with contextlib.suppress(BrokerUnavailable):
                         await a.broker.publish(publication("room", 9))
                     await asyncio.sleep(0.05)  # b may still be resubscribing: poll
+            to_dan = Direct(APP, "dan", "alice", b"hi", None, None)
+            assert await a.broker.send_direct(to_dan) == 1
+            await b.handler.wait_for(lambda: len(b.handler.of("direct")) == 1)
             warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
             assert len([w for w in warnings if "unreachable" in w.getMessage()]) == 2  # a and b
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -77,6 +77,7 @@ class RedisBroker(Broker):
         self._wildcard_head = f"{prefix}:w:".encode()
         link.on_message = self._on_message
         link.on_confirmed = self._on_confirmed
+        link.on_lost = self._covered.difference_update
         link.on_recovered(self._recover)
 
     # --- names ----------------------------------------------------------------------------
@@ -138,16 +139,13 @@ class RedisBroker(Broker):
         self._pattern_refs[app_id] = refs + 1
         if refs:
             return
+        # On failure the node calls unwatch_pattern, which undoes this.
         name = self._app_interest(app_id)
-        try:
-            if self._sharded:
-                await self._watch(name)
-            else:
-                self._link.main_subscriber.patterns.add(name)
-                await self._link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
-        except BrokerUnavailable:
-            await self.unwatch_pattern(app_id, pattern)
-            raise
+        if self._sharded:
+            await self._watch(name)
+        else:
+            self._link.main_subscriber.patterns.add(name)
+            await self._link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
 
     async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
         refs = self._pattern_refs.get(app_id, 0) - 1
@@ -170,14 +168,12 @@ class RedisBroker(Broker):
         await self._unwatch(self._peer(app_id, peer_id))
 
     async def _watch(self, name: bytes) -> None:
+        # Kept wanted when Redis is away: the reconnect subscribes it. A node that gives up
+        # on the interest (a failed subscribe) calls the matching unwatch.
         subscriber = self._link.subscriber_for(name)
         subscriber.channels.add(name)
         command = subscriber.subscribe_command
-        try:
-            await subscriber.change(command, name, command.lower().encode())
-        except BrokerUnavailable:
-            subscriber.channels.discard(name)
-            raise
+        await subscriber.change(command, name, command.lower().encode())
 
     async def _unwatch(self, name: bytes) -> None:
         # When the connection is down there is nothing to undo: a reconnect restores only
@@ -263,6 +259,9 @@ class RedisBroker(Broker):
                 handler.disconnect_local_peer(*codec.decode_disconnect(payload))
         except (codec.EnvelopeError, UnicodeDecodeError):
             log.warning("ignored a malformed envelope on redis channel %r", name[:200])
+        except Exception:
+            # A delivery bug must not take the subscriber connection down with it.
+            log.exception("unexpected error delivering an event from redis")
 
     def _is_duplicate(self, kind: bytes, name: bytes, app_id: str) -> bool:
         """A channel event arrives twice while the app's pattern is confirmed: keep one."""

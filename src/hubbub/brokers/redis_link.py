@@ -48,6 +48,10 @@ def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
     return None
 
 
+def _forget(names: set[bytes]) -> None:
+    return None
+
+
 class _Pipeliner:
     """Issue commands in order, many per round trip, one batch in flight at a time."""
 
@@ -154,7 +158,8 @@ class _Subscriber:
         connection.socket_timeout = None
         await connection.connect()  # type: ignore[no-untyped-call]
         # Restore everything first, so nothing published after the restore is missed.
-        restore = ((self.subscribe_command, self.channels), ("PSUBSCRIBE", self.patterns))
+        # Patterns first: while one is being confirmed, plain copies are not yet dropped.
+        restore = (("PSUBSCRIBE", self.patterns), (self.subscribe_command, self.channels))
         for command, names in restore:
             listed = list(names)
             for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
@@ -182,6 +187,7 @@ class _Subscriber:
             except Exception:
                 log.exception("unexpected error on the redis subscriber connection")
             self._connected.clear()
+            self._link.on_lost(self.channels | self.patterns)
             if self._connection is not None:
                 with contextlib.suppress(Exception):
                     await self._connection.disconnect()
@@ -233,6 +239,8 @@ class RedisLink:
         self._recovering: asyncio.Task[None] | None = None
         self.on_message: MessageHandler = _ignore
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+        # Told which subscriptions a dropped connection held (until they are confirmed again).
+        self.on_lost: Callable[[set[bytes]], None] = _forget
 
     def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> _Subscriber:
         subscriber = _Subscriber(self, connect, sharded=self.sharded)
