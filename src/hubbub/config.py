@@ -89,10 +89,6 @@ class BrokerConfig(_Section):
 class AppConfig(_Section):
     id: str
     keys: list[KeyConfig] = []
-    # Quotas, counted cluster-wide when the broker is shared (None: unlimited).
-    max_concurrent_connections: int | None = None
-    max_messages_per_period: int | None = None
-    quota_period_s: int = 30 * 24 * 3600
 
 
 class Config(_Section):
@@ -201,8 +197,6 @@ def _check(config: Config, source: str) -> None:
         if app.id in app_ids:
             fail(f"{where}.id", f"duplicate app id {app.id!r}")
         app_ids.add(app.id)
-        if app.quota_period_s <= 0:
-            fail(f"{where}.quota_period_s", "must be positive")
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:

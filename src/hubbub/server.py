@@ -71,14 +71,7 @@ def build_node(config: Config) -> Node:
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
-        quotas={
-            app.id: AppQuota(
-                max_concurrent_connections=app.max_concurrent_connections,
-                max_messages_per_period=app.max_messages_per_period,
-                period_s=app.quota_period_s,
-            )
-            for app in config.apps
-        },
+        quotas={app.id: AppQuota() for app in config.apps},
         clock=time.time,
         scheduler=_LoopScheduler(),
     )

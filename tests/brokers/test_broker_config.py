@@ -52,12 +52,6 @@ def test_bad_broker_values_name_their_field(toml: str, field: str, problem: str)
     assert problem.lower() in refused.value.problem.lower()
 
 
-def test_quota_period_must_be_positive() -> None:
-    with pytest.raises(ConfigError) as refused:
-        parse_config('[[apps]]\nid = "a"\nquota_period_s = 0\n')
-    assert refused.value.field == "apps[0].quota_period_s"
-
-
 def test_redis_is_imported_only_by_the_redis_brokers() -> None:
     source = Path(__file__).resolve().parents[2] / "src" / "hubbub"
     importers = set()
