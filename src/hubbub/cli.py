@@ -1,4 +1,4 @@
-"""``hubbub`` command line: ``serve`` (and helpers added by later features)."""
+"""``hubbub`` command line: ``serve``, ``token``, ``keys new`` (and helpers added later)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from hubbub.config import Config, ConfigError, demo_config, load_config
 
 EXIT_CONFIG_ERROR = 2
+EXIT_USAGE_ERROR = 1
 
 
 def _demo_banner(config: Config, host: str, port: int) -> str:
@@ -58,6 +60,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from hubbub.auth.cli_tools import TokenRequestError, token_for
+
+    try:
+        config = load_config(args.config) if args.config else demo_config()
+        print(token_for(config, args.app, args.peer, args.channels, args.ttl, time.time()))
+    except ConfigError as exc:
+        print(f"hubbub: configuration error in {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except TokenRequestError as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return EXIT_USAGE_ERROR
+    return 0
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    from hubbub.auth.cli_tools import new_key_toml
+
+    print(new_key_toml(args.kind), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbub", description="Hubbub realtime server")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -67,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (overrides [server] host)")
     serve.add_argument("--port", type=int, help="listen port (overrides [server] port; 0 = any)")
     serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser("token", help="print a JWT signed with an app's secret key")
+    token.add_argument("--app", required=True, help="app id")
+    token.add_argument("--peer", required=True, help="peer id (the token's sub)")
+    token.add_argument("--channels", nargs="+", help="channels or patterns (default: the key's)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--config", help="TOML configuration file (default: demo mode)")
+    token.set_defaults(handler=_token)
+
+    keys = commands.add_parser("keys", help="API key helpers")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_key = key_commands.add_parser("new", help="print a TOML snippet for a fresh key")
+    new_key.add_argument("--kind", choices=["publishable", "secret"], required=True)
+    new_key.set_defaults(handler=_new_key)
     return parser
 
 

@@ -19,6 +19,14 @@ from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
 
 ALL_ACTIONS = ["publish", "subscribe", "presence", "send"]
+# A secret key whose secret starts with this is also accepted as a bare ``Bearer sk_live_…``
+# on the REST API (the hosted service's older single-value form, spec 9.2).
+LEGACY_SECRET_PREFIX = "sk_live_"
+# What the SDK accepts in welcome.metadata.iceServers (spec 11.4).
+MAX_ICE_SERVERS = 16
+MAX_ICE_URL_LENGTH = 512
+MAX_ICE_CREDENTIAL_LENGTH = 1024
+ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
 class ConfigError(Exception):
@@ -56,6 +64,31 @@ class LimitsConfig(_Section):
     max_channels: int = 100
 
 
+class ApiConfig(_Section):
+    """The REST control plane's request limits (0 disables a limit)."""
+
+    requests_per_second_per_key: float = 50.0
+    request_burst_per_key: int = 100
+    requests_per_second_per_ip: float = 50.0
+    request_burst_per_ip: int = 100
+
+
+class IceServerConfig(_Section):
+    """One RTCIceServer entry, exactly as browsers and the SDK take it (spec 11.4)."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class TurnConfig(_Section):
+    """A TURN server that accepts time-limited credentials (coturn ``use-auth-secret``)."""
+
+    urls: list[str]
+    shared_secret: str
+    ttl_s: int = 86400
+
+
 class KeyConfig(_Section):
     id: str
     kind: Literal["publishable", "secret"]
@@ -64,6 +97,10 @@ class KeyConfig(_Section):
     # None means the kind's default: publishable keys have "send" off, as on the hosted service.
     actions: list[str] | None = None
     allowed_origins: list[str] = []
+    # Injected as welcome.metadata.iceServers (pk keys; JWTs without their own iceServers)
+    # and into tokens this key mints.
+    ice_servers: list[IceServerConfig] = []
+    turn: TurnConfig | None = None
 
     def effective_actions(self) -> frozenset[str]:
         if self.actions is not None:
@@ -89,12 +126,18 @@ class BrokerConfig(_Section):
 class AppConfig(_Section):
     id: str
     keys: list[KeyConfig] = []
+    # Plan limits (None = unlimited): close 4010 at connect, over_message_quota on publish/send.
+    max_concurrent_connections: int | None = None
+    max_messages_per_period: int | None = None
+    message_period_s: int = 30 * 24 * 3600
+    plan_name: str | None = None
 
 
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     apps: list[AppConfig] = []
 
 
@@ -187,9 +230,27 @@ def _check(config: Config, source: str) -> None:
         fail("limits.rate_burst", "rate_per_second and rate_burst must both be 0 or both set")
 
     _check_broker(config.broker, fail)
+    for name in (
+        "requests_per_second_per_key",
+        "request_burst_per_key",
+        "requests_per_second_per_ip",
+        "request_burst_per_ip",
+    ):
+        if getattr(config.api, name) < 0:
+            fail(f"api.{name}", "must not be negative (0 disables the limit)")
+    for scope in ("key", "ip"):
+        rate = getattr(config.api, f"requests_per_second_per_{scope}")
+        burst = getattr(config.api, f"request_burst_per_{scope}")
+        if (rate == 0) != (burst == 0):
+            fail(
+                f"api.request_burst_per_{scope}",
+                f"requests_per_second_per_{scope} and request_burst_per_{scope} must both be 0 "
+                "or both set",
+            )
 
     app_ids: set[str] = set()
     key_ids: set[str] = set()
+    legacy_secrets: set[str] = set()
     for a, app in enumerate(config.apps):
         where = f"apps[{a}]"
         if not app.id:
@@ -197,6 +258,11 @@ def _check(config: Config, source: str) -> None:
         if app.id in app_ids:
             fail(f"{where}.id", f"duplicate app id {app.id!r}")
         app_ids.add(app.id)
+        for name in ("max_concurrent_connections", "max_messages_per_period"):
+            if (getattr(app, name) or 0) < 0:
+                fail(f"{where}.{name}", "must not be negative (leave it out for no limit)")
+        if app.message_period_s <= 0:
+            fail(f"{where}.message_period_s", "must be positive")
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
@@ -206,6 +272,11 @@ def _check(config: Config, source: str) -> None:
             key_ids.add(key.id)
             if key.kind == "secret" and not key.secret:
                 fail(f"{kwhere}.secret", "a secret key needs a non-empty secret")
+            if key.secret and key.secret.startswith(LEGACY_SECRET_PREFIX):
+                if key.secret in legacy_secrets:
+                    fail(f"{kwhere}.secret", "two keys share the same sk_live_ secret")
+                legacy_secrets.add(key.secret)
+            _check_ice(key, kwhere, fail)
             if key.kind == "publishable" and key.secret is not None:
                 fail(f"{kwhere}.secret", "a publishable key has no secret")
             for p, pattern in enumerate(key.channel_patterns):
@@ -237,3 +308,35 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
         fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
     if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):
         fail("broker.key_prefix", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+
+
+def _check_ice(key: KeyConfig, where: str, fail: Callable[[str, str], None]) -> None:
+    """Spec 11.4: the SDK drops *every* ICE server when one entry breaks a rule."""
+    total = len(key.ice_servers) + (1 if key.turn is not None else 0)
+    if total > MAX_ICE_SERVERS:
+        fail(f"{where}.ice_servers", f"at most {MAX_ICE_SERVERS} entries (turn counts as one)")
+
+    def check_urls(urls: list[str], field: str) -> None:
+        if not urls:
+            fail(field, "needs at least one URL")
+        for u, url in enumerate(urls):
+            if not url.lower().startswith(ICE_URL_SCHEMES) or len(url) > MAX_ICE_URL_LENGTH:
+                fail(
+                    f"{field}[{u}]",
+                    f"must start with stun:, stuns:, turn: or turns: and be at most "
+                    f"{MAX_ICE_URL_LENGTH} characters",
+                )
+
+    for i, server in enumerate(key.ice_servers):
+        urls = [server.urls] if isinstance(server.urls, str) else server.urls
+        check_urls(urls, f"{where}.ice_servers[{i}].urls")
+        for name in ("username", "credential"):
+            value = getattr(server, name)
+            if value is not None and len(value) > MAX_ICE_CREDENTIAL_LENGTH:
+                fail(f"{where}.ice_servers[{i}].{name}", "longer than 1024 characters")
+    if key.turn is not None:
+        check_urls(key.turn.urls, f"{where}.turn.urls")
+        if not key.turn.shared_secret:
+            fail(f"{where}.turn.shared_secret", "must not be empty")
+        if key.turn.ttl_s <= 0:
+            fail(f"{where}.turn.ttl_s", "must be positive")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from hubbub.api.errors import api_errors
+from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
@@ -71,7 +73,14 @@ def build_node(config: Config) -> Node:
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
-        quotas={app.id: AppQuota() for app in config.apps},
+        quotas={
+            app.id: AppQuota(
+                max_concurrent_connections=app.max_concurrent_connections,
+                max_messages_per_period=app.max_messages_per_period,
+                period_s=app.message_period_s,
+            )
+            for app in config.apps
+        },
         clock=time.time,
         scheduler=_LoopScheduler(),
     )
@@ -106,6 +115,20 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
     app.router.add_get("/healthz", _health)
+    app.middlewares.append(api_errors)
+    api = config.api
+    RestApi(
+        node,
+        keys,
+        RestSettings(
+            requests_per_second_per_key=api.requests_per_second_per_key,
+            request_burst_per_key=api.request_burst_per_key,
+            requests_per_second_per_ip=api.requests_per_second_per_ip,
+            request_burst_per_ip=api.request_burst_per_ip,
+            plan_names={entry.id: entry.plan_name for entry in config.apps},
+        ),
+        TrustedProxies(server.trusted_proxies),
+    ).add_routes(app)
 
     async def start_node(app: web.Application) -> None:
         await node.start()

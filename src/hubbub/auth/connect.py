@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import TokenRejected, verify_token
+from hubbub.auth.turn import ice_servers_for
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.frames import encode_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +43,17 @@ def authenticate(
             return CloseRejection(CloseCode.INVALID_TOKEN, "unknown key")
         if api_key.allowed_origins and origin is not None and origin not in api_key.allowed_origins:
             return HttpRejection(401, "origin_not_allowed")
+        peer_id = str(uuid.uuid4())
+        ice_servers = ice_servers_for(api_key.config, peer_id, now)
         return Principal(
             app_id=api_key.app_id,
-            peer_id=str(uuid.uuid4()),
+            peer_id=peer_id,
             key_id=api_key.id,
             actions=api_key.actions,
             scope=ChannelScope((api_key.patterns,)),
+            welcome_metadata=(
+                encode_json({"iceServers": ice_servers}) if ice_servers is not None else None
+            ),
         )
     assert token is not None
     verified = verify_token(token, keys, now)

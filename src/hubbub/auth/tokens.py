@@ -15,6 +15,7 @@ import jwt
 import msgspec
 
 from hubbub.auth.keys import ApiKey, KeyRing
+from hubbub.auth.turn import with_ice_servers
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import (
@@ -110,6 +111,11 @@ def _principal_from_claims(
         peer_metadata = _object_claim(claims, "peerMetadata", MAX_PEER_METADATA_BYTES)
     except ValueError as exc:
         return TokenRejected("invalid", str(exc))
+    # The key's ICE servers go into the welcome unless the token brought its own (spec 3.1).
+    claimed = claims.get("metadata")
+    injected = with_ice_servers(claimed, key.config, sub, now)
+    if injected is not claimed:
+        metadata = _encode_json(injected)
 
     return Principal(
         app_id=key.app_id,

@@ -1,0 +1,1 @@
+"""REST control plane: tokens, channel peers, server publish, kick, usage, OpenAPI."""
