@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/cluster.py [--subscribers 1000] [--rate 20] [--seconds 10]
 
-Subscribers (raw WebSocket clients in two worker processes) are spread round-robin over the
-nodes; one publisher on the first node publishes at a fixed rate (latency phase), then as fast
-as acks allow (throughput phase). Reported per setup:
+Subscribers (raw WebSocket clients in one Node process, bench/subscribers.mjs) are spread
+round-robin over the nodes; one publisher on the first node publishes at a fixed rate (latency
+phase), then back-to-back (throughput phase). Reported per setup:
 
 * deliveries/s in the throughput phase;
-* CPU µs per delivery, summed over the hubbub processes and the Redis server (/proc/<pid>/stat);
+* CPU µs per delivery at the fixed rate, summed over the hubbub processes and the Redis server
+  (/proc/<pid>/stat);
 * p50/p99 publish->deliver latency at the fixed rate (CLOCK_MONOTONIC is shared by processes);
 * Redis CPU as a share of the nodes' CPU.
 
@@ -20,22 +21,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 
-from tests.support.redis import private_redis
-from tests.support.server import ServerProcess, running_server
+from tests.support.redis import private_redis  # noqa: E402
+from tests.support.server import ServerProcess, running_server  # noqa: E402
 
 CHANNEL = "bench"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -63,54 +64,45 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
-# --- subscriber worker process -------------------------------------------------------------
+class Subscribers:
+    """bench/subscribers.mjs: the subscribers in one Node process, commanded over stdin."""
 
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
 
-async def _subscribers(urls: list[str], pipe: Pipe) -> None:
-    latencies_ns: list[int] = []
-    received = 0
-    # No connector limit: every WebSocket holds a connection for its whole life.
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        sockets = []
-        for url in urls:
-            ws = await session.ws_connect(f"{url}/v1?key=pk_bench", max_msg_size=0)
-            await ws.receive()  # welcome
-            await ws.send_str(
-                json.dumps({"type": "subscribe", "channel": CHANNEL, "requestId": "s"})
-            )
-            await ws.receive()  # ack
-            sockets.append(ws)
-        pipe.send("ready")
+    @classmethod
+    async def start(cls, urls: list[str]) -> Subscribers:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(HERE / "subscribers.mjs"),
+            CHANNEL,
+            "pk_bench",
+            *urls,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=HERE.parent,
+            limit=1 << 26,  # the latency report is one long JSON line
+        )
+        subscribers = cls(process)
+        assert await subscribers._line() == "ready"
+        return subscribers
 
-        async def read(ws: aiohttp.ClientWebSocketResponse, timed: bool) -> None:
-            # Only every 10th socket decodes its frames: the load generator shares the two
-            # cores with the servers, and parsing every delivery would measure the client.
-            nonlocal received
-            async for msg in ws:
-                received += 1
-                if timed:
-                    latencies_ns.append(time.monotonic_ns() - json.loads(msg.data)["data"]["t"])
+    async def _line(self) -> str:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(120):
+            return (await self.process.stdout.readline()).decode().strip()
 
-        readers = [asyncio.create_task(read(ws, n % 10 == 0)) for n, ws in enumerate(sockets)]
-        loop = asyncio.get_running_loop()
-        while True:
-            command = await loop.run_in_executor(None, pipe.recv)
-            if command == "report":
-                pipe.send((received, latencies_ns))
-                latencies_ns = []
-                received = 0
-            elif command == "count":
-                pipe.send(received)
-            else:
-                break
-        for task in readers:
-            task.cancel()
-        for ws in sockets:
-            await ws.close()
+    async def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+        reply: dict[str, Any] = json.loads(await self._line())
+        return reply
 
-
-def _worker(urls: list[str], pipe: Pipe) -> None:
-    asyncio.run(_subscribers(urls, pipe))
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
 
 
 # --- orchestration -------------------------------------------------------------------------
@@ -141,26 +133,9 @@ async def nodes_for(setup: str) -> AsyncIterator[tuple[list[ServerProcess], int 
 
 async def run_setup(setup: str, subscribers: int, rate: float, seconds: float) -> Result:
     async with nodes_for(setup) as (nodes, redis_pid):
-        urls = [nodes[i % len(nodes)].http_url for i in range(subscribers)]
-        context = multiprocessing.get_context("spawn")
-        workers = []
-        for part in (urls[0::2], urls[1::2]):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=_worker, args=(part, theirs), daemon=True)
-            process.start()
-            workers.append((process, ours))
+        urls = [nodes[i % len(nodes)].ws_url for i in range(subscribers)]
+        clients = await Subscribers.start(urls)
         loop = asyncio.get_running_loop()
-        for _, pipe in workers:
-            assert await loop.run_in_executor(None, pipe.recv) == "ready"
-
-        def collect(command: str) -> list[object]:
-            replies = []
-            for _, pipe in workers:
-                pipe.send(command)
-            for _, pipe in workers:
-                replies.append(pipe.recv())
-            return replies
-
         pids = [node.process.pid for node in nodes]
         async with (
             aiohttp.ClientSession() as session,
@@ -180,40 +155,41 @@ async def run_setup(setup: str, subscribers: int, rate: float, seconds: float) -
                 if wait_ack:
                     await publisher.receive()
 
-            # Latency at a fixed rate.
+            def cpu_now() -> tuple[float, float]:
+                nodes_s = sum(cpu_seconds(pid) for pid in pids)
+                return nodes_s, cpu_seconds(redis_pid) if redis_pid else 0.0
+
+            # Latency and CPU at a fixed rate (each delivery is its own write, as in real use).
+            before = cpu_now()
             start = loop.time()
             for n in range(int(rate * seconds)):
                 await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
                 await publish(wait_ack=False)
             await asyncio.sleep(0.5)  # let the last deliveries land before reading counts
-            reports = await loop.run_in_executor(None, collect, "report")
-            latencies = sorted(ns for _, lat in reports for ns in lat)  # type: ignore[attr-defined]
+            report = await clients.ask("report")
+            after = cpu_now()
+            latencies = sorted(report["latencies"])
+            node_cpu, redis_cpu = after[0] - before[0], after[1] - before[1]
+            fixed_rate_deliveries = report["received"]
 
-            # Throughput: publish back-to-back, count deliveries and CPU.
+            # Throughput: publish back-to-back, count deliveries.
             burst = 300
-            cpu_before = [cpu_seconds(pid) for pid in pids]
-            redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
             began = time.perf_counter()
             for _ in range(burst):
                 await publish(wait_ack=False)
             expected = burst * subscribers
             deadline = time.perf_counter() + 60
             while time.perf_counter() < deadline:
-                counts = await loop.run_in_executor(None, collect, "count")
-                if sum(counts) >= expected:  # type: ignore[arg-type]
+                if (await clients.ask("count"))["received"] >= expected:
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)  # polling a counter in another process
             elapsed = time.perf_counter() - began
-            delivered = sum(await loop.run_in_executor(None, collect, "count"))  # type: ignore[arg-type]
-            node_cpu = sum(cpu_seconds(pid) for pid in pids) - sum(cpu_before)
-            redis_cpu = (cpu_seconds(redis_pid) - redis_before) if redis_pid else 0.0
-        for process, pipe in workers:
-            pipe.send("stop")
-            process.join(10)
+            delivered = (await clients.ask("count"))["received"]
+        await clients.stop()
         return Result(
             setup=setup,
             deliveries_per_s=delivered / elapsed,
-            cpu_us_per_delivery=(node_cpu + redis_cpu) * 1e6 / max(1, delivered),
+            cpu_us_per_delivery=(node_cpu + redis_cpu) * 1e6 / max(1, fixed_rate_deliveries),
             p50_ms=statistics.median(latencies) / 1e6 if latencies else float("nan"),
             p99_ms=latencies[int(len(latencies) * 0.99)] / 1e6 if latencies else float("nan"),
             redis_share=(redis_cpu / node_cpu) if redis_pid and node_cpu else None,
@@ -231,8 +207,9 @@ async def main() -> None:
         for setup in ("single node (memory)", "3 nodes (redis)")
     ]
     print(
-        f"\n{args.subscribers} subscribers, latency at {args.rate:g} msg/s for {args.seconds:g} s, "
-        "throughput over a 300-message burst\n"
+        f"\n{args.subscribers} subscribers; latency and CPU at {args.rate:g} msg/s for "
+        f"{args.seconds:g} s; deliveries/s over a 300-message burst; load average "
+        f"{os.getloadavg()[0]:.1f}\n"
     )
     print(
         "| setup | deliveries/s | CPU µs/delivery (nodes+redis) | p50 ms | p99 ms "
