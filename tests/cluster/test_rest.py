@@ -46,7 +46,7 @@ async def test_kick_usage_publish_and_peers_across_nodes(cluster: list[ServerPro
         status, published = await rest(
             "POST", a, "/v1/channels/room/publish", json={"data": {"from": "rest"}}
         )
-        assert status == 200
+        assert (status, published["channel"]) == (200, "room")
         assert (await watcher.next(Message)).data == {"from": "rest"}
         assert (await target.next(Message)).data == {"from": "rest"}
 
