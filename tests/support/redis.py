@@ -52,6 +52,21 @@ async def delete_prefix(port: int, prefix: str) -> None:
         await redis_cli(port, "DEL", *keys[start : start + 200])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 @dataclass
 class PrivateRedis:
     port: int
@@ -108,7 +123,7 @@ async def redis_cluster(masters: int = 3) -> AsyncIterator[list[PrivateRedis]]:
     directory = Path(tempfile.mkdtemp(prefix="hubbub-redis-cluster-"))
     servers = []
     for _ in range(masters):
-        port = free_port()
+        port = free_cluster_port()
         node_dir = directory / str(port)
         node_dir.mkdir()
         servers.append(PrivateRedis(port, node_dir))

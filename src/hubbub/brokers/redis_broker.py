@@ -72,6 +72,9 @@ class RedisBroker(Broker):
         self._pattern_refs: dict[str, int] = {}
         self._covered: set[bytes] = set()  # app patterns Redis has confirmed
         self._liveness: asyncio.Task[None] | None = None
+        # After an outage every node's heartbeat lapsed at once; reaping before they have
+        # had a chance to beat again would make all their peers flap (left, then joined).
+        self._reap_not_before = 0.0
         self._sharded = link.sharded
         self._publish_command = "SPUBLISH" if link.sharded else "PUBLISH"
         self._wildcard_head = f"{prefix}:w:".encode()
@@ -297,6 +300,8 @@ class RedisBroker(Broker):
         client = self._link.client
         lock = f"{self._prefix}:reaper"
         hold_ms = max(100, int(self._tick_s * 2000))
+        if asyncio.get_running_loop().time() < self._reap_not_before:
+            return
         got = await self._link.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
         if not got:
             return
@@ -319,6 +324,8 @@ class RedisBroker(Broker):
 
     async def _recover(self) -> None:
         """Redis is back (maybe empty): announce this node and what it holds again."""
+        grace_s = self._alive_ttl_ms / 1000 + self._tick_s
+        self._reap_not_before = asyncio.get_running_loop().time() + grace_s
         await self._heartbeat()
         await self._usage.restore()
         joined, left = await self._presence.restore()
