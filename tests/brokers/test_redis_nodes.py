@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_stores import scoped
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -18,7 +19,7 @@ from hubbub.core.broker import (
     Publication,
 )
 from tests.brokers.conftest import BackendNode, RedisBackend
-from tests.support.redis import delete_prefix, private_redis, unique_prefix
+from tests.support.redis import delete_prefix, private_redis, redis_cli, unique_prefix
 
 APP = "app1"
 
@@ -214,3 +215,16 @@ async def test_redis_outage_then_full_recovery(caplog: pytest.LogCaptureFixture)
             assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         finally:
             await backend.close()
+
+
+async def test_a_foreign_payload_is_logged_and_skipped(
+    redis_backend: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = await redis_backend.node(), await redis_backend.node()
+    await b.broker.watch_channel(APP, "room")
+    channel = scoped(redis_backend.prefix, "c", APP, "room")
+    for junk in ("", "not an envelope", "P"):
+        assert (await redis_cli(6379, "PUBLISH", channel, junk)).strip() == "1"
+    await a.broker.publish(publication("room"))
+    await b.handler.wait_for(lambda: len(b.handler.of("publication")) == 1)
+    assert len([r for r in caplog.records if "malformed envelope" in r.getMessage()]) == 3
