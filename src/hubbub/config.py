@@ -300,8 +300,6 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
         if not url.startswith(("redis://", "rediss://", "unix://")):
             where = "broker.url" if isinstance(broker.url, str) else f"broker.url[{i}]"
             fail(where, "must be a redis://, rediss:// or unix:// URL")
-    if len(urls) > 1:
-        fail("broker.url", "client-side sharding over several URLs is not supported yet")
     if broker.presence_ttl_s <= 0:
         fail("broker.presence_ttl_s", "must be positive")
     if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):

@@ -18,7 +18,7 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.brokers.redis_broker import RedisBroker
-from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
@@ -42,13 +42,13 @@ def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, Usag
     settings = config.broker
     if settings.kind == "memory":
         return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
-    url = settings.url if isinstance(settings.url, str) else settings.url[0]
-    link = RedisLink(url, cluster=settings.cluster)
+    urls = [settings.url] if isinstance(settings.url, str) else settings.url
+    shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
     prefix = settings.key_prefix
-    presence = RedisPresenceStore(link, prefix, node_id)
-    usage = RedisUsageStore(link, prefix, node_id)
+    presence = RedisPresenceStore(shards, prefix, node_id)
+    usage = RedisUsageStore(shards, prefix, node_id)
     broker = RedisBroker(
-        link,
+        shards,
         presence,
         usage,
         node_id=node_id,

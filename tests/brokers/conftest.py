@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import pytest
 
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.brokers.redis_broker import RedisBroker
-from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.core.broker import (
     Broker,
@@ -25,7 +26,7 @@ from hubbub.core.broker import (
     Publication,
     UsageStore,
 )
-from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
+from tests.support.redis import SHARED_URL, delete_prefix, private_redis, unique_prefix
 
 EVENT_TIMEOUT_S = 5.0
 
@@ -110,19 +111,20 @@ class RedisBackend(Backend):
     multi_node = True
     cluster = False
 
-    def __init__(self, url: str, prefix: str, presence_ttl_s: float = 3.0) -> None:
-        self.url = url
+    def __init__(self, url: str | list[str], prefix: str, presence_ttl_s: float = 3.0) -> None:
+        self.urls = [url] if isinstance(url, str) else url
+        self.url = self.urls[0]
         self.prefix = prefix
         self.presence_ttl_s = presence_ttl_s
         self.nodes: list[BackendNode] = []
 
     async def node(self, node_id: str | None = None) -> BackendNode:
         node_id = node_id or uuid.uuid4().hex[:8]
-        link = RedisLink(self.url, cluster=self.cluster)
-        presence = RedisPresenceStore(link, self.prefix, node_id)
-        usage = RedisUsageStore(link, self.prefix, node_id)
+        shards = RedisShards([RedisLink(url, cluster=self.cluster) for url in self.urls])
+        presence = RedisPresenceStore(shards, self.prefix, node_id)
+        usage = RedisUsageStore(shards, self.prefix, node_id)
         broker = RedisBroker(
-            link,
+            shards,
             presence,
             usage,
             node_id=node_id,
@@ -140,24 +142,32 @@ class RedisBackend(Backend):
         self.nodes.clear()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-2-shards"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         yield MemoryBackend()
         return
-    redis_backend = RedisBackend(SHARED_URL, unique_prefix())
-    try:
-        yield redis_backend
-    finally:
-        await redis_backend.close()
-        await delete_prefix(6379, redis_backend.prefix)
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [SHARED_URL]
+        if request.param == "redis-2-shards":
+            urls.append((await stack.enter_async_context(private_redis())).url)
+        redis_backend = RedisBackend(urls, unique_prefix())
+        try:
+            yield redis_backend
+        finally:
+            await redis_backend.close()
+            await delete_prefix(6379, redis_backend.prefix)
 
 
-@pytest.fixture
-async def redis_backend() -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(SHARED_URL, unique_prefix())
-    try:
-        yield backend
-    finally:
-        await backend.close()
-        await delete_prefix(6379, backend.prefix)
+@pytest.fixture(params=["one-redis", "2-shards"])
+async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [SHARED_URL]
+        if request.param == "2-shards":
+            urls.append((await stack.enter_async_context(private_redis())).url)
+        backend = RedisBackend(urls, unique_prefix())
+        try:
+            yield backend
+        finally:
+            await backend.close()
+            await delete_prefix(6379, backend.prefix)

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_link import shard_index
 from hubbub.brokers.redis_stores import scoped
 from hubbub.core.broker import (
     AppQuota,
@@ -37,7 +38,7 @@ async def crash(node: BackendNode) -> None:
     liveness.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await liveness
-    await broker._link.stop()
+    await broker._shards.stop()
 
 
 async def test_publish_reaches_watching_nodes_once(redis_backend: RedisBackend) -> None:
@@ -223,8 +224,10 @@ async def test_a_foreign_payload_is_logged_and_skipped(
     a, b = await redis_backend.node(), await redis_backend.node()
     await b.broker.watch_channel(APP, "room")
     channel = scoped(redis_backend.prefix, "c", APP, "room")
+    url = redis_backend.urls[shard_index(channel, len(redis_backend.urls))]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
     for junk in ("", "not an envelope", "P"):
-        assert (await redis_cli(6379, "PUBLISH", channel, junk)).strip() == "1"
+        assert (await redis_cli(port, "PUBLISH", channel, junk)).strip() == "1"
     await a.broker.publish(publication("room"))
     await b.handler.wait_for(lambda: len(b.handler.of("publication")) == 1)
     assert len([r for r in caplog.records if "malformed envelope" in r.getMessage()]) == 3

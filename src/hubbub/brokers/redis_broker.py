@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 
 from hubbub.brokers import redis_codec as codec
-from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_link import RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
 from hubbub.core.broker import (
     Broker,
@@ -52,7 +53,7 @@ _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 class RedisBroker(Broker):
     def __init__(
         self,
-        link: RedisLink,
+        shards: RedisShards,
         presence: RedisPresenceStore,
         usage: RedisUsageStore,
         *,
@@ -60,7 +61,8 @@ class RedisBroker(Broker):
         prefix: str,
         presence_ttl_s: float,
     ) -> None:
-        self._link = link
+        self._shards = shards
+        self._home = shards.first  # liveness lives there
         self._presence = presence
         self._usage = usage
         self._node_id = node_id
@@ -70,18 +72,20 @@ class RedisBroker(Broker):
         self._handler: BrokerHandler | None = None
         self._channel_head = f"{prefix}:c:".encode()
         self._pattern_refs: dict[str, int] = {}
-        self._covered: set[bytes] = set()  # app patterns Redis has confirmed
+        # (shard, app pattern or wildcard channel) that Redis has confirmed.
+        self._covered: set[tuple[int, bytes]] = set()
         self._liveness: asyncio.Task[None] | None = None
         # After an outage every node's heartbeat lapsed at once; reaping before they have
         # had a chance to beat again would make all their peers flap (left, then joined).
         self._reap_not_before = 0.0
-        self._sharded = link.sharded
-        self._publish_command = "SPUBLISH" if link.sharded else "PUBLISH"
+        self._sharded = self._home.sharded
+        self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
         self._wildcard_head = f"{prefix}:w:".encode()
-        link.on_message = self._on_message
-        link.on_confirmed = self._on_confirmed
-        link.on_lost = self._covered.difference_update
-        link.on_recovered(self._recover)
+        for shard, link in enumerate(shards.links):
+            link.on_message = functools.partial(self._on_message, shard)
+            link.on_confirmed = functools.partial(self._on_confirmed, shard)
+            link.on_lost = functools.partial(self._on_lost, shard)
+            link.on_recovered(self._recover)
 
     # --- names ----------------------------------------------------------------------------
 
@@ -111,7 +115,7 @@ class RedisBroker(Broker):
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
-        await self._link.start()
+        await self._shards.start()
         with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)  # what a previous run with this id left behind
             await self._heartbeat()
@@ -124,9 +128,9 @@ class RedisBroker(Broker):
                 await self._liveness
         with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)
-            client = self._link.client
-            await self._link.run(client.delete(self._node_key(self._node_id, "alive")))
-        await self._link.stop()
+            client = self._home.client
+            await self._home.run(client.delete(self._node_key(self._node_id, "alive")))
+        await self._shards.stop()
         self._handler = None
 
     # --- interest -------------------------------------------------------------------------
@@ -147,8 +151,10 @@ class RedisBroker(Broker):
         if self._sharded:
             await self._watch(name)
         else:
-            self._link.main_subscriber.patterns.add(name)
-            await self._link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
+            # Every shard holds some of the app's channels.
+            for link in self._shards.links:
+                link.main_subscriber.patterns.add(name)
+                await link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
 
     async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
         refs = self._pattern_refs.get(app_id, 0) - 1
@@ -160,9 +166,10 @@ class RedisBroker(Broker):
         if self._sharded:
             await self._unwatch(name)
             return
-        self._link.main_subscriber.patterns.discard(name)
-        with contextlib.suppress(BrokerUnavailable):
-            await self._link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
+        for link in self._shards.links:
+            link.main_subscriber.patterns.discard(name)
+            with contextlib.suppress(BrokerUnavailable):
+                await link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
 
     async def register_peer(self, app_id: str, peer_id: str) -> None:
         await self._watch(self._peer(app_id, peer_id))
@@ -173,7 +180,7 @@ class RedisBroker(Broker):
     async def _watch(self, name: bytes) -> None:
         # Kept wanted when Redis is away: the reconnect subscribes it. A node that gives up
         # on the interest (a failed subscribe) calls the matching unwatch.
-        subscriber = self._link.subscriber_for(name)
+        subscriber = self._shards.for_key(name).subscriber_for(name)
         subscriber.channels.add(name)
         command = subscriber.subscribe_command
         await subscriber.change(command, name, command.lower().encode())
@@ -182,7 +189,7 @@ class RedisBroker(Broker):
         # When the connection is down there is nothing to undo: a reconnect restores only
         # what is still wanted.
         with contextlib.suppress(BrokerUnavailable):
-            subscriber = self._link.subscriber_for(name)
+            subscriber = self._shards.for_key(name).subscriber_for(name)
             subscriber.channels.discard(name)
             command = "SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE"
             await subscriber.change(command, name, command.lower().encode())
@@ -193,9 +200,10 @@ class RedisBroker(Broker):
         reached = self._target().deliver_publication(publication)
         payload = codec.encode_publication(self._node_id, publication)
         name = self._channel(publication.app_id, publication.channel)
-        sent = self._link.call(self._publish_command, name, payload)
+        sent = self._shards.for_key(name).call(self._publish_command, name, payload)
         if self._sharded:
-            await self._link.call("SPUBLISH", self._app_interest(publication.app_id), payload)
+            wildcard = self._app_interest(publication.app_id)
+            await self._shards.for_key(wildcard).call("SPUBLISH", wildcard, payload)
         await sent
         return reached
 
@@ -206,12 +214,12 @@ class RedisBroker(Broker):
     async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
         payload = codec.encode_presence(self._node_id, delta)
         name = self._channel(delta.app_id, delta.channel)
-        await self._link.call(self._publish_command, name, payload)
+        await self._shards.for_key(name).call(self._publish_command, name, payload)
 
     async def send_direct(self, direct: Direct) -> int:
         reached = self._target().deliver_direct(direct)
         name = self._peer(direct.app_id, direct.to)
-        listeners: int = await self._link.call(
+        listeners: int = await self._shards.for_key(name).call(
             self._publish_command, name, codec.encode_direct(self._node_id, direct)
         )
         # Other nodes holding the peer: each has at least one connection of it.
@@ -221,23 +229,27 @@ class RedisBroker(Broker):
         closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
         name = self._peer(app_id, peer_id)
         payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason)
-        listeners: int = await self._link.call(self._publish_command, name, payload)
+        listeners: int = await self._shards.for_key(name).call(self._publish_command, name, payload)
         return closed + self._remote_nodes(name, listeners)
 
     def _remote_nodes(self, name: bytes, listeners: int) -> int:
-        return max(0, listeners - (1 if name in self._link.subscriber_for(name).channels else 0))
+        local = name in self._shards.for_key(name).subscriber_for(name).channels
+        return max(0, listeners - (1 if local else 0))
 
     # --- receiving ------------------------------------------------------------------------
 
-    def _on_confirmed(self, kind: bytes, name: bytes) -> None:
+    def _on_lost(self, shard: int, names: set[bytes]) -> None:
+        self._covered.difference_update((shard, name) for name in names)
+
+    def _on_confirmed(self, shard: int, kind: bytes, name: bytes) -> None:
         if kind == b"psubscribe" or (
             kind == b"ssubscribe" and name.startswith(self._wildcard_head)
         ):
-            self._covered.add(name)
+            self._covered.add((shard, name))
         elif kind in (b"punsubscribe", b"sunsubscribe"):
-            self._covered.discard(name)
+            self._covered.discard((shard, name))
 
-    def _on_message(self, kind: bytes, name: bytes, payload: bytes) -> None:
+    def _on_message(self, shard: int, kind: bytes, name: bytes, payload: bytes) -> None:
         handler = self._handler
         if handler is None:
             return
@@ -247,13 +259,13 @@ class RedisBroker(Broker):
                 return
             if event == codec.PUBLICATION:
                 publication = codec.decode_publication(payload)
-                if self._is_duplicate(kind, name, publication.app_id):
+                if self._is_duplicate(shard, kind, name, publication.app_id):
                     return
                 handler.deliver_publication(publication)
             elif event == codec.PRESENCE:
                 delta = codec.decode_presence(payload)
                 # Sharded: presence goes to the channel only, never to the wildcard channel.
-                if not self._sharded and self._is_duplicate(kind, name, delta.app_id):
+                if not self._sharded and self._is_duplicate(shard, kind, name, delta.app_id):
                     return
                 handler.deliver_presence(delta)
             elif event == codec.DIRECT:
@@ -266,16 +278,21 @@ class RedisBroker(Broker):
             # A delivery bug must not take the subscriber connection down with it.
             log.exception("unexpected error delivering an event from redis")
 
-    def _is_duplicate(self, kind: bytes, name: bytes, app_id: str) -> bool:
-        """A channel event arrives twice while the app's pattern is confirmed: keep one."""
-        if kind == b"pmessage" or not self._covered:
+    def _is_duplicate(self, shard: int, kind: bytes, name: bytes, app_id: str) -> bool:
+        """A channel event arrives twice while the app's pattern is confirmed: keep one.
+
+        A pattern covers the channels of its own shard; a wildcard channel (Redis Cluster)
+        carries copies of all the app's channels, wherever it lives."""
+        if kind == b"pmessage" or not self._covered or not name.startswith(self._channel_head):
             return False
-        return name.startswith(self._channel_head) and self._app_interest(app_id) in self._covered
+        interest = self._app_interest(app_id)
+        where = self._shards.index_of(interest) if self._sharded else shard
+        return (where, interest) in self._covered
 
     # --- liveness -------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        client = self._link.client
+        client = self._home.client
 
         async def beat() -> None:
             pipe = client.pipeline(transaction=False)
@@ -283,7 +300,7 @@ class RedisBroker(Broker):
             pipe.sadd(f"{self._prefix}:nodes", self._node_id)
             await pipe.execute()
 
-        await self._link.run(beat())
+        await self._home.run(beat())
 
     async def _liveness_loop(self) -> None:
         while True:
@@ -297,20 +314,20 @@ class RedisBroker(Broker):
                 log.exception("unexpected error in the node liveness loop")
 
     async def _reap_dead_nodes(self) -> None:
-        client = self._link.client
+        client = self._home.client
         lock = f"{self._prefix}:reaper"
         hold_ms = max(100, int(self._tick_s * 2000))
         if asyncio.get_running_loop().time() < self._reap_not_before:
             return
-        got = await self._link.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
+        got = await self._home.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
         if not got:
             return
-        nodes: set[bytes] = await self._link.run(client.smembers(f"{self._prefix}:nodes"))
+        nodes: set[bytes] = await self._home.run(client.smembers(f"{self._prefix}:nodes"))
         for raw in nodes:
             node_id = raw.decode()
             if node_id == self._node_id:
                 continue
-            alive = await self._link.run(client.exists(self._node_key(node_id, "alive")))
+            alive = await self._home.run(client.exists(self._node_key(node_id, "alive")))
             if not alive:
                 log.info("node %s stopped heartbeating: removing its presence", node_id)
                 await self._reap(node_id)
@@ -319,8 +336,8 @@ class RedisBroker(Broker):
         await self._usage.forget_node(node_id)
         for delta in await self._presence.reap_node(node_id):
             await self.publish_presence(delta)
-        client = self._link.client
-        await self._link.run(client.srem(f"{self._prefix}:nodes", node_id))
+        client = self._home.client
+        await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))
 
     async def _recover(self) -> None:
         """Redis is back (maybe empty): announce this node and what it holds again."""

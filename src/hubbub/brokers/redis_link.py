@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -351,3 +352,40 @@ class RedisLink:
             raise BrokerUnavailable(str(exc)) from exc
         self.note_success()
         return result
+
+
+def shard_index(name: str | bytes, shards: int) -> int:
+    """Which of ``shards`` servers holds a key or channel: stable across nodes and restarts."""
+    if shards == 1:
+        return 0
+    data = name.encode() if isinstance(name, str) else name
+    return zlib.crc32(data) % shards
+
+
+class RedisShards:
+    """Client-side sharding over independent Redis servers (or one server: the usual case).
+
+    Each key or channel lives on one shard, chosen by a stable hash of its name, so every node
+    agrees where it is. The first shard also holds what must be in one place: node liveness,
+    the reaper lock and the per-node presence index.
+    """
+
+    def __init__(self, links: list[RedisLink]) -> None:
+        if not links:
+            raise ValueError("at least one Redis link is needed")
+        self.links = links
+        self.first = links[0]
+
+    def index_of(self, name: str | bytes) -> int:
+        return shard_index(name, len(self.links))
+
+    def for_key(self, name: str | bytes) -> RedisLink:
+        return self.links[self.index_of(name)]
+
+    async def start(self) -> None:
+        for link in self.links:
+            await link.start()
+
+    async def stop(self) -> None:
+        for link in self.links:
+            await link.stop()

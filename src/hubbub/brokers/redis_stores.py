@@ -20,9 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
-from redis.commands.core import AsyncScript
-
-from hubbub.brokers.redis_link import RedisLink
+from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -121,14 +119,14 @@ def slot_group(base: str) -> str:
 
 
 class RedisPresenceStore(PresenceStore):
-    def __init__(self, link: RedisLink, prefix: str, node_id: str) -> None:
-        self._link = link
+    def __init__(self, shards: RedisShards, prefix: str, node_id: str) -> None:
+        self._shards = shards
+        self._home = shards.first  # holds the per-node index
         self._prefix = prefix
         self._node_id = node_id
-        client = link.client
-        self._add: AsyncScript = client.register_script(_ADD)
-        self._remove: AsyncScript = client.register_script(_REMOVE)
-        self._members: AsyncScript = client.register_script(_MEMBERS)
+        self._add = [link.client.register_script(_ADD) for link in shards.links]
+        self._remove = [link.client.register_script(_REMOVE) for link in shards.links]
+        self._members = [link.client.register_script(_MEMBERS) for link in shards.links]
         # What this node has listed: (app, channel, connection) -> entry, to restore after a
         # Redis restart; removals Redis missed during an outage are retried then.
         self._local: dict[tuple[str, str, str], PresenceEntry] = {}
@@ -137,9 +135,11 @@ class RedisPresenceStore(PresenceStore):
     def node_index(self, node_id: str) -> str:
         return f"{self._prefix}:node:{node_id}:presence"
 
-    def _keys(self, app_id: str, channel: str) -> list[str]:
+    def _keys(self, app_id: str, channel: str) -> tuple[int, list[str]]:
+        """The shard holding a channel's presence, and its keys there."""
         base = slot_group(scoped(self._prefix, "pr", app_id, channel))
-        return [f"{base}:{suffix}" for suffix in ("order", "meta", "count", "conns", "seq")]
+        suffixes = ("order", "meta", "count", "conns", "seq")
+        return self._shards.index_of(base), [f"{base}:{suffix}" for suffix in suffixes]
 
     @staticmethod
     def _index_member(app_id: str, channel: str, peer_id: str, connection_id: str) -> str:
@@ -157,17 +157,21 @@ class RedisPresenceStore(PresenceStore):
         # Indexed first: a crash between the two leaves an index entry to nothing (harmless)
         # rather than a listing no reaper can find.
         member = self._index_member(app_id, channel, entry.peer_id, connection_id)
-        await self._link.run(self._link.client.sadd(self.node_index(self._node_id), member))
-        before: int = await self._link.run(self._add(keys=self._keys(app_id, channel), args=args))
+        await self._home.run(self._home.client.sadd(self.node_index(self._node_id), member))
+        shard, keys = self._keys(app_id, channel)
+        link = self._shards.links[shard]
+        before: int = await link.run(self._add[shard](keys=keys, args=args))
         return before
 
     async def _run_remove(
         self, app_id: str, channel: str, peer_id: str, connection_id: str, node_id: str
     ) -> tuple[int, bytes | None]:
         args = [peer_id, connection_id]
-        found = await self._link.run(self._remove(keys=self._keys(app_id, channel), args=args))
+        shard, keys = self._keys(app_id, channel)
+        link = self._shards.links[shard]
+        found = await link.run(self._remove[shard](keys=keys, args=args))
         member = self._index_member(app_id, channel, peer_id, connection_id)
-        await self._link.run(self._link.client.srem(self.node_index(node_id), member))
+        await self._home.run(self._home.client.srem(self.node_index(node_id), member))
         remaining, metadata = found
         return int(remaining), metadata or None
 
@@ -189,8 +193,9 @@ class RedisPresenceStore(PresenceStore):
         return remaining
 
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
-        keys = self._keys(app_id, channel)[:2]
-        flat: list[bytes] = await self._link.run(self._members(keys=keys))
+        shard, keys = self._keys(app_id, channel)
+        link = self._shards.links[shard]
+        flat: list[bytes] = await link.run(self._members[shard](keys=keys[:2]))
         return [
             PresenceEntry(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)
         ]
@@ -198,7 +203,7 @@ class RedisPresenceStore(PresenceStore):
     async def reap_node(self, node_id: str) -> list[PresenceDelta]:
         """Remove every connection a dead node listed; the ``left`` deltas that causes."""
         index = self.node_index(node_id)
-        listed: list[bytes] = await self._link.run(self._link.client.smembers(index))
+        listed: list[bytes] = await self._home.run(self._home.client.smembers(index))
         deltas: list[PresenceDelta] = []
         for member in listed:
             parts = member.decode().split(_SEPARATOR)
@@ -211,7 +216,7 @@ class RedisPresenceStore(PresenceStore):
             if remaining == 0:
                 left = (PresenceEntry(peer_id, metadata),)
                 deltas.append(PresenceDelta(app_id, channel, peer_id, (), left))
-        await self._link.run(self._link.client.delete(index))
+        await self._home.run(self._home.client.delete(index))
         return deltas
 
     async def restore(self) -> tuple[list[PresenceDelta], list[PresenceDelta]]:
@@ -237,22 +242,28 @@ class RedisPresenceStore(PresenceStore):
 class RedisUsageStore(UsageStore):
     """Counts connections per node (crash-safe) and messages per app and period."""
 
-    def __init__(self, link: RedisLink, prefix: str, node_id: str) -> None:
-        self._link = link
+    def __init__(self, shards: RedisShards, prefix: str, node_id: str) -> None:
+        self._shards = shards
+        self._home = shards.first  # holds the set of apps
         self._prefix = prefix
         self._node_id = node_id
-        self._open: AsyncScript = link.client.register_script(_OPEN)
-        self._close: AsyncScript = link.client.register_script(_CLOSE)
+        self._open = [link.client.register_script(_OPEN) for link in shards.links]
+        self._close = [link.client.register_script(_CLOSE) for link in shards.links]
         self._local_connections: dict[str, int] = {}
         self._apps_seen: set[str] = set()
 
     def _key(self, app_id: str, name: str) -> str:
         return f"{slot_group(scoped(self._prefix, 'u', app_id))}:{name}"
 
+    def _shard(self, app_id: str) -> tuple[int, RedisLink]:
+        """An app's counters all live on one shard."""
+        shard = self._shards.index_of(slot_group(scoped(self._prefix, "u", app_id)))
+        return shard, self._shards.links[shard]
+
     async def _note_app(self, app_id: str) -> None:
         """Remember the app cluster-wide, so a reaper can find its counters without SCAN."""
         if app_id not in self._apps_seen:
-            await self._link.run(self._link.client.sadd(f"{self._prefix}:apps", app_id))
+            await self._home.run(self._home.client.sadd(f"{self._prefix}:apps", app_id))
             self._apps_seen.add(app_id)
 
     def _cap(self, value: int | None) -> int:
@@ -263,7 +274,8 @@ class RedisUsageStore(UsageStore):
         args: list[str | int] = [self._node_id, self._cap(quota.max_concurrent_connections)]
         try:
             await self._note_app(app_id)
-            admitted = await self._link.run(self._open(keys=keys, args=args))
+            shard, link = self._shard(app_id)
+            admitted = await link.run(self._open[shard](keys=keys, args=args))
         except BrokerUnavailable:
             # Fail open: refusing every client during an outage would be worse than a cap
             # briefly exceeded; restore() publishes the true count when Redis is back.
@@ -277,15 +289,17 @@ class RedisUsageStore(UsageStore):
         keys = [self._key(app_id, "conns")]
         # During an outage restore() writes the absolute count later.
         with contextlib.suppress(BrokerUnavailable):
-            await self._link.run(self._close(keys=keys, args=[self._node_id]))
+            shard, link = self._shard(app_id)
+            await link.run(self._close[shard](keys=keys, args=[self._node_id]))
 
     async def count_message(self, app_id: str, quota: AppQuota, now: float) -> bool:
         start, end = quota.period_bounds(now)
         key = self._key(app_id, f"msgs:{start}")
-        used = self._link.call("INCR", key)
+        _, link = self._shard(app_id)
+        used = link.call("INCR", key)
         # Keep the counter a while past its period so a late snapshot still reads it.
         keep_s = max(1, int(end + quota.period_s - now))
-        self._link.call("EXPIRE", key, keep_s, "NX")
+        link.call("EXPIRE", key, keep_s, "NX")
         try:
             count: int = await used
         except BrokerUnavailable:
@@ -295,7 +309,8 @@ class RedisUsageStore(UsageStore):
 
     async def snapshot(self, app_id: str, quota: AppQuota, now: float) -> UsageSnapshot:
         start, end = quota.period_bounds(now)
-        client = self._link.client
+        _, link = self._shard(app_id)
+        client = link.client
 
         async def read() -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -305,7 +320,7 @@ class RedisUsageStore(UsageStore):
             results: list[Any] = await pipe.execute()
             return results
 
-        counts, peak, used = await self._link.run(read())
+        counts, peak, used = await link.run(read())
         return UsageSnapshot(
             concurrent_now=sum(int(c) for c in counts),
             peak_concurrent=int(peak or 0),
@@ -316,16 +331,18 @@ class RedisUsageStore(UsageStore):
 
     async def forget_node(self, node_id: str) -> None:
         """A dead node's connections stop counting."""
-        client = self._link.client
-        apps: set[bytes] = await self._link.run(client.smembers(f"{self._prefix}:apps"))
-        for app_id in apps:
-            await self._link.run(client.hdel(self._key(app_id.decode(), "conns"), node_id))
+        home = self._home
+        apps: set[bytes] = await home.run(home.client.smembers(f"{self._prefix}:apps"))
+        for raw_app in apps:
+            app_id = raw_app.decode()
+            _, link = self._shard(app_id)
+            await link.run(link.client.hdel(self._key(app_id, "conns"), node_id))
 
     async def restore(self) -> None:
-        client = self._link.client
         apps, self._apps_seen = self._apps_seen | set(self._local_connections), set()
         for app_id in apps:
             await self._note_app(app_id)
             key = self._key(app_id, "conns")
             count = self._local_connections.get(app_id, 0)
-            await self._link.run(client.hset(key, self._node_id, count))
+            _, link = self._shard(app_id)
+            await link.run(link.client.hset(key, self._node_id, count))
