@@ -17,7 +17,14 @@ connections with the node's encode-once path. Nodes skip their own envelopes.
   knows a peer is on no node (``peer_not_found``).
 
 Per-sender FIFO holds because all of a node's commands go through one ordered pipeline and all
-of its subscriptions share one connection (see ``redis_link``).
+of its subscriptions share one connection (see ``redis_link``). With several shards (a list of
+URLs, or a Redis Cluster) that holds per shard; a sender's events on different shards are
+ordered only because the node awaits each hand-over before the next.
+
+Sharding: ``RedisShards`` picks the server of each channel by a hash of its name. On a Redis
+Cluster (``cluster = true``) channels use sharded pub/sub, which has no patterns, so each
+publication is also published to its app's wildcard channel ``<prefix>:w:<app>``, which
+nodes with pattern subscriptions in that app subscribe to.
 
 Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``presence_ttl_s``);
 every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and
