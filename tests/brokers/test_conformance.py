@@ -14,7 +14,8 @@ from hubbub.core.broker import (
 )
 from tests.brokers.conftest import Backend
 
-APP = "app1"
+# With two shards this app lives on the second one, away from the liveness keys.
+APP = "tenant-a"
 
 
 def publication(channel: str, data: bytes = b'{"n":1}', sender: str = "alice") -> Publication:

@@ -38,6 +38,10 @@ async def test_redis_restart_backend_error_then_recovery() -> None:
             # Same node: still delivered. The sockets stay open.
             assert (await carol.next(Message)).data == "during outage"
             assert bob.client.state == "connected"
+            async with sdk_client(c, token=demo_token("eve")) as eve:
+                with pytest.raises(ServerRequestError) as refused:
+                    await eve.client.subscribe("room")
+                assert refused.value.code == "backend_error"
 
             await redis.start()
             async with asyncio.timeout(15):
@@ -54,6 +58,7 @@ async def test_redis_restart_backend_error_then_recovery() -> None:
         for node in (a, b, c):
             log = node.log_text()
             assert log.count("is unreachable") == 1, log
+            assert log.count("WARNING") == 1, log  # nothing but one warning per outage
             assert "Traceback" not in log
 
 

@@ -18,10 +18,11 @@ connections with the node's encode-once path. Nodes skip their own envelopes.
 
 Per-sender FIFO holds because all of a node's commands go through one ordered pipeline and all
 of its subscriptions share one connection (see ``redis_link``). With several shards (a list of
-URLs, or a Redis Cluster) that holds per shard; a sender's events on different shards are
-ordered only because the node awaits each hand-over before the next.
+URLs) every app lives on one server, so it still holds. On a Redis Cluster channels are spread
+over slots (the point of sharded pub/sub); a sender's events on different slots are then ordered
+only because the node awaits each hand-over before the next.
 
-Sharding: ``RedisShards`` picks the server of each channel by a hash of its name. On a Redis
+Sharding: ``RedisShards`` picks the server of each app by a hash of its id. On a Redis
 Cluster (``cluster = true``) channels use sharded pub/sub, which has no patterns, so each
 publication is also published to its app's wildcard channel ``<prefix>:w:<app>``, which
 nodes with pattern subscriptions in that app subscribe to.
@@ -179,7 +180,10 @@ class RedisBroker(Broker):
                 await link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
 
     async def register_peer(self, app_id: str, peer_id: str) -> None:
-        await self._watch(self._peer(app_id, peer_id))
+        # During an outage the registration is deferred, not failed: the peer stays wanted
+        # and the reconnect subscribes it. The outage itself was logged once already.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._watch(self._peer(app_id, peer_id))
 
     async def unregister_peer(self, app_id: str, peer_id: str) -> None:
         await self._unwatch(self._peer(app_id, peer_id))
@@ -216,7 +220,13 @@ class RedisBroker(Broker):
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
         self._target().deliver_presence(delta)
-        await self._publish_presence_remote(delta)
+        if delta.joined:
+            await self._publish_presence_remote(delta)
+            return
+        # A left that cannot reach Redis is not lost: the presence store kept the removal
+        # Redis missed, and recovery removes it and announces the left to every node.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._publish_presence_remote(delta)
 
     async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
         payload = codec.encode_presence(self._node_id, delta)

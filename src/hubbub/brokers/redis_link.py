@@ -355,19 +355,32 @@ class RedisLink:
 
 
 def shard_index(name: str | bytes, shards: int) -> int:
-    """Which of ``shards`` servers holds a key or channel: stable across nodes and restarts."""
+    """Which of ``shards`` servers holds a key or channel: stable across nodes and restarts.
+
+    Everything of one app lives on one server: a hash of the app's scope in the name
+    (``[{]<prefix>:<kind>:<length>:<app>:...``). Spreading an app's channels over servers would
+    break per-sender FIFO: one node reads each server on its own connection, and events on two
+    connections can be read in either order.
+    """
     if shards == 1:
         return 0
     data = name.encode() if isinstance(name, str) else name
-    return zlib.crc32(data) % shards
+    return zlib.crc32(_app_scope(data)) % shards
+
+
+def _app_scope(name: bytes) -> bytes:
+    parts = name.lstrip(b"{").split(b":", 3)
+    if len(parts) < 4 or not parts[2].isdigit():
+        return name
+    return parts[3][: int(parts[2])]
 
 
 class RedisShards:
     """Client-side sharding over independent Redis servers (or one server: the usual case).
 
-    Each key or channel lives on one shard, chosen by a stable hash of its name, so every node
-    agrees where it is. The first shard also holds what must be in one place: node liveness,
-    the reaper lock and the per-node presence index.
+    Each app's keys and channels live on one shard, chosen by a stable hash of the app id, so
+    every node agrees where they are (see :func:`shard_index`). The first shard also holds what
+    must be in one place: node liveness, the reaper lock and the per-node presence index.
     """
 
     def __init__(self, links: list[RedisLink]) -> None:

@@ -188,8 +188,10 @@ class RedisPresenceStore(PresenceStore):
                 app_id, channel, peer_id, connection_id, self._node_id
             )
         except BrokerUnavailable:
+            # Retried by restore(), which also announces the left to other nodes then;
+            # locally the connection is gone, so the node emits its left right away.
             self._unremoved[key] = peer_id
-            raise
+            return 0
         return remaining
 
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
