@@ -43,9 +43,11 @@ actions = ["publish", "subscribe", "presence", "send"]
 """
 
 
-def cluster_toml(url: str, prefix: str, presence_ttl_s: float = 3.0, sharded: bool = False) -> str:
+def cluster_toml(
+    url: str | list[str], prefix: str, presence_ttl_s: float = 3.0, sharded: bool = False
+) -> str:
     return (
-        f'[broker]\nkind = "redis"\nurl = "{url}"\nkey_prefix = "{prefix}"\n'
+        f'[broker]\nkind = "redis"\nurl = {json.dumps(url)}\nkey_prefix = "{prefix}"\n'
         f"presence_ttl_s = {presence_ttl_s}\ncluster = {str(sharded).lower()}\n"
         + DEMO_APP_TOML
         + QUOTA_APP_TOML
@@ -54,7 +56,10 @@ def cluster_toml(url: str, prefix: str, presence_ttl_s: float = 3.0, sharded: bo
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    url: str = SHARED_URL, size: int = 3, presence_ttl_s: float = 3.0, sharded: bool = False
+    url: str | list[str] = SHARED_URL,
+    size: int = 3,
+    presence_ttl_s: float = 3.0,
+    sharded: bool = False,
 ) -> AsyncIterator[list[ServerProcess]]:
     prefix = unique_prefix()
     toml = cluster_toml(url, prefix, presence_ttl_s, sharded)

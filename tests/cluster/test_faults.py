@@ -6,10 +6,16 @@ import asyncio
 import contextlib
 
 import pytest
-from metered_realtime import Direct, Message, Presence, ServerRequestError
+from metered_realtime import (
+    Direct,
+    Message,
+    Presence,
+    ServerRequestError,
+    SignallingConnectError,
+)
 
 from tests.cluster.conftest import demo_token, running_cluster, sdk_client
-from tests.support.redis import private_redis, redis_cluster
+from tests.support.redis import private_redis, redis_cli, redis_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +92,31 @@ async def test_three_nodes_on_a_redis_cluster() -> None:
         await carol.client.send("bob", "direct over a shard")
         assert (await bob.next(Direct)).data == "direct over a shard"
         assert len(carol.of(Message)) == len(rooms)
+
+
+async def test_three_nodes_on_two_sharded_redis_servers() -> None:
+    # "demo" and "quota" hash to different shards of two: both servers carry an app.
+    async with (
+        private_redis() as first,
+        private_redis() as second,
+        running_cluster([first.url, second.url]) as (a, b, c),
+        sdk_client(a, token=demo_token("alice")) as alice,
+        sdk_client(b, token=demo_token("bob")) as bob,
+        sdk_client(c, api_key="pk_quota") as quota_one,
+        sdk_client(a, api_key="pk_quota"),
+    ):
+        await alice.client.subscribe("room")
+        await alice.next(Presence)
+        await bob.client.subscribe("room")
+        assert peers((await bob.next(Presence)).joined) == ["alice"]
+        await bob.client.publish("room", "over shards")
+        assert (await alice.next(Message)).data == "over shards"
+        await alice.client.send("bob", "direct")
+        assert (await bob.next(Direct)).data == "direct"
+        with pytest.raises(SignallingConnectError) as refused:
+            async with sdk_client(b, api_key="pk_quota"):
+                pass
+        assert refused.value.close_code == 4010
+        await quota_one.client.subscribe("x")
+        held = [await redis_cli(server.port, "DBSIZE") for server in (first, second)]
+        assert all(int(count) > 0 for count in held), held
