@@ -175,3 +175,17 @@ async def test_killed_node_peers_leave_within_the_ttl(cluster: list[ServerProces
             await late.client.subscribe("room")
             snapshot = await late.next(Presence)
             assert peers(snapshot.joined) == ["survivor"]
+
+
+async def test_a_node_shutting_down_says_goodbye(cluster: list[ServerProcess]) -> None:
+    a, _, c = cluster
+    async with sdk_client(a, token=demo_token("survivor")) as survivor:
+        await survivor.client.subscribe("room")
+        async with sdk_client(c, token=demo_token("leaving")) as leaving:
+            await leaving.client.subscribe("room")
+            await survivor.next(Presence, lambda p: peers(p.joined) == ["leaving"])
+            assert await c.stop() == 0
+            left = await survivor.next(Presence, lambda p: bool(p.left))
+            assert peers(left.left) == ["leaving"]
+            assert "Traceback" not in c.log_text()
+            assert "WARNING" not in c.log_text()
