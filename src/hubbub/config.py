@@ -111,6 +111,19 @@ class KeyConfig(_Section):
         return frozenset(ALL_ACTIONS)
 
 
+class BrokerConfig(_Section):
+    """How nodes share state: "memory" is one process, "redis" makes many processes one server."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    # One URL, or a list of URLs of independent Redis servers (client-side sharding).
+    url: str | list[str] = "redis://127.0.0.1:6379/0"
+    node_id: str = ""  # empty: a random id per process
+    presence_ttl_s: float = 30.0  # how long a dead node's peers stay visible at most
+    key_prefix: str = "hubbub"
+    # True when url points at a Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
+    cluster: bool = False
+
+
 class AppConfig(_Section):
     id: str
     keys: list[KeyConfig] = []
@@ -181,6 +194,7 @@ class WebRtcConfig(_Section):
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     apps: list[AppConfig] = []
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
@@ -289,6 +303,7 @@ def _check(config: Config, source: str) -> None:
     if (limits.rate_per_second == 0) != (limits.rate_burst == 0):
         fail("limits.rate_burst", "rate_per_second and rate_burst must both be 0 or both set")
 
+    _check_broker(config.broker, fail)
     for name in (
         "requests_per_second_per_key",
         "request_burst_per_key",
@@ -372,6 +387,22 @@ def _check(config: Config, source: str) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+
+def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> None:
+    urls = [broker.url] if isinstance(broker.url, str) else broker.url
+    if not urls:
+        fail("broker.url", "needs at least one URL")
+    for i, url in enumerate(urls):
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            where = "broker.url" if isinstance(broker.url, str) else f"broker.url[{i}]"
+            fail(where, "must be a redis://, rediss:// or unix:// URL")
+    if broker.presence_ttl_s <= 0:
+        fail("broker.presence_ttl_s", "must be positive")
+    if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):
+        fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):
+        fail("broker.key_prefix", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
 
 
 def _check_ice(key: KeyConfig, where: str, fail: Callable[[str, str], None]) -> None:

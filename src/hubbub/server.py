@@ -20,6 +20,9 @@ from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_link import RedisLink, RedisShards
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config, ConfigError
 from hubbub.console import STATIC_DIR
 from hubbub.conversation.loader import ProjectError, load_projects_dir
@@ -29,7 +32,7 @@ from hubbub.conversation.schema import LlmConfig
 from hubbub.conversation.service import AuthLimits, ConversationService
 from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
-from hubbub.core.broker import AppQuota
+from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable
 from hubbub.core.node import Node, NodeLimits
 from hubbub.protocol.codes import CloseCode
@@ -53,13 +56,35 @@ class _LoopScheduler:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
+def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, UsageStore]:
+    settings = config.broker
+    if settings.kind == "memory":
+        return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
+    urls = [settings.url] if isinstance(settings.url, str) else settings.url
+    shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
+    prefix = settings.key_prefix
+    presence = RedisPresenceStore(shards, prefix, node_id)
+    usage = RedisUsageStore(shards, prefix, node_id)
+    broker = RedisBroker(
+        shards,
+        presence,
+        usage,
+        node_id=node_id,
+        prefix=prefix,
+        presence_ttl_s=settings.presence_ttl_s,
+    )
+    return broker, presence, usage
+
+
 def build_node(config: Config) -> Node:
     limits = config.limits
+    node_id = config.broker.node_id or uuid.uuid4().hex[:12]
+    broker, presence, usage = _backends(config, node_id)
     return Node(
-        node_id=uuid.uuid4().hex[:12],
-        broker=MemoryBroker(),
-        presence=MemoryPresenceStore(),
-        usage=MemoryUsageStore(),
+        node_id=node_id,
+        broker=broker,
+        presence=presence,
+        usage=usage,
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,

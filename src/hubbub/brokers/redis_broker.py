@@ -1,0 +1,370 @@
+"""RedisBroker: many Hubbub nodes behave as one server through Redis pub/sub.
+
+Routing. Each event is delivered to the calling node's own connections synchronously (which
+keeps local delivery working while Redis is down) and published once, as raw bytes, to one
+Redis channel; every other node that subscribed decodes it and fans it out to its own
+connections with the node's encode-once path. Nodes skip their own envelopes.
+
+* A channel's publications and presence deltas go to ``<prefix>:c:<app>:<channel>``; a node
+  subscribes to it while it has local subscribers of the channel.
+* Wildcards: Hubbub's glob rules are not Redis's, so a node with any pattern subscription in an
+  app PSUBSCRIBEs to all of the app's channels (``<prefix>:c:<app>:*``) and lets the node's
+  own matcher choose. While that pattern is confirmed, the plain ``message`` copies of the
+  app's channels are dropped, so nothing is delivered twice; the switch happens at the
+  confirmation, in stream order, so nothing is lost either.
+* Directs and kicks go to ``<prefix>:p:<app>:<peer>``, subscribed while the node holds a
+  connection of that peer. PUBLISH answers how many nodes listened, which is how ``send``
+  knows a peer is on no node (``peer_not_found``).
+
+Per-sender FIFO holds because all of a node's commands go through one ordered pipeline and all
+of its subscriptions share one connection (see ``redis_link``). With several shards (a list of
+URLs) every app lives on one server, so it still holds. On a Redis Cluster channels are spread
+over slots (the point of sharded pub/sub); a sender's events on different slots are then ordered
+only because the node awaits each hand-over before the next.
+
+Sharding: ``RedisShards`` picks the server of each app by a hash of its id. On a Redis
+Cluster (``cluster = true``) channels use sharded pub/sub, which has no patterns, so each
+publication is also published to its app's wildcard channel ``<prefix>:w:<app>``, which
+nodes with pattern subscriptions in that app subscribe to.
+
+Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``presence_ttl_s``);
+every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and
+removes their presence (emitting ``left`` everywhere) and their connection counts. A node
+starting with a fixed id first reaps what a previous incarnation left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+
+from hubbub.brokers import redis_codec as codec
+from hubbub.brokers.redis_link import RedisShards
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
+from hubbub.core.broker import (
+    Broker,
+    BrokerHandler,
+    BrokerUnavailable,
+    Direct,
+    PresenceDelta,
+    Publication,
+)
+
+log = logging.getLogger(__name__)
+
+_GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
+
+
+class RedisBroker(Broker):
+    def __init__(
+        self,
+        shards: RedisShards,
+        presence: RedisPresenceStore,
+        usage: RedisUsageStore,
+        *,
+        node_id: str,
+        prefix: str,
+        presence_ttl_s: float,
+    ) -> None:
+        self._shards = shards
+        self._home = shards.first  # liveness lives there
+        self._presence = presence
+        self._usage = usage
+        self._node_id = node_id
+        self._prefix = prefix
+        self._alive_ttl_ms = max(100, int(presence_ttl_s * 500))
+        self._tick_s = presence_ttl_s / 6
+        self._handler: BrokerHandler | None = None
+        self._channel_head = f"{prefix}:c:".encode()
+        self._pattern_refs: dict[str, int] = {}
+        # (shard, app pattern or wildcard channel) that Redis has confirmed.
+        self._covered: set[tuple[int, bytes]] = set()
+        self._liveness: asyncio.Task[None] | None = None
+        # After an outage every node's heartbeat lapsed at once; reaping before they have
+        # had a chance to beat again would make all their peers flap (left, then joined).
+        self._reap_not_before = 0.0
+        self._sharded = self._home.sharded
+        self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
+        self._wildcard_head = f"{prefix}:w:".encode()
+        for shard, link in enumerate(shards.links):
+            link.on_message = functools.partial(self._on_message, shard)
+            link.on_confirmed = functools.partial(self._on_confirmed, shard)
+            link.on_lost = functools.partial(self._on_lost, shard)
+            link.on_recovered(self._recover)
+
+    # --- names ----------------------------------------------------------------------------
+
+    def _channel(self, app_id: str, channel: str) -> bytes:
+        return scoped(self._prefix, "c", app_id, channel).encode()
+
+    def _peer(self, app_id: str, peer_id: str) -> bytes:
+        return scoped(self._prefix, "p", app_id, peer_id).encode()
+
+    def _app_interest(self, app_id: str) -> bytes:
+        """What a node listens to for the app's wildcards: a Redis pattern over all of the
+        app's channels, or (sharded pub/sub has no patterns) the app's wildcard channel, to
+        which every publication of the app is also published."""
+        if self._sharded:
+            return scoped(self._prefix, "w", app_id).encode()
+        return _GLOB_SPECIAL.sub(rb"\\\1", self._channel(app_id, "")) + b"*"
+
+    def _node_key(self, node_id: str, what: str) -> str:
+        return f"{self._prefix}:node:{node_id}:{what}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _target(self) -> BrokerHandler:
+        if self._handler is None:
+            raise RuntimeError("broker not started")
+        return self._handler
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
+        await self._shards.start()
+        with contextlib.suppress(BrokerUnavailable):
+            await self._reap(self._node_id)  # what a previous run with this id left behind
+            await self._heartbeat()
+        self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
+
+    async def stop(self) -> None:
+        if self._liveness is not None:
+            self._liveness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._liveness
+        with contextlib.suppress(BrokerUnavailable):
+            await self._reap(self._node_id)
+            client = self._home.client
+            await self._home.run(client.delete(self._node_key(self._node_id, "alive")))
+        await self._shards.stop()
+        self._handler = None
+
+    # --- interest -------------------------------------------------------------------------
+
+    async def watch_channel(self, app_id: str, channel: str) -> None:
+        await self._watch(self._channel(app_id, channel))
+
+    async def unwatch_channel(self, app_id: str, channel: str) -> None:
+        await self._unwatch(self._channel(app_id, channel))
+
+    async def watch_pattern(self, app_id: str, pattern: str) -> None:
+        refs = self._pattern_refs.get(app_id, 0)
+        self._pattern_refs[app_id] = refs + 1
+        if refs:
+            return
+        # On failure the node calls unwatch_pattern, which undoes this.
+        name = self._app_interest(app_id)
+        if self._sharded:
+            await self._watch(name)
+        else:
+            # Every shard holds some of the app's channels.
+            for link in self._shards.links:
+                link.main_subscriber.patterns.add(name)
+                await link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
+
+    async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
+        refs = self._pattern_refs.get(app_id, 0) - 1
+        if refs > 0:
+            self._pattern_refs[app_id] = refs
+            return
+        self._pattern_refs.pop(app_id, None)
+        name = self._app_interest(app_id)
+        if self._sharded:
+            await self._unwatch(name)
+            return
+        for link in self._shards.links:
+            link.main_subscriber.patterns.discard(name)
+            with contextlib.suppress(BrokerUnavailable):
+                await link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
+
+    async def register_peer(self, app_id: str, peer_id: str) -> None:
+        # During an outage the registration is deferred, not failed: the peer stays wanted
+        # and the reconnect subscribes it. The outage itself was logged once already.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._watch(self._peer(app_id, peer_id))
+
+    async def unregister_peer(self, app_id: str, peer_id: str) -> None:
+        await self._unwatch(self._peer(app_id, peer_id))
+
+    async def _watch(self, name: bytes) -> None:
+        # Kept wanted when Redis is away: the reconnect subscribes it. A node that gives up
+        # on the interest (a failed subscribe) calls the matching unwatch.
+        subscriber = self._shards.for_key(name).subscriber_for(name)
+        subscriber.channels.add(name)
+        command = subscriber.subscribe_command
+        await subscriber.change(command, name, command.lower().encode())
+
+    async def _unwatch(self, name: bytes) -> None:
+        # When the connection is down there is nothing to undo: a reconnect restores only
+        # what is still wanted.
+        with contextlib.suppress(BrokerUnavailable):
+            subscriber = self._shards.for_key(name).subscriber_for(name)
+            subscriber.channels.discard(name)
+            command = "SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE"
+            await subscriber.change(command, name, command.lower().encode())
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def publish(self, publication: Publication) -> int:
+        reached = self._target().deliver_publication(publication)
+        payload = codec.encode_publication(self._node_id, publication)
+        name = self._channel(publication.app_id, publication.channel)
+        sent = self._shards.for_key(name).call(self._publish_command, name, payload)
+        if self._sharded:
+            wildcard = self._app_interest(publication.app_id)
+            await self._shards.for_key(wildcard).call("SPUBLISH", wildcard, payload)
+        await sent
+        return reached
+
+    async def publish_presence(self, delta: PresenceDelta) -> None:
+        self._target().deliver_presence(delta)
+        if delta.joined:
+            await self._publish_presence_remote(delta)
+            return
+        # A left that cannot reach Redis is not lost: the presence store kept the removal
+        # Redis missed, and recovery removes it and announces the left to every node.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._publish_presence_remote(delta)
+
+    async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
+        payload = codec.encode_presence(self._node_id, delta)
+        name = self._channel(delta.app_id, delta.channel)
+        await self._shards.for_key(name).call(self._publish_command, name, payload)
+
+    async def send_direct(self, direct: Direct) -> int:
+        reached = self._target().deliver_direct(direct)
+        name = self._peer(direct.app_id, direct.to)
+        listeners: int = await self._shards.for_key(name).call(
+            self._publish_command, name, codec.encode_direct(self._node_id, direct)
+        )
+        # Other nodes holding the peer: each has at least one connection of it.
+        return reached + self._remote_nodes(name, listeners)
+
+    async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
+        name = self._peer(app_id, peer_id)
+        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason)
+        listeners: int = await self._shards.for_key(name).call(self._publish_command, name, payload)
+        return closed + self._remote_nodes(name, listeners)
+
+    def _remote_nodes(self, name: bytes, listeners: int) -> int:
+        local = name in self._shards.for_key(name).subscriber_for(name).channels
+        return max(0, listeners - (1 if local else 0))
+
+    # --- receiving ------------------------------------------------------------------------
+
+    def _on_lost(self, shard: int, names: set[bytes]) -> None:
+        self._covered.difference_update((shard, name) for name in names)
+
+    def _on_confirmed(self, shard: int, kind: bytes, name: bytes) -> None:
+        if kind == b"psubscribe" or (
+            kind == b"ssubscribe" and name.startswith(self._wildcard_head)
+        ):
+            self._covered.add((shard, name))
+        elif kind in (b"punsubscribe", b"sunsubscribe"):
+            self._covered.discard((shard, name))
+
+    def _on_message(self, shard: int, kind: bytes, name: bytes, payload: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            event, origin = codec.origin_node(payload)
+            if origin == self._node_id:
+                return
+            if event == codec.PUBLICATION:
+                publication = codec.decode_publication(payload)
+                if self._is_duplicate(shard, kind, name, publication.app_id):
+                    return
+                handler.deliver_publication(publication)
+            elif event == codec.PRESENCE:
+                delta = codec.decode_presence(payload)
+                # Sharded: presence goes to the channel only, never to the wildcard channel.
+                if not self._sharded and self._is_duplicate(shard, kind, name, delta.app_id):
+                    return
+                handler.deliver_presence(delta)
+            elif event == codec.DIRECT:
+                handler.deliver_direct(codec.decode_direct(payload))
+            elif event == codec.DISCONNECT:
+                handler.disconnect_local_peer(*codec.decode_disconnect(payload))
+        except (codec.EnvelopeError, UnicodeDecodeError):
+            log.warning("ignored a malformed envelope on redis channel %r", name[:200])
+        except Exception:
+            # A delivery bug must not take the subscriber connection down with it.
+            log.exception("unexpected error delivering an event from redis")
+
+    def _is_duplicate(self, shard: int, kind: bytes, name: bytes, app_id: str) -> bool:
+        """A channel event arrives twice while the app's pattern is confirmed: keep one.
+
+        A pattern covers the channels of its own shard; a wildcard channel (Redis Cluster)
+        carries copies of all the app's channels, wherever it lives."""
+        if kind == b"pmessage" or not self._covered or not name.startswith(self._channel_head):
+            return False
+        interest = self._app_interest(app_id)
+        where = self._shards.index_of(interest) if self._sharded else shard
+        return (where, interest) in self._covered
+
+    # --- liveness -------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        client = self._home.client
+
+        async def beat() -> None:
+            pipe = client.pipeline(transaction=False)
+            pipe.set(self._node_key(self._node_id, "alive"), b"1", px=self._alive_ttl_ms)
+            pipe.sadd(f"{self._prefix}:nodes", self._node_id)
+            await pipe.execute()
+
+        await self._home.run(beat())
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                await self._heartbeat()
+                await self._reap_dead_nodes()
+            except BrokerUnavailable:
+                continue
+            except Exception:
+                log.exception("unexpected error in the node liveness loop")
+
+    async def _reap_dead_nodes(self) -> None:
+        client = self._home.client
+        lock = f"{self._prefix}:reaper"
+        hold_ms = max(100, int(self._tick_s * 2000))
+        if asyncio.get_running_loop().time() < self._reap_not_before:
+            return
+        got = await self._home.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
+        if not got:
+            return
+        nodes: set[bytes] = await self._home.run(client.smembers(f"{self._prefix}:nodes"))
+        for raw in nodes:
+            node_id = raw.decode()
+            if node_id == self._node_id:
+                continue
+            alive = await self._home.run(client.exists(self._node_key(node_id, "alive")))
+            if not alive:
+                log.info("node %s stopped heartbeating: removing its presence", node_id)
+                await self._reap(node_id)
+
+    async def _reap(self, node_id: str) -> None:
+        await self._usage.forget_node(node_id)
+        for delta in await self._presence.reap_node(node_id):
+            await self.publish_presence(delta)
+        client = self._home.client
+        await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))
+
+    async def _recover(self) -> None:
+        """Redis is back (maybe empty): announce this node and what it holds again."""
+        grace_s = self._alive_ttl_ms / 1000 + self._tick_s
+        self._reap_not_before = asyncio.get_running_loop().time() + grace_s
+        await self._heartbeat()
+        await self._usage.restore()
+        joined, left = await self._presence.restore()
+        for delta in left:
+            await self.publish_presence(delta)
+        # Others may have reaped us meanwhile; a duplicate joined is harmless (spec 5.6).
+        for delta in joined:
+            await self._publish_presence_remote(delta)

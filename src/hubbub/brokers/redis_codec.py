@@ -1,0 +1,170 @@
+"""What travels between nodes over Redis pub/sub: one compact binary envelope per event.
+
+Every envelope starts with a kind byte and the id of the node that published it, so a node can
+skip its own events cheaply (it already delivered them locally, see ``redis_broker``). The
+rest is a sequence of length-prefixed byte strings (``0xFFFFFFFF`` stands for None). The raw
+JSON of the message travels untouched: each node builds the client frame once and fans it out.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from hubbub.core.broker import Direct, PresenceDelta, PresenceEntry, Publication
+
+PUBLICATION: Final = ord("P")
+DIRECT: Final = ord("D")
+PRESENCE: Final = ord("E")
+DISCONNECT: Final = ord("K")
+
+_LENGTH = struct.Struct(">I")
+_NONE: Final = 0xFFFFFFFF
+
+
+class EnvelopeError(ValueError):
+    """A payload on a Hubbub channel that no Hubbub node wrote (or a newer version did)."""
+
+
+def _put(parts: list[bytes], value: bytes | None) -> None:
+    if value is None:
+        parts.append(_LENGTH.pack(_NONE))
+    else:
+        parts.append(_LENGTH.pack(len(value)))
+        parts.append(value)
+
+
+class _Reader:
+    __slots__ = ("buffer", "position")
+
+    def __init__(self, buffer: bytes, position: int) -> None:
+        self.buffer = buffer
+        self.position = position
+
+    def optional(self) -> bytes | None:
+        end = self.position + 4
+        if end > len(self.buffer):
+            raise EnvelopeError("truncated envelope")
+        (length,) = _LENGTH.unpack_from(self.buffer, self.position)
+        if length == _NONE:
+            self.position = end
+            return None
+        stop = end + length
+        if stop > len(self.buffer):
+            raise EnvelopeError("truncated envelope")
+        self.position = stop
+        return self.buffer[end:stop]
+
+    def required(self) -> bytes:
+        value = self.optional()
+        if value is None:
+            raise EnvelopeError("missing field")
+        return value
+
+    def text(self) -> str:
+        return self.required().decode()
+
+    def optional_text(self) -> str | None:
+        value = self.optional()
+        return None if value is None else value.decode()
+
+
+def _head(kind: int, node_id: str) -> list[bytes]:
+    parts = [bytes((kind,))]
+    _put(parts, node_id.encode())
+    return parts
+
+
+def origin_node(payload: bytes) -> tuple[int, str]:
+    """The kind and publishing node of an envelope, without decoding the rest."""
+    if not payload:
+        raise EnvelopeError("empty envelope")
+    reader = _Reader(payload, 1)
+    return payload[0], reader.text()
+
+
+def _body(payload: bytes) -> _Reader:
+    reader = _Reader(payload, 1)
+    reader.required()  # the node id, read by origin_node
+    return reader
+
+
+def encode_publication(node_id: str, publication: Publication) -> bytes:
+    parts = _head(PUBLICATION, node_id)
+    _put(parts, publication.app_id.encode())
+    _put(parts, publication.channel.encode())
+    _put(parts, publication.sender.encode())
+    _put(parts, publication.data)
+    _put(parts, publication.sender_metadata)
+    _put(
+        parts,
+        None if publication.origin_connection is None else publication.origin_connection.encode(),
+    )
+    return b"".join(parts)
+
+
+def decode_publication(payload: bytes) -> Publication:
+    r = _body(payload)
+    return Publication(r.text(), r.text(), r.text(), r.required(), r.optional(), r.optional_text())
+
+
+def encode_direct(node_id: str, direct: Direct) -> bytes:
+    parts = _head(DIRECT, node_id)
+    _put(parts, direct.app_id.encode())
+    _put(parts, direct.to.encode())
+    _put(parts, direct.sender.encode())
+    _put(parts, direct.data)
+    _put(parts, direct.sender_metadata)
+    _put(parts, None if direct.origin_connection is None else direct.origin_connection.encode())
+    return b"".join(parts)
+
+
+def decode_direct(payload: bytes) -> Direct:
+    r = _body(payload)
+    return Direct(r.text(), r.text(), r.text(), r.required(), r.optional(), r.optional_text())
+
+
+def _put_entries(parts: list[bytes], entries: tuple[PresenceEntry, ...]) -> None:
+    _put(parts, str(len(entries)).encode())
+    for entry in entries:
+        _put(parts, entry.peer_id.encode())
+        _put(parts, entry.metadata)
+
+
+def _entries(reader: _Reader) -> tuple[PresenceEntry, ...]:
+    try:
+        count = int(reader.text())
+    except ValueError:
+        raise EnvelopeError("bad entry count") from None
+    return tuple(PresenceEntry(reader.text(), reader.optional()) for _ in range(count))
+
+
+def encode_presence(node_id: str, delta: PresenceDelta) -> bytes:
+    parts = _head(PRESENCE, node_id)
+    _put(parts, delta.app_id.encode())
+    _put(parts, delta.channel.encode())
+    _put(parts, delta.subject.encode())
+    _put_entries(parts, delta.joined)
+    _put_entries(parts, delta.left)
+    return b"".join(parts)
+
+
+def decode_presence(payload: bytes) -> PresenceDelta:
+    r = _body(payload)
+    return PresenceDelta(r.text(), r.text(), r.text(), _entries(r), _entries(r))
+
+
+def encode_disconnect(node_id: str, app_id: str, peer_id: str, code: int, reason: str) -> bytes:
+    parts = _head(DISCONNECT, node_id)
+    for value in (app_id, peer_id, str(code), reason):
+        _put(parts, value.encode())
+    return b"".join(parts)
+
+
+def decode_disconnect(payload: bytes) -> tuple[str, str, int, str]:
+    r = _body(payload)
+    app_id, peer_id, code, reason = r.text(), r.text(), r.text(), r.text()
+    try:
+        return app_id, peer_id, int(code), reason
+    except ValueError:
+        raise EnvelopeError("bad close code") from None

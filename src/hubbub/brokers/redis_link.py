@@ -1,0 +1,404 @@
+"""One node's link to Redis: a pipelining command path, one subscriber connection, outages.
+
+Ordering is why there is exactly one of each. Commands a node issues go out in the order
+they were issued, batched into pipelines with at most one batch in flight, so Redis executes
+a sender's presence delta, publishes and directs in the order the node handed them over; and
+every subscription of the node lives on one connection, so Redis pushes them to the node in
+that same order. Together that is per-sender FIFO across nodes.
+
+Vendor errors stop here: callers see :class:`~hubbub.core.broker.BrokerUnavailable`. An outage
+is logged once as a warning when it starts and once as info when it ends; listeners registered
+with :meth:`RedisLink.on_recovered` then restore what Redis may have lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from hubbub.core.broker import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S: Final = 2.0
+COMMAND_TIMEOUT_S: Final = 5.0
+CONFIRM_TIMEOUT_S: Final = 5.0
+RECONNECT_MAX_S: Final = 1.0
+_SUBSCRIBE_CHUNK: Final = 500
+
+_CONFIRMATIONS = frozenset(
+    (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
+)
+_REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+# (kind, channel or pattern, payload) for b"message"; pattern messages carry the pattern.
+MessageHandler = Callable[[bytes, bytes, bytes], None]
+
+
+def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
+    return None
+
+
+def _forget(names: set[bytes]) -> None:
+    return None
+
+
+class _Pipeliner:
+    """Issue commands in order, many per round trip, one batch in flight at a time."""
+
+    def __init__(self, client: Redis | RedisCluster, link: RedisLink) -> None:
+        self._client = client
+        self._link = link
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((args, future))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    pipe = self._client.pipeline(transaction=False)
+                    for args, _ in batch:
+                        pipe.execute_command(*args)
+                    results = await pipe.execute(raise_on_error=False)
+                except _REDIS_FAILURES as exc:
+                    self._link.note_failure(exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(BrokerUnavailable(str(exc)))
+                    continue
+                self._link.note_success()
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(BrokerUnavailable(str(result)))
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flushing = None
+
+
+class _Subscriber:
+    """One pub/sub connection; remembers what it should listen to and restores it."""
+
+    def __init__(
+        self, link: RedisLink, connect: Callable[[], Connection], *, sharded: bool
+    ) -> None:
+        self._link = link
+        self._make_connection = connect
+        self.subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self.on_message: MessageHandler = _ignore
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+        self._connection: Connection | None = None
+        self._connected = asyncio.Event()
+        self._ever_connected = False
+        self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+
+    def start(self) -> None:
+        self._reader = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._connection is not None:
+            await self._connection.disconnect()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        return self._connected.is_set()
+
+    async def change(self, command: str, name: bytes, confirm_kind: bytes) -> None:
+        """Send (P)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
+        if not self._connected.is_set() and not self._ever_connected:
+            await self.wait_connected(CONNECT_TIMEOUT_S)  # a subscriber still starting up
+        connection = self._connection
+        if connection is None or not self._connected.is_set():
+            raise BrokerUnavailable("redis subscriber connection is down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault((confirm_kind, name), []).append(future)
+        try:
+            await connection.send_command(command, name)
+            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
+                await future
+        except (*_REDIS_FAILURES, TimeoutError) as exc:
+            raise BrokerUnavailable(f"redis did not confirm {command}") from exc
+        finally:
+            waiting = self._waiters.get((confirm_kind, name))
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+
+    async def _connect(self) -> Connection:
+        connection = self._make_connection()
+        # A subscriber waits for pushes indefinitely; an outage shows as a closed socket here
+        # and as failed heartbeats on the command path.
+        connection.socket_timeout = None
+        await connection.connect()  # type: ignore[no-untyped-call]
+        # Restore everything first, so nothing published after the restore is missed.
+        # Patterns first: while one is being confirmed, plain copies are not yet dropped.
+        restore = (("PSUBSCRIBE", self.patterns), (self.subscribe_command, self.channels))
+        for command, names in restore:
+            listed = list(names)
+            for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
+                await connection.send_command(command, *listed[start : start + _SUBSCRIBE_CHUNK])
+        return connection
+
+    async def _run(self) -> None:
+        delay_s = 0.05
+        while True:
+            try:
+                self._connection = await self._connect()
+                self._connected.set()
+                self._ever_connected = True
+                self._link.note_success()
+                delay_s = 0.05
+                while True:
+                    reply = await self._connection.read_response(
+                        disable_decoding=True, timeout=None, push_request=True
+                    )
+                    self._dispatch(reply)
+            except asyncio.CancelledError:
+                raise
+            except _REDIS_FAILURES as exc:
+                self._link.note_failure(exc)
+            except Exception:
+                log.exception("unexpected error on the redis subscriber connection")
+            self._connected.clear()
+            self._link.on_lost(self.channels | self.patterns)
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    await self._connection.disconnect()
+                self._connection = None
+            for waiting in self._waiters.values():
+                for future in waiting:
+                    if not future.done():
+                        future.set_exception(BrokerUnavailable("redis connection lost"))
+            await asyncio.sleep(delay_s)
+            delay_s = min(RECONNECT_MAX_S, delay_s * 2)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or not reply:
+            return
+        kind = reply[0]
+        if kind in (b"message", b"smessage"):
+            self.on_message(kind, reply[1], reply[2])
+        elif kind == b"pmessage":
+            self.on_message(kind, reply[1], reply[3])
+        elif kind in _CONFIRMATIONS:
+            if self.on_confirmed is not None:
+                self.on_confirmed(kind, reply[1])
+            for future in self._waiters.pop((kind, reply[1]), ()):
+                if not future.done():
+                    future.set_result(None)
+
+
+class RedisLink:
+    """The Redis client a node's broker and stores share."""
+
+    def __init__(self, url: str, *, cluster: bool = False) -> None:
+        self.url = url
+        self.sharded = cluster
+        options: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_S,
+            "socket_timeout": COMMAND_TIMEOUT_S,
+            # One immediate retry replaces a pooled connection Redis closed while it was away.
+            "retry": Retry(NoBackoff(), 1),
+        }
+        self.client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
+        )
+        self._pipeliner = _Pipeliner(self.client, self)
+        # One subscriber per Redis server: the only one, or each cluster primary (sharded
+        # channels must be subscribed on the primary that owns their slot).
+        self._subscribers: dict[str, _Subscriber] = {}
+        self.in_outage = False
+        self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._recovering: asyncio.Task[None] | None = None
+        self.on_message: MessageHandler = _ignore
+        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+        # Told which subscriptions a dropped connection held (until they are confirmed again).
+        self.on_lost: Callable[[set[bytes]], None] = _forget
+
+    def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> _Subscriber:
+        subscriber = _Subscriber(self, connect, sharded=self.sharded)
+        subscriber.on_message = self.on_message
+        subscriber.on_confirmed = self.on_confirmed
+        self._subscribers[name] = subscriber
+        subscriber.start()
+        return subscriber
+
+    def subscriber_for(self, channel: bytes) -> _Subscriber:
+        if not self.sharded:
+            return self._subscribers["main"]
+        assert isinstance(self.client, RedisCluster)
+        node = self.client.get_node_from_key(channel.decode())
+        if node is None:
+            raise BrokerUnavailable("no redis cluster node owns this channel")
+        return self.subscriber_for_node(node.name, node.host, int(node.port))
+
+    def subscriber_for_node(self, name: str, host: str, port: int) -> _Subscriber:
+        found = self._subscribers.get(name)
+        if found is None:
+
+            def connect() -> Connection:
+                return Connection(
+                    host=host,
+                    port=port,
+                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    retry=Retry(NoBackoff(), 0),
+                )
+
+            found = self._add_subscriber(name, connect)
+        return found
+
+    @property
+    def main_subscriber(self) -> _Subscriber:
+        """The subscriber for patterns (standalone Redis only)."""
+        return self._subscribers["main"]
+
+    async def start(self) -> None:
+        if self.sharded:
+            assert isinstance(self.client, RedisCluster)
+            try:
+                await self.client.initialize()
+            except _REDIS_FAILURES as exc:
+                self.note_failure(exc)
+                return
+            for node in self.client.get_primaries():
+                self.subscriber_for_node(node.name, node.host, int(node.port))
+            for subscriber in self._subscribers.values():
+                await subscriber.wait_connected(CONNECT_TIMEOUT_S)
+            return
+        assert isinstance(self.client, Redis)
+        pool = self.client.connection_pool
+        subscriber = self._add_subscriber("main", pool.make_connection)
+        if not await subscriber.wait_connected(CONNECT_TIMEOUT_S):
+            log.warning("redis at %s is not reachable yet; the node starts anyway", self.url)
+
+    def all_subscribed(self) -> set[bytes]:
+        return set().union(*(s.channels for s in self._subscribers.values()))
+
+    async def stop(self) -> None:
+        for subscriber in self._subscribers.values():
+            await subscriber.stop()
+        if self._recovering is not None:
+            self._recovering.cancel()
+        await self.client.aclose()
+
+    def on_recovered(self, listener: Callable[[], Awaitable[None]]) -> None:
+        self._recovery_listeners.append(listener)
+
+    def note_failure(self, exc: BaseException) -> None:
+        if not self.in_outage:
+            self.in_outage = True
+            log.warning(
+                "redis at %s is unreachable (%s): publishes and sends answer backend_error "
+                "until it is back",
+                self.url,
+                exc,
+            )
+
+    def note_success(self) -> None:
+        if self.in_outage:
+            self.in_outage = False
+            log.info(
+                "redis at %s is reachable again: restoring subscriptions and presence", self.url
+            )
+            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        for listener in self._recovery_listeners:
+            try:
+                await listener()
+            except BrokerUnavailable:
+                return  # a new outage: the next recovery runs them all again
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command on the ordered, pipelined path."""
+        return self._pipeliner.call(*args)
+
+    async def run(self, operation: Awaitable[Any]) -> Any:
+        """Await a command, script or pipeline outside the ordered path, errors translated."""
+        try:
+            result = await operation
+        except _REDIS_FAILURES as exc:
+            self.note_failure(exc)
+            raise BrokerUnavailable(str(exc)) from exc
+        except redis_errors.RedisError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        self.note_success()
+        return result
+
+
+def shard_index(name: str | bytes, shards: int) -> int:
+    """Which of ``shards`` servers holds a key or channel: stable across nodes and restarts.
+
+    Everything of one app lives on one server: a hash of the app's scope in the name
+    (``[{]<prefix>:<kind>:<length>:<app>:...``). Spreading an app's channels over servers would
+    break per-sender FIFO: one node reads each server on its own connection, and events on two
+    connections can be read in either order.
+    """
+    if shards == 1:
+        return 0
+    data = name.encode() if isinstance(name, str) else name
+    return zlib.crc32(_app_scope(data)) % shards
+
+
+def _app_scope(name: bytes) -> bytes:
+    parts = name.lstrip(b"{").split(b":", 3)
+    if len(parts) < 4 or not parts[2].isdigit():
+        return name
+    return parts[3][: int(parts[2])]
+
+
+class RedisShards:
+    """Client-side sharding over independent Redis servers (or one server: the usual case).
+
+    Each app's keys and channels live on one shard, chosen by a stable hash of the app id, so
+    every node agrees where they are (see :func:`shard_index`). The first shard also holds what
+    must be in one place: node liveness, the reaper lock and the per-node presence index.
+    """
+
+    def __init__(self, links: list[RedisLink]) -> None:
+        if not links:
+            raise ValueError("at least one Redis link is needed")
+        self.links = links
+        self.first = links[0]
+
+    def index_of(self, name: str | bytes) -> int:
+        return shard_index(name, len(self.links))
+
+    def for_key(self, name: str | bytes) -> RedisLink:
+        return self.links[self.index_of(name)]
+
+    async def start(self) -> None:
+        for link in self.links:
+            await link.start()
+
+    async def stop(self) -> None:
+        for link in self.links:
+            await link.stop()

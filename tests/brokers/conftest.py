@@ -1,0 +1,173 @@
+"""Backends under test: every contract test runs against memory and a real Redis.
+
+``backend`` is a factory of nodes that share one backend: with memory there is only one node
+(the memory broker is single-process by definition), with Redis each call adds a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_link import RedisLink, RedisShards
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
+from hubbub.core.broker import (
+    Broker,
+    Direct,
+    PresenceDelta,
+    PresenceStore,
+    Publication,
+    UsageStore,
+)
+from tests.support.redis import SHARED_URL, delete_prefix, private_redis, unique_prefix
+
+EVENT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class RecordingHandler:
+    """A node stand-in: records what the broker delivers, reports set reach counts."""
+
+    local_subscribers: int = 1
+    local_peer_connections: dict[str, int] = field(default_factory=dict)
+    events: list[tuple[str, object]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _record(self, kind: str, item: object) -> None:
+        self.events.append((kind, item))
+        self.changed.set()
+
+    def deliver_publication(self, publication: Publication) -> int:
+        self._record("publication", publication)
+        return self.local_subscribers
+
+    def deliver_direct(self, direct: Direct) -> int:
+        count = self.local_peer_connections.get(direct.to, 0)
+        if count:
+            self._record("direct", direct)
+        return count
+
+    def deliver_presence(self, delta: PresenceDelta) -> None:
+        self._record("presence", delta)
+
+    def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        count = self.local_peer_connections.pop(peer_id, 0)
+        if count:
+            self._record("disconnect", (app_id, peer_id, code, reason))
+        return count
+
+    def of(self, kind: str) -> list[object]:
+        return [item for k, item in self.events if k == kind]
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class BackendNode:
+    broker: Broker
+    presence: PresenceStore
+    usage: UsageStore
+    handler: RecordingHandler
+
+
+class Backend:
+    kind: str
+    multi_node: bool
+
+    async def node(self, node_id: str | None = None) -> BackendNode:
+        raise NotImplementedError
+
+
+class MemoryBackend(Backend):
+    kind = "memory"
+    multi_node = False
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    async def node(self, node_id: str | None = None) -> BackendNode:
+        assert self.made == 0, "the memory broker is one node"
+        self.made += 1
+        node = BackendNode(
+            MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore(), RecordingHandler()
+        )
+        await node.broker.start(node.handler)
+        return node
+
+
+class RedisBackend(Backend):
+    kind = "redis"
+    multi_node = True
+    cluster = False
+
+    def __init__(self, url: str | list[str], prefix: str, presence_ttl_s: float = 3.0) -> None:
+        self.urls = [url] if isinstance(url, str) else url
+        self.url = self.urls[0]
+        self.prefix = prefix
+        self.presence_ttl_s = presence_ttl_s
+        self.nodes: list[BackendNode] = []
+
+    async def node(self, node_id: str | None = None) -> BackendNode:
+        node_id = node_id or uuid.uuid4().hex[:8]
+        shards = RedisShards([RedisLink(url, cluster=self.cluster) for url in self.urls])
+        presence = RedisPresenceStore(shards, self.prefix, node_id)
+        usage = RedisUsageStore(shards, self.prefix, node_id)
+        broker = RedisBroker(
+            shards,
+            presence,
+            usage,
+            node_id=node_id,
+            prefix=self.prefix,
+            presence_ttl_s=self.presence_ttl_s,
+        )
+        node = BackendNode(broker, presence, usage, RecordingHandler())
+        await broker.start(node.handler)
+        self.nodes.append(node)
+        return node
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.broker.stop()
+        self.nodes.clear()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-2-shards"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        yield MemoryBackend()
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [SHARED_URL]
+        if request.param == "redis-2-shards":
+            urls.append((await stack.enter_async_context(private_redis())).url)
+        redis_backend = RedisBackend(urls, unique_prefix())
+        try:
+            yield redis_backend
+        finally:
+            await redis_backend.close()
+            await delete_prefix(6379, redis_backend.prefix)
+
+
+@pytest.fixture(params=["one-redis", "2-shards"])
+async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [SHARED_URL]
+        if request.param == "2-shards":
+            urls.append((await stack.enter_async_context(private_redis())).url)
+        backend = RedisBackend(urls, unique_prefix())
+        try:
+            yield backend
+        finally:
+            await backend.close()
+            await delete_prefix(6379, backend.prefix)
