@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from tests.support.server import ServerProcess
 from tests.webrtc.conftest import Client
 
 from .voice_clients import (
-    TIMEOUT_S,
     WsClient,
     ai_turn,
     demo_server,
@@ -238,6 +236,3 @@ async def test_voice_disabled_without_voice_input(server: ServerProcess) -> None
         assert refused["error"] == "Voice input is disabled for this session"
     finally:
         await client.close()
-
-
-_ = (Path, TIMEOUT_S)
