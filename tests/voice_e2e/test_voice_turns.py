@@ -236,3 +236,36 @@ async def test_voice_disabled_without_voice_input(server: ServerProcess) -> None
         assert refused["error"] == "Voice input is disabled for this session"
     finally:
         await client.close()
+
+
+async def test_voice_turn_left_open_by_a_closed_session(server: ServerProcess) -> None:
+    first = await WsClient.connect(server)
+    try:
+        await first.command({"type": "auth", "apiKey": KEY})
+        started = await first.command({"type": "start_conversation", "userId": "ws-gone"})
+        conversation_id = started["conversationId"]
+        await ai_turn(first)
+        opened = await first.command(
+            {"type": "start_user_voice_input", "conversationId": conversation_id}
+        )
+        await first.command(voice_chunk(conversation_id, opened["inputTurnId"], bytes(3200), 0))
+    finally:
+        await first.close()
+    second = await WsClient.connect(server)
+    try:
+        await second.command({"type": "auth", "apiKey": KEY})
+        resumed = await second.command(
+            {"type": "resume_conversation", "conversationId": conversation_id}
+        )
+        assert resumed["success"] is True, resumed
+        text = await second.command(
+            {
+                "type": "send_user_text_input",
+                "conversationId": conversation_id,
+                "text": "where is my order",
+            }
+        )
+        assert text["success"] is True, text
+        assert "order number" in (await ai_turn(second)).text
+    finally:
+        await second.close()

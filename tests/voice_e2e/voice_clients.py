@@ -62,6 +62,7 @@ def config_for(projects: Path, database: Path) -> str:
 [conversations]
 projects_dir = "{projects}"
 database_url = "sqlite+aiosqlite:///{database}"
+auth_attempts_per_ip = 0
 """
 
 

@@ -417,6 +417,12 @@ class Conversation:
         self.touch()
         return ids.new_id("tinp_")
 
+    def cancel_voice(self) -> None:
+        """An open voice turn is abandoned (its session closed): wait for input again."""
+        if self.state is State.RECEIVING_USER_VOICE:
+            self.move(Event.VOICE_CANCEL)
+            self.persist()
+
     def end_voice(
         self, turn_id: str, transcribe: Callable[[], Awaitable[tuple[str, float]]], received: float
     ) -> None:

@@ -24,6 +24,7 @@ from hubbub.conversation.context import VariableTypeError, valid_timezone
 from hubbub.conversation.engine import Conversation
 from hubbub.conversation.errors import CommandError
 from hubbub.conversation.loader import LoadedProject
+from hubbub.conversation.providers.base import ProviderError
 from hubbub.conversation.responder import ActionMatch
 from hubbub.conversation.schema import ApiKey
 from hubbub.conversation.states import INPUT_COMMANDS, TERMINAL, Command, Event, State, accepts
@@ -300,6 +301,7 @@ class Session(SessionHandler):
         previous = found.state
         found.attach(self)
         self._conversation = found
+        found.cancel_voice()  # a voice turn left open by the session it came from
         if found.state in (State.INITIALIZED, State.AWAITING_USER_INPUT):
             found.move(Event.AWAIT_INPUT)
         found.touch()
@@ -363,7 +365,13 @@ class Session(SessionHandler):
         speech = self._service.speech
         if not self._generate_voice or speech is None or self._closed:
             return None
-        tts, voice = speech.tts_for(conversation.project, conversation.record.agent_id)
+        try:
+            stage = conversation.project.stages.get(conversation.stage_id)
+            agent_id = conversation.record.agent_id or (stage.agent_id if stage else None)
+            tts, voice = speech.tts_for(conversation.project, agent_id)
+        except (ProviderError, ValueError) as exc:  # the answer still streams as text
+            log.warning("conversation %s: no speech synthesis: %s", conversation.id, exc)
+            return None
         return TurnVoice(
             tts,
             voice,

@@ -84,6 +84,7 @@ class SpeechStack:
                     asr = self.asr_for(project)
                     warm = getattr(asr, "warm_up", None)
                     if warm is not None:
+                        await warm(())  # the general model: off-script speech falls back to it
                         for hints in _stage_hint_sets(project):
                             await warm(hints)
                     if config.asr_config.server_vad:

@@ -31,7 +31,7 @@ from hubbub.conversation.providers.base import (
     VadStream,
 )
 from hubbub.conversation.speech import SpeechStack, stage_hints
-from hubbub.conversation.states import Command, accepts
+from hubbub.conversation.states import Command, State, accepts
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,10 @@ class VoiceInput:
         conversation.end_voice(turn.id, transcribe, received)
 
     async def close(self) -> None:
+        turn = self._turn
         await self._drop_turn()
+        if turn is not None:
+            turn.conversation.cancel_voice()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -213,6 +216,9 @@ class VoiceInput:
                 fed = True
             elif boundary == "speech_end" and self._turn is not None and self._turn.by_vad:
                 turn = self._turn
+                if conversation.state is not State.RECEIVING_USER_VOICE:
+                    await self._drop_turn()  # the conversation moved on (ended, resumed elsewhere)
+                    continue
                 if not fed:
                     await self._feed(turn, pcm)
                     fed = True
