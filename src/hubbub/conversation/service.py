@@ -5,6 +5,7 @@ transports open sessions with.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from hubbub.conversation.engine import Conversation
 from hubbub.conversation.loader import LoadedProject
 from hubbub.conversation.providers.base import LlmProvider
 from hubbub.conversation.schema import ApiKey, LlmConfig
+from hubbub.conversation.speech import SpeechStack
 from hubbub.conversation.states import TERMINAL, State
 from hubbub.conversation.store import ConversationRecord, ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
@@ -48,6 +50,7 @@ class ConversationService:
         auth_limits: AuthLimits = AuthLimits(),
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        speech: SpeechStack | None = None,
     ) -> None:
         self.projects = {p.id: p for p in projects}
         self._keys: dict[str, tuple[LoadedProject, ApiKey]] = {
@@ -72,14 +75,23 @@ class ConversationService:
         limit = auth_limits.attempts_per_ip
         self._auth_limiter = KeyedRateLimiter(limit, limit / auth_limits.window_s if limit else 0)
         self._running: dict[str, Conversation] = {}
+        # None: the voice extra is missing, and voice commands say voice is disabled.
+        self.speech = speech
+        self._warm_up: asyncio.Task[None] | None = None
 
     def set_base_url(self, url: str) -> None:
         self.services.base_url = url
 
     async def start(self) -> None:
         await self.store.start()
+        if self.speech is not None:
+            # In the background: the server answers at once, the models load meanwhile.
+            self._warm_up = asyncio.create_task(self.speech.warm_up(list(self.projects.values())))
 
     async def stop(self) -> None:
+        if self._warm_up is not None:
+            self._warm_up.cancel()
+            await asyncio.gather(self._warm_up, return_exceptions=True)
         for conversation in list(self._running.values()):
             await conversation.stop()
         self._running.clear()

@@ -9,6 +9,8 @@ small task, so the session keeps reading: a barge-in must get through while the 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,15 +19,18 @@ import msgspec
 
 from hubbub.conversation import errors
 from hubbub.conversation import messages as m
-from hubbub.conversation.channel import ClientChannel, SessionHandler
+from hubbub.conversation.channel import ClientChannel, SessionHandler, VoiceChunk
 from hubbub.conversation.context import VariableTypeError, valid_timezone
 from hubbub.conversation.engine import Conversation
 from hubbub.conversation.errors import CommandError
 from hubbub.conversation.loader import LoadedProject
+from hubbub.conversation.providers.base import ProviderError
 from hubbub.conversation.responder import ActionMatch
 from hubbub.conversation.schema import ApiKey
 from hubbub.conversation.states import INPUT_COMMANDS, TERMINAL, Command, Event, State, accepts
 from hubbub.conversation.tools import content_parts
+from hubbub.conversation.voice_input import SERVER_VAD_TURN_ID, VoiceInput
+from hubbub.conversation.voice_output import TurnVoice
 
 if TYPE_CHECKING:
     from hubbub.conversation.service import ConversationService
@@ -37,10 +42,6 @@ _TRANSCRIPTS = frozenset({"ai_transcribed_chunk", "user_transcribed_chunk"})
 
 
 class Session(SessionHandler):
-    # Speech recognition plugs in with the voice release (AsrProvider/VadProvider in
-    # providers.base); until then no session takes voice, and voice commands say so.
-    voice_available = False
-
     def __init__(self, service: ConversationService, channel: ClientChannel, session_id: str):
         self._service = service
         self._channel = channel
@@ -53,14 +54,16 @@ class Session(SessionHandler):
         self._conversation: Conversation | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._voice_input: VoiceInput | None = None
+        self._generate_voice = False
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "start_conversation": self._start,
             "resume_conversation": self._resume,
             "end_conversation": self._end,
             "send_user_text_input": self._text_input,
-            "start_user_voice_input": self._voice,
-            "send_user_voice_chunk": self._voice,
-            "end_user_voice_input": self._voice,
+            "start_user_voice_input": self._voice_start,
+            "send_user_voice_chunk": self._voice_chunk,
+            "end_user_voice_input": self._voice_end,
             "go_to_stage": self._go_to_stage,
             "set_var": self._set_var,
             "get_var": self._get_var,
@@ -158,10 +161,14 @@ class Session(SessionHandler):
             self._fail(envelope.type, envelope.request_id, errors.INTERNAL_ERROR)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
-        """Voice arrives in a later release; audio for no open input turn is dropped (spec 5)."""
+        """Audio for no open input turn is dropped (spec 5); so is audio before auth."""
+        if self._voice_input is not None and self._has_live_conversation():
+            await self._voice_input.audio(self._conversation, input_turn_id, audio)
 
     async def closed(self) -> None:
         self._closed = True
+        if self._voice_input is not None:
+            await self._voice_input.close()
         for task in list(self._pending):
             task.cancel()
         if self._conversation is not None:
@@ -204,7 +211,15 @@ class Session(SessionHandler):
         self._receive_events = _effective(settings.receiveEvents, key, "events")
         self._project, self._key, self._settings = project, key, settings
         config = project.project
-        accept_voice = config.accept_voice and settings.sendVoiceInput and self.voice_available
+        speech = self._service.speech
+        accept_voice = config.accept_voice and settings.sendVoiceInput and speech is not None
+        if accept_voice and speech is not None:
+            self._voice_input = VoiceInput(speech, project, settings.sendAudioFormat)
+        self._generate_voice = (
+            speech is not None
+            and config.generate_voice
+            and _effective(settings.receiveVoiceOutput, key, "voice_output")
+        )
         asr = msgspec.to_builtins(config.asr_config) if accept_voice else None
         self._reply(
             reply,
@@ -212,8 +227,7 @@ class Session(SessionHandler):
             projectSettings={
                 "projectId": project.id,
                 "acceptVoice": accept_voice,
-                "generateVoice": config.generate_voice
-                and _effective(settings.receiveVoiceOutput, key, "voice_output"),
+                "generateVoice": self._generate_voice,
                 "asrConfig": asr,
             },
         )
@@ -287,6 +301,7 @@ class Session(SessionHandler):
         previous = found.state
         found.attach(self)
         self._conversation = found
+        found.cancel_voice()  # a voice turn left open by the session it came from
         if found.state in (State.INITIALIZED, State.AWAITING_USER_INPUT):
             found.move(Event.AWAIT_INPUT)
         found.touch()
@@ -310,13 +325,66 @@ class Session(SessionHandler):
         turn_id = conversation.submit_text(command.text)
         self._reply("send_user_text_input", command.requestId, inputTurnId=turn_id)
 
-    async def _voice(self, command: m._OnConversation) -> None:
+    def _voice_turns(self, command: m._OnConversation) -> tuple[Conversation, VoiceInput]:
         conversation = self._conversation
         if conversation is None or not self._has_live_conversation():
             raise CommandError(errors.NO_ACTIVE_CONVERSATION)
         if command.conversationId != conversation.id:
             raise CommandError(errors.CONVERSATION_ID_MISMATCH)
-        raise CommandError(errors.VOICE_INPUT_DISABLED)
+        if self._voice_input is None:
+            raise CommandError(errors.VOICE_INPUT_DISABLED)
+        return conversation, self._voice_input
+
+    async def _voice_start(self, command: m.StartUserVoiceInput) -> None:
+        _, voice = self._voice_turns(command)
+        conversation = self._active(command, Command.VOICE_START)
+        turn_id = await voice.start(conversation)
+        self._reply("start_user_voice_input", command.requestId, inputTurnId=turn_id)
+
+    async def _voice_chunk(self, command: m.SendUserVoiceChunk) -> None:
+        conversation, voice = self._voice_turns(command)
+        if command.inputTurnId != SERVER_VAD_TURN_ID:
+            voice.check_turn(command.inputTurnId)
+        try:
+            audio = base64.b64decode(command.audioData, validate=True)
+        except (binascii.Error, ValueError):
+            raise CommandError(errors.invalid_message("audioData", "must be base64")) from None
+        await voice.audio(conversation, command.inputTurnId, audio)
+        self._reply("send_user_voice_chunk", command.requestId, inputTurnId=command.inputTurnId)
+
+    async def _voice_end(self, command: m.EndUserVoiceInput) -> None:
+        conversation, voice = self._voice_turns(command)
+        received = conversation.services.monotonic()
+        voice.check_turn(command.inputTurnId)
+        conversation = self._active(command, Command.VOICE_END)
+        await voice.end(conversation, command.inputTurnId, received)
+        self._reply("end_user_voice_input", command.requestId, inputTurnId=command.inputTurnId)
+
+    def open_voice(self, conversation: Conversation, output_turn_id: str) -> TurnVoice | None:
+        """Speech for one AI turn, when this session hears voice (the ConversationSink side)."""
+        speech = self._service.speech
+        if not self._generate_voice or speech is None or self._closed:
+            return None
+        try:
+            stage = conversation.project.stages.get(conversation.stage_id)
+            agent_id = conversation.record.agent_id or (stage.agent_id if stage else None)
+            tts, voice = speech.tts_for(conversation.project, agent_id)
+        except (ProviderError, ValueError) as exc:  # the answer still streams as text
+            log.warning("conversation %s: no speech synthesis: %s", conversation.id, exc)
+            return None
+        return TurnVoice(
+            tts,
+            voice,
+            audio_format=self._settings.receiveAudioFormat,
+            send=self._send_voice,
+            conversation_id=conversation.id,
+            output_turn_id=output_turn_id,
+            monotonic=conversation.services.monotonic,
+        )
+
+    def _send_voice(self, chunk: VoiceChunk) -> None:
+        if not self._closed:
+            self._channel.send_voice(chunk)
 
     async def _go_to_stage(self, command: m.GoToStage) -> None:
         conversation = self._active(command, Command.GO_TO_STAGE)

@@ -31,6 +31,7 @@ class Event(StrEnum):
     USER_TEXT = "user_text"  # text input accepted (barge-in when generating)
     VOICE_START = "voice_start"
     VOICE_END = "voice_end"
+    VOICE_CANCEL = "voice_cancel"  # the voice turn's session went away before it ended
     INPUT_HANDLED = "input_handled"  # processing ended without an AI turn
     FINISH = "finish"
     ABORT = "abort"
@@ -54,6 +55,7 @@ TRANSITIONS: Final[dict[tuple[State, Event], State]] = {
     # Client-driven flow (go_to_stage, run_action) may make the agent speak unprompted.
     (State.AWAITING_USER_INPUT, Event.START_RESPONSE): State.GENERATING_RESPONSE,
     (State.RECEIVING_USER_VOICE, Event.VOICE_END): State.PROCESSING_USER_INPUT,
+    (State.RECEIVING_USER_VOICE, Event.VOICE_CANCEL): State.AWAITING_USER_INPUT,
     (State.PROCESSING_USER_INPUT, Event.START_RESPONSE): State.GENERATING_RESPONSE,
     (State.PROCESSING_USER_INPUT, Event.INPUT_HANDLED): State.AWAITING_USER_INPUT,
     (State.GENERATING_RESPONSE, Event.RESPONSE_DONE): State.AWAITING_USER_INPUT,
