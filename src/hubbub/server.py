@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub.api.errors import api_errors
-from hubbub.api.metrics import build_metrics, metrics_handler
+from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
@@ -134,7 +134,7 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
     app.router.add_get("/healthz", _health)
-    metrics_registry, _turn_metrics = build_metrics(node)
+    metrics_registry, turn_metrics = build_metrics(node)
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
     api = config.api
@@ -159,7 +159,7 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    _add_conversations(app, config)
+    _add_conversations(app, config, turn_metrics)
     return app
 
 
@@ -172,7 +172,9 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
     )
 
 
-def _add_conversations(app: web.Application, config: Config) -> None:
+def _add_conversations(
+    app: web.Application, config: Config, turn_metrics: TurnMetricsRecorder
+) -> None:
     settings = config.conversations
     if settings.demo_api:
         add_demo_routes(app)
@@ -199,6 +201,7 @@ def _add_conversations(app: web.Application, config: Config) -> None:
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
         speech=SpeechStack() if SpeechStack.available() else None,
+        on_message_event=turn_metrics,
     )
     endpoint = ConversationEndpoint(
         service,

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -151,6 +152,19 @@ async def test_message_events_carry_timing(server: ServerProcess) -> None:
             assert data[key] >= 0
         for key in ("timeToFirstAudioMs", "llmDurationMs", "ttsDurationMs"):
             assert key in data
+
+    # The same figures are exported as metrics (spec section 10).
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.http_url}/metrics") as response,
+    ):
+        text = await response.text()
+    counts = [
+        line
+        for line in text.splitlines()
+        if line.startswith("hubbub_conversation_time_to_first_token_seconds_count")
+    ]
+    assert counts and float(counts[0].split()[-1]) >= 2  # the greeting and this answer
 
 
 # --- variables, stages, actions, tools ------------------------------------------------------

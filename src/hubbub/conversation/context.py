@@ -27,6 +27,8 @@ class EngineServices:
     clock: Callable[[], float]  # wall clock (seconds), for stored timestamps
     monotonic: Callable[[], float]  # for durations
     base_url: str = ""  # where this server listens, for templates that call Hubbub itself
+    # Gets the data of every ``message`` event (its timing figures feed the metrics).
+    on_message_event: Callable[[Mapping[str, Any]], None] | None = None
 
 
 def local_time(timezone: str, now: float) -> str:

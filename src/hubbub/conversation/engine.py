@@ -173,6 +173,8 @@ class Conversation:
             output_turn_id=output_turn_id,
             created_at=self.services.clock(),
         )
+        if event_type == "message" and self.services.on_message_event is not None:
+            self.services.on_message_event(data)
         self._seq += 1
         self.services.store.append_event(record)
         extra: dict[str, Any] = {}

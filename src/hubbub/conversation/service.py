@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from hubbub.conversation import errors, ids
 from hubbub.conversation.channel import ClientChannel, SessionHandler
@@ -51,6 +52,7 @@ class ConversationService:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         speech: SpeechStack | None = None,
+        on_message_event: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.projects = {p.id: p for p in projects}
         self._keys: dict[str, tuple[LoadedProject, ApiKey]] = {
@@ -65,6 +67,7 @@ class ConversationService:
         self._webhooks = webhooks
         renderer = renderer or TemplateRenderer()
         self.services = EngineServices(
+            on_message_event=on_message_event,
             store=store,
             renderer=renderer,
             tools=ToolRunner(renderer, self._webhooks, python_tools),
