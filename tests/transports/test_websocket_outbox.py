@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hubbub.core.outbound import OutFrame
-from hubbub.transports.websocket import WebSocketOutbox, _Flusher, encode_text_frame
+from hubbub.transports.ws_outbox import OutboxFlusher, WebSocketOutbox, encode_text_frame
 
 PAUSE_S = 0.002
 
@@ -73,7 +73,7 @@ async def make_outbox(
     outbox = WebSocketOutbox(
         ws,  # type: ignore[arg-type]
         transport,  # type: ignore[arg-type]
-        _Flusher(loop),
+        OutboxFlusher(loop),
         loop,
         max_pending_bytes=max_pending_bytes,
         pause_s=PAUSE_S,
@@ -137,7 +137,7 @@ async def test_frames_pushed_in_one_iteration_become_one_write() -> None:
 
 async def test_one_flush_serves_every_dirty_outbox() -> None:
     loop = asyncio.get_running_loop()
-    flusher = _Flusher(loop)
+    flusher = OutboxFlusher(loop)
     pairs = []
     for _ in range(3):
         transport, ws = FakeTransport(), FakeWebSocket()
@@ -276,7 +276,7 @@ async def test_closed_resolves_even_when_the_close_handshake_fails() -> None:
     outbox = WebSocketOutbox(
         BrokenWebSocket(),  # type: ignore[arg-type]
         FakeTransport(),  # type: ignore[arg-type]
-        _Flusher(loop),
+        OutboxFlusher(loop),
         loop,
         max_pending_bytes=0,
         pause_s=PAUSE_S,

@@ -7,7 +7,6 @@ memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (s
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 
@@ -18,7 +17,7 @@ from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.channel import SessionFactory, TransportKind, VoiceChunk
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import CloseCode
-from hubbub.transports.websocket import WebSocketOutbox, _Flusher
+from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +75,8 @@ class ConversationEndpoint:
         self._sessions = sessions
         self._trusted = trusted_proxies
         self._max_message_bytes = max_message_bytes
-        self._slow_consumer_bytes = slow_consumer_bytes
         self._keepalive_interval_s = keepalive_interval_s
-        self._flusher: _Flusher | None = None
+        self._outboxes = OutboxFactory(max_pending_bytes=slow_consumer_bytes, pause_s=0.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
@@ -90,20 +88,9 @@ class ConversationEndpoint:
         if not ws.can_prepare(request).ok:
             return web.Response(status=426, text="websocket upgrade required")
         await ws.prepare(request)
-        transport = request.transport
-        if transport is None:
+        outbox = self._outboxes.create(ws, request)
+        if outbox is None:
             return ws
-        loop = asyncio.get_running_loop()
-        if self._flusher is None:
-            self._flusher = _Flusher(loop)
-        outbox = WebSocketOutbox(
-            ws,
-            transport,
-            self._flusher,
-            loop,
-            max_pending_bytes=self._slow_consumer_bytes,
-            pause_s=0.0,
-        )
         session = self._sessions.open_session(WebSocketClientChannel(outbox, ip))
         try:
             async for message in ws:

@@ -1,10 +1,6 @@
-"""The realtime WebSocket endpoint (``GET /v1``) on aiohttp.
-
-Outbound frames bypass aiohttp's per-message ``send_str``: a server frame is unmasked, so its
-WebSocket framing is identical for every recipient. :class:`WebSocketOutbox` takes the frame
-bytes built once per fan-out (:meth:`OutFrame.wire`) and writes them straight to the socket's
-transport; frames queued for one connection in the same loop iteration are coalesced into one
-write. A connection whose unsent bytes pass the high-water mark is closed as a slow consumer.
+"""The realtime WebSocket endpoint (``GET /v1``) on aiohttp: per-IP connect limit,
+credentials and Origin (spec 2.2, 2.3), then the node takes over. Everything a connection
+receives is written through its :class:`~hubbub.transports.ws_outbox.WebSocketOutbox`.
 """
 
 from __future__ import annotations
@@ -12,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
@@ -22,173 +17,14 @@ from hubbub.auth.connect import CloseRejection, HttpRejection, authenticate
 from hubbub.auth.keys import KeyRing
 from hubbub.core.connection import Connection
 from hubbub.core.node import Node
-from hubbub.core.outbound import OutFrame
 from hubbub.core.ratelimit import KeyedRateLimiter
-from hubbub.protocol.codes import SLOW_CONSUMER_REASON, CloseCode
+from hubbub.transports.ws_outbox import OutboxFactory
 
 log = logging.getLogger(__name__)
 
 # Slack over max_message_bytes for the JSON envelope around a payload the SDK measured alone
 # (spec section 8.1, "size subtlety").
 ENVELOPE_SLACK_BYTES = 1024
-
-
-def encode_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final, text WebSocket frame (RFC 6455 section 5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x81, length))
-    elif length < 65536:
-        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-    return header + payload
-
-
-class _Flusher:
-    """Writes every outbox that got frames during this loop iteration, once, at its end."""
-
-    __slots__ = ("_dirty", "_loop", "_scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._dirty: list[WebSocketOutbox] = []
-        self._scheduled = False
-
-    def mark(self, outbox: WebSocketOutbox) -> None:
-        self._dirty.append(outbox)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for outbox in dirty:
-            outbox.flush()
-
-
-class WebSocketOutbox:
-    """One connection's outbound FIFO (implements :class:`~hubbub.core.outbound.ConnectionSink`)."""
-
-    __slots__ = (
-        "_closing",
-        "_dirty",
-        "_flusher",
-        "_loop",
-        "_max_pending_bytes",
-        "_pause_handle",
-        "_pause_s",
-        "_queue",
-        "_queued_bytes",
-        "_segments",
-        "_transport",
-        "_ws",
-        "closed",
-    )
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        flusher: _Flusher,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        max_pending_bytes: int,
-        pause_s: float,
-    ) -> None:
-        self._ws = ws
-        self._transport = transport
-        self._flusher = flusher
-        self._loop = loop
-        self._max_pending_bytes = max_pending_bytes
-        self._pause_s = pause_s
-        self._queue: list[bytes] = []
-        self._queued_bytes = 0
-        # Frames behind pause points: each segment is written one pause after the previous.
-        self._segments: deque[list[bytes]] = deque()
-        self._pause_handle: asyncio.TimerHandle | None = None
-        self._dirty = False
-        self._closing = False
-        self.closed = loop.create_future()
-
-    def push(self, frame: OutFrame) -> None:
-        if self._closing:
-            return
-        data = frame.wire(encode_text_frame)
-        self._queued_bytes += len(data)
-        if self._segments:
-            self._segments[-1].append(data)
-        else:
-            self._queue.append(data)
-            if not self._dirty:
-                self._dirty = True
-                self._flusher.mark(self)
-        if self._max_pending_bytes and self._queued_bytes > self._max_pending_bytes:
-            self._slow_consumer()
-
-    def push_after_pause(self, frame: OutFrame) -> None:
-        if self._closing:
-            return
-        data = frame.wire(encode_text_frame)
-        self._queued_bytes += len(data)
-        self._segments.append([data])
-        if self._pause_handle is None:
-            self._pause_handle = self._loop.call_later(self._pause_s, self._resume)
-
-    def _resume(self) -> None:
-        self._pause_handle = None
-        if self._closing or not self._segments:
-            return
-        self._queue.extend(self._segments.popleft())
-        if not self._dirty:
-            self._dirty = True
-            self._flusher.mark(self)
-        if self._segments:
-            self._pause_handle = self._loop.call_later(self._pause_s, self._resume)
-
-    def flush(self) -> None:
-        self._dirty = False
-        queue = self._queue
-        if not queue:
-            return
-        data = queue[0] if len(queue) == 1 else b"".join(queue)
-        queue.clear()
-        self._queued_bytes -= len(data)
-        if self._transport.is_closing():
-            return
-        self._transport.write(data)
-        if (
-            self._max_pending_bytes
-            and self._transport.get_write_buffer_size() > self._max_pending_bytes
-        ):
-            self._slow_consumer()
-
-    def _slow_consumer(self) -> None:
-        log.info("closing a slow consumer (%d bytes pending)", self._queued_bytes)
-        self._queue.clear()
-        self._segments.clear()
-        self._queued_bytes = 0
-        self.close(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER_REASON)
-
-    def close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if self._pause_handle is not None:
-            self._pause_handle.cancel()
-            self._pause_handle = None
-        while self._segments:
-            self._queue.extend(self._segments.popleft())
-        self.flush()
-        task = self._loop.create_task(self._ws.close(code=code, message=reason.encode()))
-        task.add_done_callback(self._on_closed)
-
-    def _on_closed(self, task: asyncio.Task[bool]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("websocket close failed: %s", task.exception())
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +54,9 @@ class RealtimeEndpoint:
         self._trusted = trusted_proxies
         attempts = settings.connect_attempts_per_ip
         self._ip_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
-        self._flusher: _Flusher | None = None
+        self._outboxes = OutboxFactory(
+            max_pending_bytes=settings.slow_consumer_bytes, pause_s=settings.snapshot_delay_s
+        )
         self._handlers: set[asyncio.Task[object]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -249,20 +87,9 @@ class RealtimeEndpoint:
         if isinstance(outcome, CloseRejection):
             await ws.close(code=outcome.code, message=outcome.reason.encode())
             return ws
-        transport = request.transport
-        if transport is None:
+        outbox = self._outboxes.create(ws, request)
+        if outbox is None:
             return ws
-        loop = asyncio.get_running_loop()
-        if self._flusher is None:
-            self._flusher = _Flusher(loop)
-        outbox = WebSocketOutbox(
-            ws,
-            transport,
-            self._flusher,
-            loop,
-            max_pending_bytes=settings.slow_consumer_bytes,
-            pause_s=settings.snapshot_delay_s,
-        )
         conn = await self._node.open_connection(outcome, outbox)
         if conn is None:
             await outbox.closed
