@@ -3,7 +3,8 @@
 For Whisper-class servers (OpenAI, faster-whisper-server, whisper.cpp server, LocalAI, ...).
 The endpoint transcribes whole files, so a stream buffers the utterance (bounded) and uploads
 it as a 16 kHz WAV at ``finish()``; there are no interim results. Stage hints go into
-``prompt``, which Whisper models use to bias spelling and vocabulary.
+``prompt``, which Whisper models use to bias spelling and vocabulary. HTTP, timeouts (``timeout_s``
+bounds the whole upload and answer) and error messages come from :class:`OpenAiHttpClient`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ import wave
 from collections.abc import Sequence
 from typing import Final
 
-import aiohttp
-
 from hubbub.conversation.providers.base import (
     ENGINE_SAMPLE_RATE,
     AsrProvider,
     AsrStream,
-    ProviderError,
     Transcript,
 )
+from hubbub.conversation.providers.openai_http import OpenAiHttpClient, Upload
 
 DEFAULT_MAX_UTTERANCE_S: Final = 120
 _MAX_PROMPT_CHARS: Final = 800  # Whisper reads ~224 prompt tokens; more is ignored
@@ -37,44 +36,33 @@ class OpenAiCompatibleAsr(AsrProvider):
         timeout_s: float = 30.0,
         max_utterance_s: int = DEFAULT_MAX_UTTERANCE_S,
     ) -> None:
-        self._url = base_url.rstrip("/") + "/audio/transcriptions"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = OpenAiHttpClient(
+            base_url=base_url, api_key=api_key, service="speech recognition", timeout_s=timeout_s
+        )
         self._model = model
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_bytes = max_utterance_s * ENGINE_SAMPLE_RATE * 2
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     async def open_stream(self, *, language: str, hints: Sequence[str] = ()) -> AsrStream:
         return _UploadingStream(self, language.split("-")[0].lower(), ", ".join(hints))
 
     async def transcribe(self, pcm16k: bytes, *, language: str, prompt: str) -> str:
-        form = aiohttp.FormData()
-        form.add_field("file", _wav(pcm16k), filename="speech.wav", content_type="audio/wav")
-        form.add_field("model", self._model)
-        form.add_field("response_format", "json")
+        fields: dict[str, str | Upload] = {
+            "file": Upload(_wav(pcm16k), filename="speech.wav", content_type="audio/wav"),
+            "model": self._model,
+            "response_format": "json",
+        }
         if language:
-            form.add_field("language", language)
+            fields["language"] = language
         if prompt:
-            form.add_field("prompt", prompt[:_MAX_PROMPT_CHARS])
-        try:
-            async with self._client().post(self._url, data=form, headers=self._headers) as reply:
-                if reply.status != 200:
-                    raise ProviderError(f"transcription service answered HTTP {reply.status}")
-                body = await reply.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ProviderError(f"transcription service unreachable or invalid: {exc}") from exc
+            fields["prompt"] = prompt[:_MAX_PROMPT_CHARS]
+        async with self._http.post_form("/audio/transcriptions", fields) as reply:
+            body = await self._http.read_json(reply)
         text = body.get("text") if isinstance(body, dict) else None
         if not isinstance(text, str):
-            raise ProviderError("transcription service answered without a text field")
+            raise self._http.error("the speech recognition server answered without a text field")
         return text.strip()
 
 

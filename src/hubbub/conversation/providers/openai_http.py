@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -27,6 +28,15 @@ def default_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1_000))
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file part of a multipart form (see :meth:`OpenAiHttpClient.post_form`)."""
+
+    content: bytes
+    filename: str
+    content_type: str
+
+
 class OpenAiHttpClient:
     def __init__(
         self,
@@ -34,20 +44,26 @@ class OpenAiHttpClient:
         base_url: str,
         api_key: str | None,
         service: str,
-        timeout_s: float,
+        timeout_s: float | None,
         idle_timeout_s: float | None = None,
         session_factory: SessionFactory = default_session,
     ) -> None:
-        """``service`` names the server in messages ("LLM", "speech recognition", ...)."""
+        """``service`` names the server in messages ("LLM", "speech recognition", ...).
+
+        ``timeout_s=None`` leaves the whole request unbounded (a streamed answer may last
+        longer than any fixed total); ``idle_timeout_s`` then bounds every wait on its own.
+        """
         if URL(base_url).user is not None and api_key:
             raise ValueError("give either credentials in base_url or an api_key, not both")
+        idle_s = idle_timeout_s or timeout_s
+        if idle_s is None:
+            raise ValueError("give a timeout_s or an idle_timeout_s: some wait must be bounded")
         self._base_url = base_url.rstrip("/")
         self._origin = str(URL(base_url).origin())  # for messages: no path, no credentials
         self._api_key = api_key
         self._service = service
-        idle_s = idle_timeout_s or timeout_s
         self.timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(timeout_s, idle_s), sock_read=idle_s
+            total=timeout_s, sock_connect=min(timeout_s or idle_s, idle_s), sock_read=idle_s
         )
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
@@ -96,11 +112,14 @@ class OpenAiHttpClient:
                     f"no data from the {self._service} server for {idle_s} s"
                 ) from None
             total_s = self.timeout.total
+            if total_s is None:
+                raise self.error(f"{self._service} request timed out") from None
             raise self.error(f"{self._service} request took longer than {total_s} s") from None
         except aiohttp.ClientConnectorError as exc:
             reason = exc.os_error.strerror or str(exc.os_error)
             raise self.error(
                 f"cannot reach the {self._service} server at {self._origin}: {reason}"
+                " (server unreachable)"
             ) from None
         except aiohttp.ClientPayloadError:
             raise self.error(f"the {self._service} server's answer was cut off") from None
@@ -108,6 +127,24 @@ class OpenAiHttpClient:
             raise self.error(
                 f"{self._service} request failed: {type(exc).__name__}: {exc}"
             ) from None
+
+    def post_form(
+        self,
+        path: str,
+        fields: Mapping[str, str | Upload],
+        *,
+        accept: str = "application/json",
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """:meth:`post` with a ``multipart/form-data`` body built from ``fields``."""
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            if isinstance(value, Upload):
+                form.add_field(
+                    name, value.content, filename=value.filename, content_type=value.content_type
+                )
+            else:
+                form.add_field(name, value)
+        return self.post(path, form=form, accept=accept)
 
     async def read_json(self, response: aiohttp.ClientResponse) -> Any:
         try:

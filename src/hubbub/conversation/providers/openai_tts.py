@@ -3,14 +3,15 @@
 Asks for ``response_format: "wav"`` (its header carries the sample rate, which differs
 between servers) and streams the body: audio is resampled to 16 kHz and handed out as it
 arrives. Closing the iterator closes the HTTP response, which stops the server's work.
+A long answer may stream for longer than any total timeout, so ``timeout_s`` bounds each wait
+(connecting, and every chunk) instead of the whole request. HTTP and error messages come from
+:class:`OpenAiHttpClient`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Final
-
-import aiohttp
 
 from hubbub.conversation.audio import (
     AudioFormatError,
@@ -21,10 +22,10 @@ from hubbub.conversation.audio import (
 )
 from hubbub.conversation.providers.base import (
     ENGINE_SAMPLE_RATE,
-    ProviderError,
     TtsProvider,
     VoiceSettings,
 )
+from hubbub.conversation.providers.openai_http import OpenAiHttpClient
 
 _READ_BYTES: Final = 8192
 
@@ -39,22 +40,19 @@ class OpenAiCompatibleTts(TtsProvider):
         default_voice: str = "alloy",
         timeout_s: float = 30.0,
     ) -> None:
-        self._url = base_url.rstrip("/") + "/audio/speech"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # A long answer may stream for longer than any total timeout: bound the waits instead.
+        self._http = OpenAiHttpClient(
+            base_url=base_url,
+            api_key=api_key,
+            service="speech",
+            timeout_s=None,
+            idle_timeout_s=timeout_s,
+        )
         self._model = model
         self._default_voice = default_voice
-        # A long answer may stream for longer than any total timeout: bound the waits instead.
-        self._timeout = aiohttp.ClientTimeout(sock_connect=timeout_s, sock_read=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     async def synthesize(self, text: str, voice: VoiceSettings) -> AsyncIterator[bytes]:
         request = {
@@ -65,9 +63,9 @@ class OpenAiCompatibleTts(TtsProvider):
             "speed": voice.speed,
         }
         try:
-            async with self._client().post(self._url, json=request, headers=self._headers) as reply:
-                if reply.status != 200:
-                    raise ProviderError(f"speech service answered HTTP {reply.status}")
+            async with self._http.post(
+                "/audio/speech", json_body=request, accept="audio/wav"
+            ) as reply:
                 buffer = b""
                 resampler: Resampler | None = None
                 async for chunk in reply.content.iter_chunked(_READ_BYTES):
@@ -84,11 +82,9 @@ class OpenAiCompatibleTts(TtsProvider):
                     if out:
                         yield out
                 if resampler is None:
-                    raise ProviderError("speech service answered without audio")
+                    raise self._http.error("the speech server answered without audio")
                 tail = samples_to_pcm16(resampler.flush())
                 if tail:
                     yield tail
         except AudioFormatError as exc:
-            raise ProviderError(f"speech service answered invalid WAV: {exc}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"speech service unreachable: {exc}") from exc
+            raise self._http.error(f"the speech server answered invalid WAV: {exc}") from exc
