@@ -298,6 +298,22 @@ class Conversation:
             expectVoice=self._open_voice(turn),
         )
         ordinal = 0
+
+        def emit(text: str) -> None:
+            nonlocal ordinal
+            turn.parts.append(text)
+            if turn.voice is not None:
+                turn.voice.feed(text)
+            self.push(
+                "ai_transcribed_chunk",
+                outputTurnId=turn.output_turn_id,
+                chunkId=ids.new_id("chnk_"),
+                chunkText=text,
+                ordinal=ordinal,
+                isFinal=False,
+            )
+            ordinal += 1
+
         try:
             try:
                 async for delta in stream:
@@ -305,34 +321,11 @@ class Conversation:
                         continue
                     if turn.first_token_at is None:
                         turn.first_token_at = self.services.monotonic()
-                    turn.parts.append(delta)
-                    if turn.voice is not None:
-                        turn.voice.feed(delta)
-                    self.push(
-                        "ai_transcribed_chunk",
-                        outputTurnId=turn.output_turn_id,
-                        chunkId=ids.new_id("chnk_"),
-                        chunkText=delta,
-                        ordinal=ordinal,
-                        isFinal=False,
-                    )
-                    ordinal += 1
+                    emit(delta)
             except ProviderError as exc:
                 log.warning("conversation %s: LLM failed mid-answer: %s", self.id, exc)
                 if not turn.parts:
-                    fallback = self.project.project.rule_responder.fallback_text
-                    turn.parts.append(fallback)
-                    if turn.voice is not None:
-                        turn.voice.feed(fallback)
-                    self.push(
-                        "ai_transcribed_chunk",
-                        outputTurnId=turn.output_turn_id,
-                        chunkId=ids.new_id("chnk_"),
-                        chunkText=fallback,
-                        ordinal=ordinal,
-                        isFinal=False,
-                    )
-                    ordinal += 1
+                    emit(self.project.project.rule_responder.fallback_text)
             if turn.voice is not None:
                 await turn.voice.finish()
         finally:

@@ -6,22 +6,10 @@ Cross-references (stage ids, tool ids, templates, patterns) are checked by :mod:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
-FEATURES = (
-    "conversation_control",
-    "text_input",
-    "voice_input",
-    "voice_output",
-    "text_output",
-    "vars_access",
-    "stage_control",
-    "run_action",
-    "call_tool",
-    "events",
-)
 Feature = Literal[
     "conversation_control",
     "text_input",
@@ -34,6 +22,7 @@ Feature = Literal[
     "call_tool",
     "events",
 ]
+FEATURES: tuple[str, ...] = get_args(Feature)
 Transport = Literal["websocket", "webrtc"]
 LIFECYCLE_ACTIONS = (
     "__on_enter",
