@@ -20,6 +20,7 @@ import jwt
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
+from tests.support.node import finish_node_script
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,21 +79,7 @@ async def finish_node_scenario(
     script: str, process: asyncio.subprocess.Process, timeout_s: float = NODE_SCENARIO_TIMEOUT_S
 ) -> dict[str, Any]:
     """Wait for a scenario to exit; check it succeeded and return its last (summary) line."""
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise AssertionError(f"{script} did not finish within {timeout_s} s") from None
-    detail = (
-        f"{script} exited {process.returncode}\n"
-        f"stdout:\n{stdout.decode()}\nstderr:\n{stderr.decode()}"
-    )
-    assert process.returncode == 0, detail
-    lines = stdout.decode().strip().splitlines()
-    assert lines, detail
-    summary: dict[str, Any] = json.loads(lines[-1])
-    return summary
+    return await finish_node_script(process, script, timeout_s)
 
 
 _END_OF_STREAM = (

@@ -4,9 +4,6 @@ reply appear on the page."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import shutil
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from hubbub.conversation.audio import Resampler, pcm16_to_samples, samples_to_pcm16
+from tests.support.node import run_node_script
 from tests.support.server import ServerProcess
 from tests.voice.speech import silence
 
@@ -56,25 +54,7 @@ async def write_speech_wav(path: Path) -> None:
 async def test_talking_to_the_voice_page(server: ServerProcess, tmp_path: Path) -> None:
     wav = tmp_path / "speech.wav"
     await write_speech_wav(wav)
-    node = shutil.which("node")
-    assert node is not None
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        server.http_url,
-        str(wav),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, stderr.decode()
-    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    result = await run_node_script(SCRIPT, server.http_url, str(wav), timeout_s=120)
     assert "error" not in result, result
     assert result["voiceIn"] == "on" and result["voiceOut"] == "on"
     assert result["pageErrors"] == []

@@ -4,10 +4,7 @@ control, authenticates and holds a text exchange with the support-desk agent."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
-import shutil
 import struct
 import wave
 from collections.abc import AsyncIterator
@@ -16,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.node import run_node_script
 from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -60,25 +58,7 @@ async def test_voice_page_is_served(demo_server: ServerProcess) -> None:
 async def test_voice_page_connects_and_talks(demo_server: ServerProcess, tmp_path: Path) -> None:
     wav = tmp_path / "microphone.wav"
     write_tone_wav(wav)
-    node = shutil.which("node")
-    assert node is not None
-    process = await asyncio.create_subprocess_exec(
-        node,
-        str(SCRIPT),
-        demo_server.http_url,
-        str(wav),
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, stderr.decode()
-    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    result = await run_node_script(SCRIPT, demo_server.http_url, str(wav), timeout_s=90)
     assert "error" not in result, result
     assert result["control"] == "open"
     assert result["auth"] == "ok"
