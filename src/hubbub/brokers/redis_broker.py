@@ -40,6 +40,7 @@ import contextlib
 import functools
 import logging
 import re
+from typing import Any
 
 from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_link import RedisShards
@@ -207,38 +208,47 @@ class RedisBroker(Broker):
 
     # --- sending --------------------------------------------------------------------------
 
+    # Each send below queues its Redis command *before* the local fan-out: the command's
+    # write then precedes this node's socket writes, instead of waiting behind all of them
+    # and delaying every other node by this node's whole fan-out.
+
     async def publish(self, publication: Publication) -> int:
-        reached = self._target().deliver_publication(publication)
         payload = codec.encode_publication(self._node_id, publication)
         name = self._channel(publication.app_id, publication.channel)
-        sent = self._shards.for_key(name).call(self._publish_command, name, payload)
+        sends = [self._shards.for_key(name).call(self._publish_command, name, payload)]
         if self._sharded:
             wildcard = self._app_interest(publication.app_id)
-            await self._shards.for_key(wildcard).call("SPUBLISH", wildcard, payload)
-        await sent
+            sends.append(self._shards.for_key(wildcard).call("SPUBLISH", wildcard, payload))
+        # One loop turn lets the sender write the command now, so the other nodes start
+        # their fan-out while this one is still queueing frames for its own subscribers.
+        await asyncio.sleep(0)
+        reached = self._target().deliver_publication(publication)
+        await _all_of(sends)
         return reached
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
+        sent = self._presence_remote(delta)
         self._target().deliver_presence(delta)
         if delta.joined:
-            await self._publish_presence_remote(delta)
+            await sent
             return
         # A left that cannot reach Redis is not lost: the presence store kept the removal
         # Redis missed, and recovery removes it and announces the left to every node.
         with contextlib.suppress(BrokerUnavailable):
-            await self._publish_presence_remote(delta)
+            await sent
 
-    async def _publish_presence_remote(self, delta: PresenceDelta) -> None:
-        payload = codec.encode_presence(self._node_id, delta)
+    def _presence_remote(self, delta: PresenceDelta) -> asyncio.Future[Any]:
         name = self._channel(delta.app_id, delta.channel)
-        await self._shards.for_key(name).call(self._publish_command, name, payload)
+        payload = codec.encode_presence(self._node_id, delta)
+        return self._shards.for_key(name).call(self._publish_command, name, payload)
 
     async def send_direct(self, direct: Direct) -> int:
-        reached = self._target().deliver_direct(direct)
         name = self._peer(direct.app_id, direct.to)
-        listeners: int = await self._shards.for_key(name).call(
+        sent = self._shards.for_key(name).call(
             self._publish_command, name, codec.encode_direct(self._node_id, direct)
         )
+        reached = self._target().deliver_direct(direct)
+        listeners: int = await sent
         # Other nodes holding the peer: each has at least one connection of it.
         return reached + self._remote_nodes(name, listeners)
 
@@ -367,4 +377,12 @@ class RedisBroker(Broker):
             await self.publish_presence(delta)
         # Others may have reaped us meanwhile; a duplicate joined is harmless (spec 5.6).
         for delta in joined:
-            await self._publish_presence_remote(delta)
+            await self._presence_remote(delta)
+
+
+async def _all_of(futures: list[asyncio.Future[Any]]) -> None:
+    """Await every future (so none leaves an unretrieved error), then raise the first error."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

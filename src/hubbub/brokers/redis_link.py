@@ -1,7 +1,7 @@
-"""One node's link to Redis: a pipelining command path, one subscriber connection, outages.
+"""One node's link to Redis: an ordered command path, one subscriber connection, outages.
 
-Ordering is why there is exactly one of each. Commands a node issues go out in the order
-they were issued, batched into pipelines with at most one batch in flight, so Redis executes
+Ordering is why there is exactly one of each. Commands a node issues go out in the order they
+were issued, pipelined on one connection (:mod:`~hubbub.brokers.redis_sender`), so Redis runs
 a sender's presence delta, publishes and directs in the order the node handed them over; and
 every subscription of the node lives on one connection, so Redis pushes them to the node in
 that same order. Together that is per-sender FIFO across nodes.
@@ -26,12 +26,13 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from hubbub.brokers.redis_sender import COMMAND_TIMEOUT_S, OrderedSender
+from hubbub.brokers.redis_sender import FAILURES as _REDIS_FAILURES
 from hubbub.core.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S: Final = 2.0
-COMMAND_TIMEOUT_S: Final = 5.0
 CONFIRM_TIMEOUT_S: Final = 5.0
 RECONNECT_MAX_S: Final = 1.0
 _SUBSCRIBE_CHUNK: Final = 500
@@ -39,7 +40,6 @@ _SUBSCRIBE_CHUNK: Final = 500
 _CONFIRMATIONS = frozenset(
     (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
 )
-_REDIS_FAILURES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
 # (kind, channel or pattern, payload) for b"message"; pattern messages carry the pattern.
 MessageHandler = Callable[[bytes, bytes, bytes], None]
@@ -51,49 +51,6 @@ def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
 
 def _forget(names: set[bytes]) -> None:
     return None
-
-
-class _Pipeliner:
-    """Issue commands in order, many per round trip, one batch in flight at a time."""
-
-    def __init__(self, client: Redis | RedisCluster, link: RedisLink) -> None:
-        self._client = client
-        self._link = link
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    def call(self, *args: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((args, future))
-        if self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        return future
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    pipe = self._client.pipeline(transaction=False)
-                    for args, _ in batch:
-                        pipe.execute_command(*args)
-                    results = await pipe.execute(raise_on_error=False)
-                except _REDIS_FAILURES as exc:
-                    self._link.note_failure(exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(BrokerUnavailable(str(exc)))
-                    continue
-                self._link.note_success()
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(BrokerUnavailable(str(result)))
-                    else:
-                        future.set_result(result)
-        finally:
-            self._flushing = None
 
 
 class _Subscriber:
@@ -231,7 +188,8 @@ class RedisLink:
         self.client: Redis | RedisCluster = (
             RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
         )
-        self._pipeliner = _Pipeliner(self.client, self)
+        # The ordered command path: one sender per Redis server (each cluster primary).
+        self._senders: dict[str, OrderedSender] = {}
         # One subscriber per Redis server: the only one, or each cluster primary (sharded
         # channels must be subscribed on the primary that owns their slot).
         self._subscribers: dict[str, _Subscriber] = {}
@@ -263,16 +221,7 @@ class RedisLink:
     def subscriber_for_node(self, name: str, host: str, port: int) -> _Subscriber:
         found = self._subscribers.get(name)
         if found is None:
-
-            def connect() -> Connection:
-                return Connection(
-                    host=host,
-                    port=port,
-                    socket_connect_timeout=CONNECT_TIMEOUT_S,
-                    retry=Retry(NoBackoff(), 0),
-                )
-
-            found = self._add_subscriber(name, connect)
+            found = self._add_subscriber(name, self._node_connection(host, port))
         return found
 
     @property
@@ -305,6 +254,8 @@ class RedisLink:
     async def stop(self) -> None:
         for subscriber in self._subscribers.values():
             await subscriber.stop()
+        for sender in self._senders.values():
+            await sender.stop()
         if self._recovering is not None:
             self._recovering.cancel()
         await self.client.aclose()
@@ -337,9 +288,46 @@ class RedisLink:
             except BrokerUnavailable:
                 return  # a new outage: the next recovery runs them all again
 
-    def call(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command on the ordered, pipelined path."""
-        return self._pipeliner.call(*args)
+    def call(self, command: str, name: str | bytes, *args: Any) -> asyncio.Future[Any]:
+        """Queue one command about channel or key ``name`` on the ordered, pipelined path."""
+        return self._sender_for(name).call(command, name, *args)
+
+    def _sender_for(self, name: str | bytes) -> OrderedSender:
+        if not self.sharded:
+            found = self._senders.get("main")
+            if found is None:
+                assert isinstance(self.client, Redis)
+                pool = self.client.connection_pool
+                found = self._senders["main"] = OrderedSender(pool.make_connection, self)
+            return found
+        assert isinstance(self.client, RedisCluster)
+        node = self.client.get_node_from_key(name if isinstance(name, str) else name.decode())
+        if node is None:
+            raise BrokerUnavailable("no redis cluster node owns this channel")
+        found = self._senders.get(node.name)
+        if found is None:
+            found = self._senders[node.name] = OrderedSender(
+                self._node_connection(node.host, int(node.port)),
+                self,
+                redirect=self._follow_redirect,
+            )
+        return found
+
+    async def _follow_redirect(self, command: tuple[Any, ...]) -> Any:
+        # redis-py's cluster client follows MOVED/ASK and updates its slot table, so the
+        # next command for that slot is routed to its new owner.
+        return await self.client.execute_command(*command)
+
+    def _node_connection(self, host: str, port: int) -> Callable[[], Connection]:
+        def connect() -> Connection:
+            return Connection(
+                host=host,
+                port=port,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+            )
+
+        return connect
 
     async def run(self, operation: Awaitable[Any]) -> Any:
         """Await a command, script or pipeline outside the ordered path, errors translated."""

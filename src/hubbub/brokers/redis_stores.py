@@ -16,6 +16,7 @@ persistence) ``restore`` writes it again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -301,13 +302,19 @@ class RedisUsageStore(UsageStore):
         used = link.call("INCR", key)
         # Keep the counter a while past its period so a late snapshot still reads it.
         keep_s = max(1, int(end + quota.period_s - now))
-        link.call("EXPIRE", key, keep_s, "NX")
-        try:
-            count: int = await used
-        except BrokerUnavailable:
-            return True  # the publish itself reports the outage; local delivery goes on
+        expiry = link.call("EXPIRE", key, keep_s, "NX")
         cap = quota.max_messages_per_period
-        return cap is None or count <= cap
+        if cap is None:
+            # Nothing to decide, so nothing to wait for: the count rides in the same write
+            # as the publish that follows instead of costing it a round trip first.
+            used.add_done_callback(_discard_outcome)
+            expiry.add_done_callback(_discard_outcome)
+            return True
+        answers = await asyncio.gather(used, expiry, return_exceptions=True)
+        count = answers[0]
+        if isinstance(count, BaseException):
+            return True  # the publish itself reports the outage; local delivery goes on
+        return int(count) <= cap
 
     async def snapshot(self, app_id: str, quota: AppQuota, now: float) -> UsageSnapshot:
         start, end = quota.period_bounds(now)
@@ -348,3 +355,9 @@ class RedisUsageStore(UsageStore):
             count = self._local_connections.get(app_id, 0)
             _, link = self._shard(app_id)
             await link.run(link.client.hset(key, self._node_id, count))
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    # An outage is reported by the publish or send this count belongs to.
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,206 @@
+"""The ordered command path to one Redis server: written at once, replies matched in order.
+
+A node's publishes, directs and presence deltas go through here. Commands issued in one loop
+iteration are packed into one write by a task created on the first of them; because that task
+was scheduled before the caller's own fan-out, the write reaches Redis *before* the node's
+writes to its local sockets (which would otherwise hold every other node back by this node's
+whole fan-out, several milliseconds for a few hundred subscribers). Writes never wait for
+replies: one connection carries any number of batches, Redis executes them in the order they
+were written, and one reader settles their futures in that same order.
+
+A command that finds no connection, or whose connection breaks or stays silent past the
+command timeout, fails with :class:`~hubbub.core.broker.BrokerUnavailable`, as does
+every command written on that connection and not yet answered; the next command reconnects.
+Failures are reported to the link (one warning per outage); a connection Redis closes while
+nothing is outstanding is simply replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, Protocol
+
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import Connection
+
+from hubbub.core.broker import BrokerUnavailable
+
+COMMAND_TIMEOUT_S: Final = 5.0
+FAILURES: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+Command = tuple[Any, ...]
+
+
+class OutageListener(Protocol):
+    def note_failure(self, exc: BaseException) -> None: ...
+
+    def note_success(self) -> None: ...
+
+
+class OrderedSender:
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        listener: OutageListener,
+        *,
+        redirect: Callable[[Command], Awaitable[Any]] | None = None,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> None:
+        """``redirect`` re-issues a command Redis Cluster answered with MOVED or ASK through
+        a client that follows redirections (and so learns the new slot owner)."""
+        self._timeout_s = command_timeout_s
+        self._make_connection = connect
+        self._listener = listener
+        self._redirect = redirect
+        self._connection: Connection | None = None
+        self._pending: list[tuple[Command, asyncio.Future[Any]]] = []
+        # Written and not yet answered: (command, its future, when its batch was written).
+        self._unanswered: deque[tuple[Command, asyncio.Future[Any], float]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write())
+        return future
+
+    async def stop(self) -> None:
+        for task in (self._writer, self._reader, *self._background):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._writer = None
+        self._abandon(BrokerUnavailable("the redis link is stopping"), outage=False)
+        failed, self._pending = self._pending, []
+        for _, future in failed:
+            if not future.done():
+                future.set_exception(BrokerUnavailable("the redis link is stopping"))
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                # Answers come back in write order, so the batch is due before it is written.
+                now = loop.time()
+                self._unanswered.extend((args, future, now) for args, future in batch)
+                try:
+                    connection = self._connection or await self._connect()
+                    packed = connection.pack_commands(args for args, _ in batch)
+                    # No socket timeout on this connection: with one, redis-py writes from
+                    # another task, a loop iteration later (see _connect).
+                    await connection.send_packed_command(packed, check_health=False)
+                except FAILURES as exc:
+                    self._abandon(exc, outage=True)
+                    continue
+                if self._watchdog is None:
+                    self._watchdog = loop.call_later(self._timeout_s, self._check_overdue)
+        finally:
+            self._writer = None
+
+    async def _connect(self) -> Connection:
+        connection = self._make_connection()
+        connection.socket_timeout = None  # the watchdog applies the command timeout instead
+        await connection.connect()  # type: ignore[no-untyped-call]
+        self._connection = connection
+        self._reader = asyncio.get_running_loop().create_task(self._read(connection))
+        return connection
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def _read(self, connection: Connection) -> None:
+        # Always reading, idle or not, so a connection Redis closed (a restart, its idle
+        # timeout) is noticed and replaced before a command is written on it.
+        try:
+            while True:
+                try:
+                    answer: Any = await connection.read_response(disable_decoding=True)
+                except redis_errors.ResponseError as refusal:
+                    answer = refusal
+                if not self._unanswered:
+                    raise redis_errors.ConnectionError("redis sent an answer nobody asked for")
+                args, future, _ = self._unanswered.popleft()
+                self._listener.note_success()
+                self._settle(args, future, answer)
+        except FAILURES as exc:
+            if self._reader is asyncio.current_task():
+                self._reader = None
+            if self._connection is connection:
+                # Closed with nothing outstanding is not an outage: the next call reconnects
+                # and finds out whether Redis is there.
+                self._abandon(exc, outage=bool(self._unanswered))
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        if not self._unanswered:
+            return
+        loop = asyncio.get_running_loop()
+        overdue_in = self._unanswered[0][2] + self._timeout_s - loop.time()
+        if overdue_in > 0:
+            self._watchdog = loop.call_later(overdue_in, self._check_overdue)
+            return
+        error = redis_errors.TimeoutError(f"no answer from redis in {self._timeout_s:g} s")
+        self._abandon(error, outage=True)
+
+    def _settle(self, args: Command, future: asyncio.Future[Any], answer: Any) -> None:
+        if future.done():
+            return
+        if isinstance(answer, (redis_errors.MovedError, redis_errors.AskError)) and self._redirect:
+            self._in_background(self._follow(args, future))
+        elif isinstance(answer, redis_errors.RedisError):
+            future.set_exception(BrokerUnavailable(str(answer)))
+        else:
+            future.set_result(answer)
+
+    async def _follow(self, args: Command, future: asyncio.Future[Any]) -> None:
+        assert self._redirect is not None
+        try:
+            result = await self._redirect(args)
+        except redis_errors.RedisError as exc:
+            if not future.done():
+                future.set_exception(BrokerUnavailable(str(exc)))
+        else:
+            if not future.done():
+                future.set_result(result)
+
+    # --- failure ------------------------------------------------------------------------------
+
+    def _abandon(self, exc: BaseException, *, outage: bool) -> None:
+        """Forget the connection and fail what was written on it; the next call reconnects."""
+        if outage:
+            self._listener.note_failure(exc)
+        connection, self._connection = self._connection, None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        failed = list(self._unanswered)
+        self._unanswered.clear()
+        error = BrokerUnavailable(str(exc) or type(exc).__name__)
+        for _, future, _ in failed:
+            if not future.done():
+                future.set_exception(error)
+        if connection is not None:
+            self._in_background(connection.disconnect(nowait=True))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
