@@ -247,7 +247,7 @@ async def test_per_ip_rate_limit_counts_unauthenticated_requests_too() -> None:
 class _DownBroker(MemoryBroker):
     """A broker whose backend is gone: every request fails as a transient fault."""
 
-    async def publish(self, publication: Publication) -> int:
+    async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
         raise BrokerUnavailable("down")
 
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:

@@ -15,11 +15,15 @@ optional_raw = st.none() | raw
 entries = st.lists(st.builds(PresenceEntry, texts, optional_raw), max_size=3).map(tuple)
 
 
-@given(st.builds(Publication, texts, texts, texts, raw, optional_raw, st.none() | texts))
-def test_publications_round_trip(publication: Publication) -> None:
-    payload = codec.encode_publication("node-1", publication)
+@given(
+    st.builds(Publication, texts, texts, texts, raw, optional_raw, st.none() | texts),
+    optional_raw,
+)
+def test_publications_round_trip(publication: Publication, tally: bytes | None) -> None:
+    payload = codec.encode_publication("node-1", publication, tally)
     assert codec.origin_node(payload) == (codec.PUBLICATION, "node-1")
-    assert codec.decode_publication(payload) == publication
+    assert codec.decode_publication(payload) == (publication, tally)
+    assert codec.tally_of(payload) == tally
 
 
 @given(st.builds(Direct, texts, texts, texts, raw, optional_raw, st.none() | texts))
@@ -33,8 +37,24 @@ def test_presence_deltas_round_trip(delta: PresenceDelta) -> None:
 
 
 def test_disconnect_round_trips() -> None:
-    payload = codec.encode_disconnect("n", "app", "bob", 4020, "disconnected by admin")
-    assert codec.decode_disconnect(payload) == ("app", "bob", 4020, "disconnected by admin")
+    payload = codec.encode_disconnect("n", "app", "bob", 4020, "disconnected by admin", b"n:7")
+    target = ("app", "bob", 4020, "disconnected by admin")
+    assert codec.decode_disconnect(payload) == (target, b"n:7")
+    assert codec.tally_of(payload) == b"n:7"
+
+
+@given(raw, st.integers(min_value=0, max_value=10**9))
+def test_counts_round_trip(tally: bytes, count: int) -> None:
+    payload = codec.encode_count("node-2", tally, count)
+    assert codec.origin_node(payload) == (codec.COUNT, "node-2")
+    assert codec.decode_count(payload) == (tally, count)
+    assert codec.tally_of(payload) is None  # not an event that can be counted
+
+
+def test_a_count_that_is_not_a_number_is_refused() -> None:
+    parts = codec.encode_count("n", b"t", 0)[:-1] + b"x"
+    with pytest.raises(codec.EnvelopeError, match="bad count"):
+        codec.decode_count(parts)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +69,15 @@ def test_foreign_payloads_raise_envelope_error(payload: bytes) -> None:
 
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_never_raise_anything_else(payload: bytes) -> None:
-    for decode in (codec.decode_publication, codec.decode_direct, codec.decode_presence):
+    decoders = (
+        codec.decode_publication,
+        codec.decode_direct,
+        codec.decode_presence,
+        codec.decode_disconnect,
+        codec.decode_count,
+        codec.tally_of,
+    )
+    for decode in decoders:
         try:
             codec.origin_node(payload)
             decode(payload)

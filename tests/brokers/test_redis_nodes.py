@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 import pytest
 
-from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_broker import TALLY_WAIT_S, RedisBroker
 from hubbub.brokers.redis_link import shard_index
 from hubbub.brokers.redis_stores import scoped
 from hubbub.core.broker import (
@@ -231,3 +232,49 @@ async def test_a_foreign_payload_is_logged_and_skipped(
     await a.broker.publish(publication("room"))
     await b.handler.wait_for(lambda: len(b.handler.of("publication")) == 1)
     assert len([r for r in caplog.records if "malformed envelope" in r.getMessage()]) == 3
+
+
+async def test_a_counted_publish_adds_up_what_every_node_reached(
+    redis_backend: RedisBackend,
+) -> None:
+    a, b, c = [await redis_backend.node() for _ in range(3)]
+    a.handler.local_subscribers, b.handler.local_subscribers, c.handler.local_subscribers = 1, 3, 2
+    for node in (a, b, c):
+        await node.broker.watch_channel(APP, "room")  # a's own copy comes back and counts 0
+    await c.broker.watch_pattern(APP, "ro*")  # c takes two copies and delivers one
+    assert await a.broker.publish(publication("room"), count_everywhere=True) == 6
+    assert await a.broker.publish(publication("room", 2)) == 1  # uncounted: this node only
+    await c.handler.wait_for(lambda: len(c.handler.of("publication")) == 2)
+    await b.handler.wait_for(lambda: len(b.handler.of("publication")) == 2)
+    assert [p.data for p in c.handler.of("publication")] == [b'{"n":1}', b'{"n":2}']  # type: ignore[attr-defined]
+
+
+async def test_a_kick_counts_the_connections_closed_on_every_node(
+    redis_backend: RedisBackend,
+) -> None:
+    a, b, c = [await redis_backend.node() for _ in range(3)]
+    a.handler.local_peer_connections["bob"] = 1
+    b.handler.local_peer_connections["bob"] = 2
+    for node in (a, b):
+        await node.broker.register_peer(APP, "bob")
+    assert await c.broker.disconnect_peer(APP, "bob", 4020, "disconnected by admin") == 3
+    assert await c.broker.disconnect_peer(APP, "bob", 4020, "disconnected by admin") == 0
+    assert len(a.handler.of("disconnect")) == len(b.handler.of("disconnect")) == 1
+
+
+async def test_a_copy_nobody_answers_for_costs_a_counted_publish_a_short_wait(
+    redis_backend: RedisBackend,
+) -> None:
+    a = await redis_backend.node()
+    channel = scoped(redis_backend.prefix, "c", APP, "room")
+    url = redis_backend.urls[shard_index(channel, len(redis_backend.urls))]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    # A subscriber that is no Hubbub node (or a node that died holding the copy).
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+        silent.sendall(f"SUBSCRIBE {channel}\r\n".encode())
+        assert b"subscribe" in silent.recv(4096)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        assert await a.broker.publish(publication("room"), count_everywhere=True) == 1
+        waited = loop.time() - began
+        assert TALLY_WAIT_S <= waited < TALLY_WAIT_S + 1.0

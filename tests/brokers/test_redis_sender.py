@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import RedisCluster
 from redis.asyncio.connection import Connection
 
-from hubbub.brokers.redis_sender import OrderedSender
+from hubbub.brokers.redis_sender import OrderedSender, stop_task
 from hubbub.core.broker import BrokerUnavailable
 from tests.support.redis import private_redis, redis_cli, redis_cluster, unique_prefix
 
@@ -151,3 +151,24 @@ async def test_a_moved_answer_is_followed_through_the_cluster_client() -> None:
                 await sender.stop()
         finally:
             await client.aclose()
+
+
+async def test_stop_task_ends_a_loop_that_swallowed_a_cancellation() -> None:
+    # What redis-py does to a cancellation landing inside some commands: the command just
+    # completes. A loop around such a command survives one cancel.
+    swallowed = 0
+
+    async def loop_around_a_command() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    task = asyncio.get_running_loop().create_task(loop_around_a_command())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_task(task), EVENT_TIMEOUT_S)
+    assert task.cancelled() and swallowed == 1

@@ -34,6 +34,7 @@ async def test_kick_usage_publish_and_peers_across_nodes(cluster: list[ServerPro
     async with (
         sdk_client(c, token=demo_token("watcher")) as watcher,
         sdk_client(b, token=demo_token("target", peer_metadata={"n": 1})) as target,
+        sdk_client(c, token=demo_token("target", peer_metadata={"n": 1})) as target_tab,
     ):
         await watcher.client.subscribe("room")
         await target.client.subscribe("room")
@@ -46,19 +47,22 @@ async def test_kick_usage_publish_and_peers_across_nodes(cluster: list[ServerPro
         status, published = await rest(
             "POST", a, "/v1/channels/room/publish", json={"data": {"from": "rest"}}
         )
-        assert (status, published["channel"]) == (200, "room")
+        # Counted on every node: a has no subscriber, b and c one each.
+        assert (status, published) == (200, {"channel": "room", "delivered": 2})
         assert (await watcher.next(Message)).data == {"from": "rest"}
         assert (await target.next(Message)).data == {"from": "rest"}
 
         await target.client.publish("room", "counted")
         status, usage = await rest("GET", c, "/v1/usage")
         assert status == 200
-        assert usage["concurrentNow"] == 2
+        assert usage["concurrentNow"] == 3
         assert usage["messagesUsed"] == 2  # the REST publish and the client's
 
         status, kicked = await rest("DELETE", a, "/v1/peers/target")
-        assert (status, kicked) == (200, {"peerId": "target", "closed": 1})
+        # Both of target's connections, on b and on c, are closed and counted.
+        assert (status, kicked) == (200, {"peerId": "target", "closed": 2})
         assert (await target.next(Disconnected)).code == 4020
+        assert (await target_tab.next(Disconnected)).code == 4020
         left = await watcher.next(Presence, lambda p: bool(p.left))
         assert peers(left.left) == ["target"]
 

@@ -253,9 +253,9 @@ class FlakyBroker(MemoryBroker):
         if self.fail_with is not None:
             raise self.fail_with
 
-    async def publish(self, publication: Publication) -> int:
+    async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
         self._maybe_fail()
-        return await super().publish(publication)
+        return await super().publish(publication, count_everywhere=count_everywhere)
 
     async def send_direct(self, direct: Direct) -> int:
         self._maybe_fail()

@@ -272,7 +272,10 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
                 "required": ["channel", "delivered"],
                 "properties": {
                     "channel": {"type": "string"},
-                    "delivered": {**_COUNT, "description": "Connections the message reached."},
+                    "delivered": {
+                        **_COUNT,
+                        "description": "Connections the message reached, on every node.",
+                    },
                 },
             },
             "ChannelPeers": {
@@ -298,7 +301,10 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
                 "required": ["peerId", "closed"],
                 "properties": {
                     "peerId": {"type": "string"},
-                    "closed": {**_COUNT, "description": "Connections closed (0 is normal)."},
+                    "closed": {
+                        **_COUNT,
+                        "description": "Connections closed on every node (0 is normal).",
+                    },
                 },
             },
             "Usage": {

@@ -56,7 +56,8 @@ class MemoryBroker(Broker):
     async def unregister_peer(self, app_id: str, peer_id: str) -> None:
         return None
 
-    async def publish(self, publication: Publication) -> int:
+    async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
+        # One process: this node is everywhere.
         return self._target().deliver_publication(publication)
 
     async def publish_presence(self, delta: PresenceDelta) -> None:

@@ -38,12 +38,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import re
 from typing import Any
 
 from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_link import RedisShards
+from hubbub.brokers.redis_sender import discard_outcome, stop_task
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
 from hubbub.core.broker import (
     Broker,
@@ -57,6 +59,8 @@ from hubbub.core.broker import (
 log = logging.getLogger(__name__)
 
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
+# How long a counted publish or kick waits for the other nodes' counts.
+TALLY_WAIT_S = 1.0
 
 
 class RedisBroker(Broker):
@@ -90,6 +94,8 @@ class RedisBroker(Broker):
         self._sharded = self._home.sharded
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
         self._wildcard_head = f"{prefix}:w:".encode()
+        self._tallies: dict[bytes, _Tally] = {}
+        self._tally_serial = itertools.count()
         for shard, link in enumerate(shards.links):
             link.on_message = functools.partial(self._on_message, shard)
             link.on_confirmed = functools.partial(self._on_confirmed, shard)
@@ -126,15 +132,16 @@ class RedisBroker(Broker):
         self._handler = handler
         await self._shards.start()
         with contextlib.suppress(BrokerUnavailable):
+            # Kept wanted through an outage: the reconnect subscribes it.
+            await self._watch(self._replies_of(self._node_id))
+        with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)  # what a previous run with this id left behind
             await self._heartbeat()
         self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
 
     async def stop(self) -> None:
         if self._liveness is not None:
-            self._liveness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness
+            await stop_task(self._liveness)
         with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)
             client = self._home.client
@@ -212,8 +219,9 @@ class RedisBroker(Broker):
     # write then precedes this node's socket writes, instead of waiting behind all of them
     # and delaying every other node by this node's whole fan-out.
 
-    async def publish(self, publication: Publication) -> int:
-        payload = codec.encode_publication(self._node_id, publication)
+    async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
+        token, tally = self._open_tally() if count_everywhere else (None, None)
+        payload = codec.encode_publication(self._node_id, publication, token)
         name = self._channel(publication.app_id, publication.channel)
         sends = [self._shards.for_key(name).call(self._publish_command, name, payload)]
         if self._sharded:
@@ -223,8 +231,10 @@ class RedisBroker(Broker):
         # their fan-out while this one is still queueing frames for its own subscribers.
         await asyncio.sleep(0)
         reached = self._target().deliver_publication(publication)
-        await _all_of(sends)
-        return reached
+        if token is None or tally is None:
+            await _all_of(sends)
+            return reached
+        return reached + await self._close_tally(token, tally, sends)
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
         sent = self._presence_remote(delta)
@@ -253,11 +263,47 @@ class RedisBroker(Broker):
         return reached + self._remote_nodes(name, listeners)
 
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
-        closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
+        token, tally = self._open_tally()
         name = self._peer(app_id, peer_id)
-        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason)
-        listeners: int = await self._shards.for_key(name).call(self._publish_command, name, payload)
-        return closed + self._remote_nodes(name, listeners)
+        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason, token)
+        sent = self._shards.for_key(name).call(self._publish_command, name, payload)
+        closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
+        return closed + await self._close_tally(token, tally, [sent])
+
+    # --- counting on every node -------------------------------------------------------------
+    #
+    # An event that must be counted carries a tally token. Redis answers the PUBLISH with the
+    # number of copies it handed out; every copy is accounted for exactly once: a copy that
+    # comes back to this node counts 0 (delivered locally already), every other node answers
+    # with what its copy reached (0 for a duplicate) on this node's reply channel.
+
+    def _open_tally(self) -> tuple[bytes, _Tally]:
+        token = f"{self._node_id}:{next(self._tally_serial)}".encode()
+        tally = self._tallies[token] = _Tally()
+        return token, tally
+
+    async def _close_tally(
+        self, token: bytes, tally: _Tally, sends: list[asyncio.Future[Any]]
+    ) -> int:
+        try:
+            copies = await _all_of(sends)
+            tally.expect(sum(copies))
+            # A node that died holding a copy never answers: count what did answer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TALLY_WAIT_S):
+                    await tally.complete.wait()
+            return tally.total
+        finally:
+            del self._tallies[token]
+
+    def _answer_tally(self, origin: str, token: bytes, count: int) -> None:
+        name = self._replies_of(origin)
+        payload = codec.encode_count(self._node_id, token, count)
+        answered = self._shards.for_key(name).call(self._publish_command, name, payload)
+        answered.add_done_callback(discard_outcome)  # a lost answer shows as a short count
+
+    def _replies_of(self, node_id: str) -> bytes:
+        return f"{self._prefix}:n:{len(node_id)}:{node_id}".encode()
 
     def _remote_nodes(self, name: bytes, listeners: int) -> int:
         local = name in self._shards.for_key(name).subscriber_for(name).channels
@@ -282,13 +328,26 @@ class RedisBroker(Broker):
             return
         try:
             event, origin = codec.origin_node(payload)
+            if event == codec.COUNT:
+                token, count = codec.decode_count(payload)
+                tally = self._tallies.get(token)
+                if tally is not None:
+                    tally.add(count)
+                return
             if origin == self._node_id:
+                if self._tallies:  # our own copy of a counted event: nothing more reached
+                    own = codec.tally_of(payload)
+                    own_tally = self._tallies.get(own) if own is not None else None
+                    if own_tally is not None:
+                        own_tally.add(0)
                 return
             if event == codec.PUBLICATION:
-                publication = codec.decode_publication(payload)
-                if self._is_duplicate(shard, kind, name, publication.app_id):
-                    return
-                handler.deliver_publication(publication)
+                publication, wanted = codec.decode_publication(payload)
+                reached = 0
+                if not self._is_duplicate(shard, kind, name, publication.app_id):
+                    reached = handler.deliver_publication(publication)
+                if wanted is not None:
+                    self._answer_tally(origin, wanted, reached)
             elif event == codec.PRESENCE:
                 delta = codec.decode_presence(payload)
                 # Sharded: presence goes to the channel only, never to the wildcard channel.
@@ -298,7 +357,8 @@ class RedisBroker(Broker):
             elif event == codec.DIRECT:
                 handler.deliver_direct(codec.decode_direct(payload))
             elif event == codec.DISCONNECT:
-                handler.disconnect_local_peer(*codec.decode_disconnect(payload))
+                target, asked = codec.decode_disconnect(payload)
+                self._answer_tally(origin, asked, handler.disconnect_local_peer(*target))
         except (codec.EnvelopeError, UnicodeDecodeError):
             log.warning("ignored a malformed envelope on redis channel %r", name[:200])
         except Exception:
@@ -380,9 +440,35 @@ class RedisBroker(Broker):
             await self._presence_remote(delta)
 
 
-async def _all_of(futures: list[asyncio.Future[Any]]) -> None:
+async def _all_of(futures: list[asyncio.Future[Any]]) -> list[Any]:
     """Await every future (so none leaves an unretrieved error), then raise the first error."""
     results = await asyncio.gather(*futures, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
+    return results
+
+
+class _Tally:
+    """Counts from the copies of one counted event, complete once every copy answered."""
+
+    __slots__ = ("accounted", "complete", "expected", "total")
+
+    def __init__(self) -> None:
+        self.expected: int | None = None
+        self.accounted = 0
+        self.total = 0
+        self.complete = asyncio.Event()
+
+    def add(self, count: int) -> None:
+        self.accounted += 1
+        self.total += count
+        self._check()
+
+    def expect(self, copies: int) -> None:
+        self.expected = copies
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and self.accounted >= self.expected:
+            self.complete.set()

@@ -17,6 +17,7 @@ PUBLICATION: Final = ord("P")
 DIRECT: Final = ord("D")
 PRESENCE: Final = ord("E")
 DISCONNECT: Final = ord("K")
+COUNT: Final = ord("N")
 
 _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
@@ -89,7 +90,8 @@ def _body(payload: bytes) -> _Reader:
     return reader
 
 
-def encode_publication(node_id: str, publication: Publication) -> bytes:
+def encode_publication(node_id: str, publication: Publication, tally: bytes | None = None) -> bytes:
+    """``tally``: the publishing node wants every receiving node's count under this token."""
     parts = _head(PUBLICATION, node_id)
     _put(parts, publication.app_id.encode())
     _put(parts, publication.channel.encode())
@@ -100,12 +102,16 @@ def encode_publication(node_id: str, publication: Publication) -> bytes:
         parts,
         None if publication.origin_connection is None else publication.origin_connection.encode(),
     )
+    _put(parts, tally)
     return b"".join(parts)
 
 
-def decode_publication(payload: bytes) -> Publication:
+def decode_publication(payload: bytes) -> tuple[Publication, bytes | None]:
     r = _body(payload)
-    return Publication(r.text(), r.text(), r.text(), r.required(), r.optional(), r.optional_text())
+    publication = Publication(
+        r.text(), r.text(), r.text(), r.required(), r.optional(), r.optional_text()
+    )
+    return publication, r.optional()
 
 
 def encode_direct(node_id: str, direct: Direct) -> bytes:
@@ -154,17 +160,46 @@ def decode_presence(payload: bytes) -> PresenceDelta:
     return PresenceDelta(r.text(), r.text(), r.text(), _entries(r), _entries(r))
 
 
-def encode_disconnect(node_id: str, app_id: str, peer_id: str, code: int, reason: str) -> bytes:
+def encode_disconnect(
+    node_id: str, app_id: str, peer_id: str, code: int, reason: str, tally: bytes
+) -> bytes:
     parts = _head(DISCONNECT, node_id)
     for value in (app_id, peer_id, str(code), reason):
         _put(parts, value.encode())
+    _put(parts, tally)
     return b"".join(parts)
 
 
-def decode_disconnect(payload: bytes) -> tuple[str, str, int, str]:
+def decode_disconnect(payload: bytes) -> tuple[tuple[str, str, int, str], bytes]:
     r = _body(payload)
     app_id, peer_id, code, reason = r.text(), r.text(), r.text(), r.text()
     try:
-        return app_id, peer_id, int(code), reason
+        return (app_id, peer_id, int(code), reason), r.required()
     except ValueError:
         raise EnvelopeError("bad close code") from None
+
+
+def tally_of(payload: bytes) -> bytes | None:
+    """The tally token of a publication or disconnect envelope (None for other kinds)."""
+    if payload[:1] == bytes((PUBLICATION,)):
+        return decode_publication(payload)[1]
+    if payload[:1] == bytes((DISCONNECT,)):
+        return decode_disconnect(payload)[1]
+    return None
+
+
+def encode_count(node_id: str, tally: bytes, count: int) -> bytes:
+    """One receiving node's answer to a tally: how many connections its copy reached."""
+    parts = _head(COUNT, node_id)
+    _put(parts, tally)
+    _put(parts, str(count).encode())
+    return b"".join(parts)
+
+
+def decode_count(payload: bytes) -> tuple[bytes, int]:
+    r = _body(payload)
+    tally, count = r.required(), r.text()
+    try:
+        return tally, int(count)
+    except ValueError:
+        raise EnvelopeError("bad count") from None

@@ -26,7 +26,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from hubbub.brokers.redis_sender import COMMAND_TIMEOUT_S, OrderedSender
+from hubbub.brokers.redis_sender import COMMAND_TIMEOUT_S, OrderedSender, stop_task
 from hubbub.brokers.redis_sender import FAILURES as _REDIS_FAILURES
 from hubbub.core.broker import BrokerUnavailable
 
@@ -77,9 +77,7 @@ class _Subscriber:
 
     async def stop(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await stop_task(self._reader)
         if self._connection is not None:
             await self._connection.disconnect()
 
@@ -256,8 +254,7 @@ class RedisLink:
             await subscriber.stop()
         for sender in self._senders.values():
             await sender.stop()
-        if self._recovering is not None:
-            self._recovering.cancel()
+        await stop_task(self._recovering)
         await self.client.aclose()
 
     def on_recovered(self, listener: Callable[[], Awaitable[None]]) -> None:

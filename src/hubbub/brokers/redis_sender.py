@@ -18,7 +18,6 @@ nothing is outstanding is simply replaced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol
@@ -30,8 +29,31 @@ from hubbub.core.broker import BrokerUnavailable
 
 COMMAND_TIMEOUT_S: Final = 5.0
 FAILURES: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_STOP_RECHECK_S: Final = 0.2
 
 Command = tuple[Any, ...]
+
+
+def discard_outcome(future: asyncio.Future[Any]) -> None:
+    """A done-callback for a command nobody awaits: its failure is reported elsewhere (the
+    outage warning, or whatever awaited work it belongs to), not as an unretrieved error."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a task that talks to Redis and wait until it has ended.
+
+    redis-py can swallow a cancellation that lands inside one of its commands (the command
+    just completes), so a single cancel may leave a loop running; cancel again until it ends.
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_STOP_RECHECK_S)
+    if not task.cancelled():
+        task.exception()  # retrieved: a stopping task's failure is not news
 
 
 class OutageListener(Protocol):
@@ -78,10 +100,7 @@ class OrderedSender:
 
     async def stop(self) -> None:
         for task in (self._writer, self._reader, *self._background):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         self._writer = None
         self._abandon(BrokerUnavailable("the redis link is stopping"), outage=False)
         failed, self._pending = self._pending, []

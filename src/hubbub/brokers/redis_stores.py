@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 from hubbub.brokers.redis_link import RedisLink, RedisShards
+from hubbub.brokers.redis_sender import discard_outcome
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -307,8 +308,9 @@ class RedisUsageStore(UsageStore):
         if cap is None:
             # Nothing to decide, so nothing to wait for: the count rides in the same write
             # as the publish that follows instead of costing it a round trip first.
-            used.add_done_callback(_discard_outcome)
-            expiry.add_done_callback(_discard_outcome)
+            # An outage is reported by the publish or send this count belongs to.
+            used.add_done_callback(discard_outcome)
+            expiry.add_done_callback(discard_outcome)
             return True
         answers = await asyncio.gather(used, expiry, return_exceptions=True)
         count = answers[0]
@@ -355,9 +357,3 @@ class RedisUsageStore(UsageStore):
             count = self._local_connections.get(app_id, 0)
             _, link = self._shard(app_id)
             await link.run(link.client.hset(key, self._node_id, count))
-
-
-def _discard_outcome(future: asyncio.Future[Any]) -> None:
-    # An outage is reported by the publish or send this count belongs to.
-    if not future.cancelled():
-        future.exception()

@@ -109,7 +109,10 @@ class Broker(ABC):
     async def unregister_peer(self, app_id: str, peer_id: str) -> None: ...
 
     @abstractmethod
-    async def publish(self, publication: Publication) -> int: ...
+    async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
+        """Deliver everywhere; returns how many connections it was written to on this node,
+        or with ``count_everywhere`` on every node (as many as answered within a short wait,
+        for brokers that span nodes)."""
 
     @abstractmethod
     async def publish_presence(self, delta: PresenceDelta) -> None: ...

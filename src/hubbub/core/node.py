@@ -483,7 +483,8 @@ class Node:
     ) -> int:
         await self._usage.count_message(app_id, self.quota(app_id), self._clock())
         return await self._broker.publish(
-            Publication(app_id, channel, sender, data, sender_metadata, None)
+            Publication(app_id, channel, sender, data, sender_metadata, None),
+            count_everywhere=True,
         )
 
     async def channel_members(self, app_id: str, channel: str) -> list[PresenceEntry]:
