@@ -25,7 +25,8 @@ only because the node awaits each hand-over before the next.
 Sharding: ``RedisShards`` picks the server of each app by a hash of its id. On a Redis
 Cluster (``cluster = true``) channels use sharded pub/sub, which has no patterns, so each
 publication is also published to its app's wildcard channel ``<prefix>:w:<app>``, which
-nodes with pattern subscriptions in that app subscribe to.
+nodes with pattern subscriptions in that app subscribe to. When slots move, the link follows
+(``redis_link``: subscriptions; ``redis_sender``: MOVED answers).
 
 Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``presence_ttl_s``);
 every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and

@@ -71,6 +71,8 @@ class _Subscriber:
         self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
+        # Redis Cluster: told when a sharded channel's slot turned out to live elsewhere.
+        self.on_moved: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._run())
@@ -132,9 +134,15 @@ class _Subscriber:
                 self._link.note_success()
                 delay_s = 0.05
                 while True:
-                    reply = await self._connection.read_response(
-                        disable_decoding=True, timeout=None, push_request=True
-                    )
+                    try:
+                        reply = await self._connection.read_response(
+                            disable_decoding=True, timeout=None, push_request=True
+                        )
+                    except (redis_errors.MovedError, redis_errors.AskError):
+                        # A (re)subscribe reached a primary that no longer owns the slot.
+                        if self.on_moved is not None:
+                            self.on_moved()
+                        continue
                     self._dispatch(reply)
             except asyncio.CancelledError:
                 raise
@@ -166,9 +174,14 @@ class _Subscriber:
         elif kind in _CONFIRMATIONS:
             if self.on_confirmed is not None:
                 self.on_confirmed(kind, reply[1])
-            for future in self._waiters.pop((kind, reply[1]), ()):
+            waiting = self._waiters.pop((kind, reply[1]), ())
+            for future in waiting:
                 if not future.done():
                     future.set_result(None)
+            unasked = kind == b"sunsubscribe" and not waiting and reply[1] in self.channels
+            if unasked and self.on_moved is not None:
+                # Redis Cluster dropped the subscription: its slot moved to another primary.
+                self.on_moved()
 
 
 class RedisLink:
@@ -194,6 +207,7 @@ class RedisLink:
         self.in_outage = False
         self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
         self._recovering: asyncio.Task[None] | None = None
+        self._rehoming: asyncio.Task[None] | None = None
         self.on_message: MessageHandler = _ignore
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
         # Told which subscriptions a dropped connection held (until they are confirmed again).
@@ -203,6 +217,8 @@ class RedisLink:
         subscriber = _Subscriber(self, connect, sharded=self.sharded)
         subscriber.on_message = self.on_message
         subscriber.on_confirmed = self.on_confirmed
+        if self.sharded:
+            subscriber.on_moved = self._slots_moved
         self._subscribers[name] = subscriber
         subscriber.start()
         return subscriber
@@ -249,7 +265,37 @@ class RedisLink:
     def all_subscribed(self) -> set[bytes]:
         return set().union(*(s.channels for s in self._subscribers.values()))
 
+    # --- Redis Cluster slot migration ------------------------------------------------------
+
+    def _slots_moved(self) -> None:
+        if self._rehoming is None or self._rehoming.done():
+            self._rehoming = asyncio.get_running_loop().create_task(self._rehome())
+
+    async def _rehome(self) -> None:
+        """Learn the slot owners again and move each wanted channel to its owner's subscriber."""
+        assert isinstance(self.client, RedisCluster)
+        try:
+            await self.client.nodes_manager.initialize()
+        except _REDIS_FAILURES as exc:
+            self.note_failure(exc)
+            return
+        log.info("redis cluster slots moved: resubscribing sharded channels at their owners")
+        for subscriber in list(self._subscribers.values()):
+            for name in list(subscriber.channels):
+                try:
+                    owner = self.subscriber_for(name)
+                except BrokerUnavailable:
+                    continue
+                if owner is subscriber:
+                    continue
+                subscriber.channels.discard(name)
+                owner.channels.add(name)
+                command = owner.subscribe_command
+                with contextlib.suppress(BrokerUnavailable):
+                    await owner.change(command, name, command.lower().encode())
+
     async def stop(self) -> None:
+        await stop_task(self._rehoming)
         for subscriber in self._subscribers.values():
             await subscriber.stop()
         for sender in self._senders.values():
