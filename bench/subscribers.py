@@ -88,21 +88,14 @@ class Subscriber:
     def read_frame(self) -> tuple[int, bytes]:
         """Blocking read of the next frame (during the handshake only)."""
         while True:
-            if self.buffer:
-                frames = self.frames(b"")
-                if frames:
-                    assert len(frames) == 1, "the server sent more than expected"
-                    return frames[0]
+            frames = self.frames(b"")
+            if frames:
+                assert len(frames) == 1, "the server sent more than expected"
+                return frames[0]
             data = self.sock.recv(65536)
             if not data:
                 raise ConnectionError("server closed during subscribe")
-            if not self.buffer:
-                frames = self.frames(data)
-                if frames:
-                    assert len(frames) == 1, "the server sent more than expected"
-                    return frames[0]
-            else:
-                self.buffer += data
+            self.buffer += data
 
 
 def subscribe(url: str, channel: str, key: str) -> Subscriber:
