@@ -8,11 +8,8 @@
 Each request to ``/v1/chat/completions`` takes the next scripted :class:`Reply` (the last one
 repeats once the script runs out). Streaming requests (``"stream": true``) get SSE
 ``data: {...}`` chunks and ``data: [DONE]``; others get one ``chat.completion`` JSON object.
-``/v1/audio/transcriptions`` answers ``{"text": ...}`` from ``transcription_replies`` (the
-chunks joined; ``raw_lines`` for a malformed body) and ``/v1/audio/speech`` streams the
-``audio`` bytes of ``speech_replies``. Errors, delays and hangs work the same on every endpoint.
-Requests are recorded (JSON bodies decoded, multipart forms as ``{field: str | bytes}``); a
-client that goes away mid-stream sets :attr:`FakeOpenAi.disconnected`.
+Requests are recorded (JSON bodies decoded); a client that goes away mid-stream sets
+:attr:`FakeOpenAi.disconnected`. (The speech endpoints have their own fakes in tests/voice.)
 Nothing is slept on to wait for an event: delays only pace the fake's own output.
 """
 
@@ -41,12 +38,6 @@ class Reply:
     hang_after_chunks: int | None = None  # stop sending (but keep the stream open) after N chunks
     hang_before_headers: bool = False
     ignore_stream: bool = False  # answer one JSON completion even when asked to stream
-    audio: bytes = b""  # /audio/speech: the PCM streamed back, audio_chunk_bytes at a time
-    audio_chunk_bytes: int = 4_800
-
-    @classmethod
-    def speech(cls, audio: bytes, *, chunk_bytes: int = 4_800, chunk_delay_s: float = 0.0) -> Reply:
-        return cls(audio=audio, audio_chunk_bytes=chunk_bytes, chunk_delay_s=chunk_delay_s)
 
     @classmethod
     def text(cls, chunks: Sequence[str], *, chunk_delay_s: float = 0.0) -> Reply:
@@ -78,14 +69,12 @@ class RecordedRequest:
     method: str
     path: str
     headers: dict[str, str]
-    body: Any  # decoded JSON, or for multipart requests a dict of field name -> str | bytes
+    body: Any  # decoded JSON (raw bytes when it is not JSON)
 
 
 @dataclass
 class FakeOpenAi:
     replies: Sequence[Reply] = (Reply(),)
-    transcription_replies: Sequence[Reply] = (Reply(chunks=("hello world",)),)
-    speech_replies: Sequence[Reply] = (Reply.speech(b"\x00\x00" * 2_400),)
     model: str = "fake-model"
     requests: list[RecordedRequest] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,8 +91,6 @@ class FakeOpenAi:
     async def __aenter__(self) -> FakeOpenAi:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_post("/v1/audio/transcriptions", self._transcriptions)
-        app.router.add_post("/v1/audio/speech", self._speech)
         # handler_cancellation: a client disconnect cancels the handler, which records it.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -128,18 +115,11 @@ class FakeOpenAi:
 
     async def _record(self, request: web.Request) -> Any:
         body: Any
-        if request.content_type == "multipart/form-data":
-            form = await request.post()
-            body = {
-                name: value.file.read() if isinstance(value, web.FileField) else value
-                for name, value in form.items()
-            }
-        else:
-            raw = await request.read()
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
         self.requests.append(
             RecordedRequest(request.method, request.path, dict(request.headers), body)
         )
@@ -206,44 +186,3 @@ class FakeOpenAi:
         await response.write_eof()
         self.streams_completed += 1
         return response
-
-    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
-        await self._record(request)
-        reply = self._next_reply(self.transcription_replies, "transcriptions")
-        try:
-            if reply.hang_before_headers:
-                await self._hang_forever.wait()
-            if reply.status != 200:
-                return web.json_response(reply.error_body, status=reply.status)
-            if reply.raw_lines is not None:
-                return web.Response(
-                    text="\n".join(reply.raw_lines), content_type="application/json"
-                )
-            return web.json_response({"text": "".join(reply.chunks)})
-        except asyncio.CancelledError:
-            self.disconnected.set()
-            raise
-
-    async def _speech(self, request: web.Request) -> web.StreamResponse:
-        await self._record(request)
-        reply = self._next_reply(self.speech_replies, "speech")
-        try:
-            if reply.hang_before_headers:
-                await self._hang_forever.wait()
-            if reply.status != 200:
-                return web.json_response(reply.error_body, status=reply.status)
-            response = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
-            await response.prepare(request)
-            step = reply.audio_chunk_bytes
-            for index, start in enumerate(range(0, len(reply.audio), step)):
-                if reply.hang_after_chunks is not None and index >= reply.hang_after_chunks:
-                    await self._hang_forever.wait()
-                if reply.chunk_delay_s and index > 0:
-                    await asyncio.sleep(reply.chunk_delay_s)
-                await response.write(reply.audio[start : start + step])
-            await response.write_eof()
-            self.streams_completed += 1
-            return response
-        except (asyncio.CancelledError, ConnectionResetError):
-            self.disconnected.set()
-            raise
