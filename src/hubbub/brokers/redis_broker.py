@@ -46,7 +46,7 @@ from typing import Any
 
 from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_link import RedisShards
-from hubbub.brokers.redis_sender import discard_outcome, stop_task
+from hubbub.brokers.redis_sender import all_answers, discard_outcome, stop_task
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
 from hubbub.core.broker import (
     Broker,
@@ -221,7 +221,8 @@ class RedisBroker(Broker):
     # and delaying every other node by this node's whole fan-out.
 
     async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
-        token, tally = self._open_tally() if count_everywhere else (None, None)
+        tally = self._open_tally() if count_everywhere else None
+        token = None if tally is None else tally.token
         payload = codec.encode_publication(self._node_id, publication, token)
         name = self._channel(publication.app_id, publication.channel)
         sends = [self._shards.for_key(name).call(self._publish_command, name, payload)]
@@ -232,10 +233,10 @@ class RedisBroker(Broker):
         # their fan-out while this one is still queueing frames for its own subscribers.
         await asyncio.sleep(0)
         reached = self._target().deliver_publication(publication)
-        if token is None or tally is None:
-            await _all_of(sends)
+        if tally is None:
+            await all_answers(sends)
             return reached
-        return reached + await self._close_tally(token, tally, sends)
+        return reached + await self._close_tally(tally, sends)
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
         sent = self._presence_remote(delta)
@@ -264,12 +265,12 @@ class RedisBroker(Broker):
         return reached + self._remote_nodes(name, listeners)
 
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
-        token, tally = self._open_tally()
+        tally = self._open_tally()
         name = self._peer(app_id, peer_id)
-        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason, token)
+        payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason, tally.token)
         sent = self._shards.for_key(name).call(self._publish_command, name, payload)
         closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
-        return closed + await self._close_tally(token, tally, [sent])
+        return closed + await self._close_tally(tally, [sent])
 
     # --- counting on every node -------------------------------------------------------------
     #
@@ -278,16 +279,14 @@ class RedisBroker(Broker):
     # comes back to this node counts 0 (delivered locally already), every other node answers
     # with what its copy reached (0 for a duplicate) on this node's reply channel.
 
-    def _open_tally(self) -> tuple[bytes, _Tally]:
-        token = f"{self._node_id}:{next(self._tally_serial)}".encode()
-        tally = self._tallies[token] = _Tally()
-        return token, tally
+    def _open_tally(self) -> _Tally:
+        tally = _Tally(f"{self._node_id}:{next(self._tally_serial)}".encode())
+        self._tallies[tally.token] = tally
+        return tally
 
-    async def _close_tally(
-        self, token: bytes, tally: _Tally, sends: list[asyncio.Future[Any]]
-    ) -> int:
+    async def _close_tally(self, tally: _Tally, sends: list[asyncio.Future[Any]]) -> int:
         try:
-            copies = await _all_of(sends)
+            copies = await all_answers(sends)
             tally.expect(sum(copies))
             # A node that died holding a copy never answers: count what did answer.
             with contextlib.suppress(TimeoutError):
@@ -295,7 +294,7 @@ class RedisBroker(Broker):
                     await tally.complete.wait()
             return tally.total
         finally:
-            del self._tallies[token]
+            del self._tallies[tally.token]
 
     def _answer_tally(self, origin: str, token: bytes, count: int) -> None:
         name = self._replies_of(origin)
@@ -441,21 +440,13 @@ class RedisBroker(Broker):
             await self._presence_remote(delta)
 
 
-async def _all_of(futures: list[asyncio.Future[Any]]) -> list[Any]:
-    """Await every future (so none leaves an unretrieved error), then raise the first error."""
-    results = await asyncio.gather(*futures, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
-
-
 class _Tally:
     """Counts from the copies of one counted event, complete once every copy answered."""
 
-    __slots__ = ("accounted", "complete", "expected", "total")
+    __slots__ = ("accounted", "complete", "expected", "token", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, token: bytes) -> None:
+        self.token = token
         self.expected: int | None = None
         self.accounted = 0
         self.total = 0

@@ -25,6 +25,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 
 from hubbub.brokers.redis_sender import COMMAND_TIMEOUT_S, OrderedSender, stop_task
 from hubbub.brokers.redis_sender import FAILURES as _REDIS_FAILURES
@@ -36,6 +37,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 CONFIRM_TIMEOUT_S: Final = 5.0
 RECONNECT_MAX_S: Final = 1.0
 _SUBSCRIBE_CHUNK: Final = 500
+_REHOME_RETRY_S: Final = 0.1
 
 _CONFIRMATIONS = frozenset(
     (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
@@ -71,8 +73,8 @@ class _Subscriber:
         self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
-        # Redis Cluster: told when a sharded channel's slot turned out to live elsewhere.
-        self.on_moved: Callable[[], None] | None = None
+        # Redis Cluster: told which wanted channels this primary no longer serves.
+        self.on_moved: Callable[[_Subscriber, set[bytes]], None] | None = None
 
     def start(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._run())
@@ -138,10 +140,9 @@ class _Subscriber:
                         reply = await self._connection.read_response(
                             disable_decoding=True, timeout=None, push_request=True
                         )
-                    except (redis_errors.MovedError, redis_errors.AskError):
+                    except (redis_errors.MovedError, redis_errors.AskError) as moved:
                         # A (re)subscribe reached a primary that no longer owns the slot.
-                        if self.on_moved is not None:
-                            self.on_moved()
+                        self._moved_away(moved.slot_id)
                         continue
                     self._dispatch(reply)
             except asyncio.CancelledError:
@@ -181,7 +182,16 @@ class _Subscriber:
             unasked = kind == b"sunsubscribe" and not waiting and reply[1] in self.channels
             if unasked and self.on_moved is not None:
                 # Redis Cluster dropped the subscription: its slot moved to another primary.
-                self.on_moved()
+                self.on_moved(self, {reply[1]})
+
+    def _moved_away(self, slot: int) -> None:
+        names = {name for name in self.channels if key_slot(name) == slot}
+        for name in names:
+            for future in self._waiters.pop((b"ssubscribe", name), ()):
+                if not future.done():
+                    future.set_exception(BrokerUnavailable("the slot moved to another primary"))
+        if names and self.on_moved is not None:
+            self.on_moved(self, names)
 
 
 class RedisLink:
@@ -208,6 +218,7 @@ class RedisLink:
         self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
         self._recovering: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
+        self._dropped: dict[bytes, _Subscriber] = {}  # sharded channels to subscribe again
         self.on_message: MessageHandler = _ignore
         self.on_confirmed: Callable[[bytes, bytes], None] | None = None
         # Told which subscriptions a dropped connection held (until they are confirmed again).
@@ -267,32 +278,41 @@ class RedisLink:
 
     # --- Redis Cluster slot migration ------------------------------------------------------
 
-    def _slots_moved(self) -> None:
+    def _slots_moved(self, subscriber: _Subscriber, names: set[bytes]) -> None:
+        for name in names:
+            self._dropped[name] = subscriber
         if self._rehoming is None or self._rehoming.done():
             self._rehoming = asyncio.get_running_loop().create_task(self._rehome())
 
     async def _rehome(self) -> None:
-        """Learn the slot owners again and move each wanted channel to its owner's subscriber."""
+        """Learn the slot owners again and subscribe each dropped channel at its owner.
+
+        The primaries learn of a move one by one, so the owner read here may still be the old
+        one; its answer (MOVED) drops the channel again, and the next round, a moment later,
+        asks again."""
         assert isinstance(self.client, RedisCluster)
-        try:
-            await self.client.nodes_manager.initialize()
-        except _REDIS_FAILURES as exc:
-            self.note_failure(exc)
-            return
         log.info("redis cluster slots moved: resubscribing sharded channels at their owners")
-        for subscriber in list(self._subscribers.values()):
-            for name in list(subscriber.channels):
+        while self._dropped:
+            dropped, self._dropped = self._dropped, {}
+            try:
+                await self.client.nodes_manager.initialize()
+            except _REDIS_FAILURES as exc:
+                self.note_failure(exc)
+                return
+            for name, holder in dropped.items():
+                if name not in holder.channels:
+                    continue  # no longer wanted
                 try:
                     owner = self.subscriber_for(name)
                 except BrokerUnavailable:
                     continue
-                if owner is subscriber:
-                    continue
-                subscriber.channels.discard(name)
+                holder.channels.discard(name)
                 owner.channels.add(name)
                 command = owner.subscribe_command
                 with contextlib.suppress(BrokerUnavailable):
                     await owner.change(command, name, command.lower().encode())
+            if self._dropped:
+                await asyncio.sleep(_REHOME_RETRY_S)
 
     async def stop(self) -> None:
         await stop_task(self._rehoming)

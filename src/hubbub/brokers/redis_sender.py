@@ -41,6 +41,16 @@ def discard_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+async def all_answers(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    """Await every command's future (so none leaves an unretrieved error), then raise the
+    first error, or return the answers in order."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 async def stop_task(task: asyncio.Task[Any] | None) -> None:
     """Cancel a task that talks to Redis and wait until it has ended.
 
@@ -102,11 +112,12 @@ class OrderedSender:
         for task in (self._writer, self._reader, *self._background):
             await stop_task(task)
         self._writer = None
-        self._abandon(BrokerUnavailable("the redis link is stopping"), outage=False)
+        stopping = BrokerUnavailable("the redis link is stopping")
+        self._abandon(stopping, outage=False)
         failed, self._pending = self._pending, []
         for _, future in failed:
             if not future.done():
-                future.set_exception(BrokerUnavailable("the redis link is stopping"))
+                future.set_exception(stopping)
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -16,13 +16,12 @@ persistence) ``restore`` writes it again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any
 
 from hubbub.brokers.redis_link import RedisLink, RedisShards
-from hubbub.brokers.redis_sender import discard_outcome
+from hubbub.brokers.redis_sender import all_answers, discard_outcome
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -312,9 +311,9 @@ class RedisUsageStore(UsageStore):
             used.add_done_callback(discard_outcome)
             expiry.add_done_callback(discard_outcome)
             return True
-        answers = await asyncio.gather(used, expiry, return_exceptions=True)
-        count = answers[0]
-        if isinstance(count, BaseException):
+        try:
+            count, _ = await all_answers([used, expiry])
+        except BrokerUnavailable:
             return True  # the publish itself reports the outage; local delivery goes on
         return int(count) <= cap
 
