@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from hubbub.console import demo_projects_dir
 from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
 
@@ -271,16 +272,10 @@ def load_config(path: str | Path) -> Config:
     return config
 
 
-def demo_projects_dir() -> Path:
-    """The example projects of a source checkout (``examples/projects``)."""
-    return Path(__file__).resolve().parents[2] / "examples" / "projects"
-
-
 def demo_config() -> Config:
     config = parse_config(DEMO_CONFIG_TOML, "<demo>")
-    if demo_projects_dir().is_dir():
-        config.conversations.projects_dir = str(demo_projects_dir())
-        config.conversations.demo_api = True
+    config.conversations.projects_dir = str(demo_projects_dir())
+    config.conversations.demo_api = True
     return config
 
 

@@ -24,8 +24,8 @@ from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config, ConfigError
-from hubbub.console import STATIC_DIR
-from hubbub.conversation.loader import ProjectError, load_projects_dir
+from hubbub.console import static_dir
+from hubbub.conversation.loader import LoadedProject, ProjectError, load_projects_dir
 from hubbub.conversation.providers.base import LlmProvider
 from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.schema import LlmConfig
@@ -200,7 +200,7 @@ def _add_conversations(
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
-        speech=SpeechStack() if SpeechStack.available() else None,
+        speech=_speech_stack(projects),
         on_message_event=turn_metrics,
     )
     endpoint = ConversationEndpoint(
@@ -225,8 +225,28 @@ def _add_conversations(
     app.on_cleanup.append(stop)
 
 
+VOICE_EXTRA_MISSING = (
+    "offline speech is off: the 'voice' extra is not installed (pip install 'hubbub[voice]'); "
+    "voice commands answer 'Voice input is disabled for this session'"
+)
+
+
+def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
+    """The shared speech stack, or None (one log line) when the ``voice`` extra is missing."""
+    if SpeechStack.available():
+        return SpeechStack()
+    wanting = [p.project.id for p in projects if p.project.accept_voice or p.project.generate_voice]
+    if wanting:
+        log.warning(
+            "%s; voice projects answer in text only: %s", VOICE_EXTRA_MISSING, ", ".join(wanting)
+        )
+    else:
+        log.info("%s", VOICE_EXTRA_MISSING)
+    return None
+
+
 async def _voice_demo_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "voice.html")
+    return web.FileResponse(static_dir() / "voice.html")
 
 
 def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:

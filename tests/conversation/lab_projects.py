@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_PROJECT = REPO / "examples" / "projects" / "support-desk.yaml"
+from hubbub.console import demo_projects_dir
+
+DEMO_PROJECT = demo_projects_dir() / "support-desk.yaml"
 
 STORY = (
     "Once upon a time a small robot lived in a lighthouse by the sea and every night it "

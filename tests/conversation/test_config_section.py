@@ -16,7 +16,7 @@ def test_defaults_and_demo_mode() -> None:
     assert config.conversations.auth_window_s == 900.0
     demo = demo_config()
     assert demo.conversations.projects_dir is not None
-    assert demo.conversations.projects_dir.endswith("examples/projects")
+    assert Path(demo.conversations.projects_dir, "support-desk.yaml").is_file()
     assert demo.conversations.demo_api is True
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hubbub.console import demo_projects_dir
 from hubbub.conversation.loader import (
     ProjectError,
     load_project_file,
@@ -17,7 +18,7 @@ from hubbub.conversation.loader import (
 from hubbub.conversation.schema import CallToolEffect, WebhookTool
 from hubbub.conversation.templates import TemplateRenderer
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "examples" / "projects"
+DEMO_DIR = demo_projects_dir()
 
 MINIMAL = """
 id: p

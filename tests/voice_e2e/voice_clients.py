@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from hubbub.console import demo_projects_dir
 from tests.support.server import ServerProcess, running_server
 from tests.voice.speech import piper_pcm16k_async, silence
 from tests.webrtc.conftest import Client
@@ -19,8 +20,7 @@ from tests.webrtc.conftest import Client
 TIMEOUT_S = 20.0
 FRAME_BYTES = 640  # 20 ms of pcm_16000
 UTTERANCE = "Hello, I need help with my order"
-REPO = Path(__file__).resolve().parents[2]
-DEMO_PROJECT = REPO / "examples" / "projects" / "support-desk.yaml"
+DEMO_PROJECT = demo_projects_dir() / "support-desk.yaml"
 
 
 async def utterance_pcm(text: str = UTTERANCE) -> bytes:

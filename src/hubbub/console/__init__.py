@@ -1,7 +1,30 @@
-"""Static web pages the server serves (no build step): plain HTML and JavaScript files."""
+"""Files the server reads at run time, shipped as package data (no build step): the static
+web pages and the demo conversation projects.
+
+They are found through :mod:`importlib.resources`, so an installed wheel serves them from
+wherever it was installed; nothing here depends on a source checkout.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+def _directory(name: str) -> Path:
+    found = resources.files(__name__) / name
+    # A regular (unzipped) install, editable or not, hands out real directories; a zipped
+    # import would need the files extracted, which nothing here supports.
+    if not isinstance(found, Path) or not found.is_dir():
+        raise RuntimeError(f"hubbub package data {name!r} is missing from {found}")
+    return found
+
+
+def static_dir() -> Path:
+    """The web pages (``voice.html``, ...)."""
+    return _directory("static")
+
+
+def demo_projects_dir() -> Path:
+    """The demo conversation projects (``support-desk.yaml``) that demo mode serves."""
+    return _directory("projects")
