@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hubbub.console import demo_projects_dir
 
+REPO = Path(__file__).resolve().parents[2]
 DEMO_PROJECT = demo_projects_dir() / "support-desk.yaml"
 
 STORY = (

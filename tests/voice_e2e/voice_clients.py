@@ -20,6 +20,7 @@ from tests.webrtc.conftest import Client
 TIMEOUT_S = 20.0
 FRAME_BYTES = 640  # 20 ms of pcm_16000
 UTTERANCE = "Hello, I need help with my order"
+REPO = Path(__file__).resolve().parents[2]
 DEMO_PROJECT = demo_projects_dir() / "support-desk.yaml"
 
 
