@@ -44,7 +44,11 @@ class SessionSettings(msgspec.Struct, kw_only=True):
 
 class Auth(_Command):
     apiKey: str
-    sessionSettings: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    # null means all defaults, like an absent field (clients differ in how they leave it out)
+    sessionSettings: SessionSettings | None = None
+
+    def settings(self) -> SessionSettings:
+        return self.sessionSettings or SessionSettings()
 
 
 class StartConversation(_Command):

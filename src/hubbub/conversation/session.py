@@ -195,7 +195,7 @@ class Session(SessionHandler):
         if not key.permits_transport(self._channel.kind):
             self._fail(reply, request.requestId, errors.transport_not_permitted(self._channel.kind))
             return
-        settings = request.sessionSettings
+        settings = request.settings()
         wanted = (
             (settings.receiveVoiceOutput, "voice_output", errors.NO_VOICE_OUTPUT),
             (settings.receiveTranscriptionUpdates, "text_output", errors.NO_TEXT_OUTPUT),
