@@ -90,7 +90,7 @@ BAD_FILES = [
     ("[limits]\nrate_burst = 1.5", "limits.rate_burst", "Expected `int`, got `float`"),
     ("apps = 1", "apps", "Expected `array`"),
     ('[[apps]]\nid = ""', "apps[0].id", "must not be empty"),
-    ("[[apps]]\nname = 'x'", "apps[0]", "unknown field `name`"),
+    ("[[apps]]\nid = 'a'\nname = 'x'", "apps[0]", "unknown field `name`"),
     ("[[apps]]\nkeys = []", "apps[0]", "missing required field `id`"),
     (APP + APP, "apps[1].id", "duplicate app id 'a'"),
     (APP + '[[apps.keys]]\nid = "pk"\n', "apps[0].keys[0]", "missing required field `kind`"),

@@ -1,18 +1,42 @@
-"""``hubbub`` command line: ``serve``, ``token``, ``keys new`` (and helpers added later)."""
+"""``hubbub`` command line: ``serve``, ``config init|check``, ``token``, ``keys new``,
+``projects check``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from hubbub import logs
 from hubbub.config import Config, ConfigError, demo_config, load_config
 
 EXIT_CONFIG_ERROR = 2
 EXIT_USAGE_ERROR = 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hubbub")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from hubbub import __version__
+
+        return __version__
+
+
+def _load(path: str | None) -> Config:
+    """The file at ``path`` (or demo mode), with the environment's overrides and secrets."""
+    return load_config(path, os.environ) if path else demo_config(os.environ)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    for problem in exc.problems:
+        print(f"hubbub: configuration error in {problem}", file=sys.stderr)
 
 
 def _demo_banner(config: Config, host: str, port: int) -> str:
@@ -35,9 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
     from hubbub.server import Listening, serve
 
     try:
-        config = load_config(args.config) if args.config else demo_config()
+        config = _load(args.config)
     except ConfigError as exc:
-        print(f"hubbub: configuration error in {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return EXIT_CONFIG_ERROR
     if config.conversations.projects_dir is not None:
         problem = _check_projects(config.conversations.projects_dir)
@@ -51,18 +75,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     def on_listening(where: Listening) -> None:
         if not args.config:
-            print(_demo_banner(config, where.host, where.port), flush=True)
+            for line in _demo_banner(config, where.host, where.port).splitlines():
+                logs.announce(line)
             if config.conversations.projects_dir is not None:
-                print(
+                logs.announce(
                     f"Live conversations: ws://{where.host}:{where.port}/ws "
-                    '(project support-desk, API key "demo-conversation-key")',
-                    flush=True,
+                    '(project support-desk, API key "demo-conversation-key")'
                 )
-                print(
-                    f"Voice demo (WebRTC): http://{where.host}:{where.port}/demo/voice",
-                    flush=True,
-                )
-        print(f"Hubbub listening on http://{where.host}:{where.port}", flush=True)
+                logs.announce(f"Voice demo (WebRTC): http://{where.host}:{where.port}/demo/voice")
+        logs.announce(
+            f"Hubbub listening on http://{where.host}:{where.port}",
+            event="listening",
+            host=where.host,
+            port=where.port,
+            version=_version(),
+        )
 
     try:
         import uvloop
@@ -79,10 +106,10 @@ def _token(args: argparse.Namespace) -> int:
     from hubbub.auth.cli_tools import TokenRequestError, token_for
 
     try:
-        config = load_config(args.config) if args.config else demo_config()
+        config = _load(args.config)
         print(token_for(config, args.app, args.peer, args.channels, args.ttl, time.time()))
     except ConfigError as exc:
-        print(f"hubbub: configuration error in {exc}", file=sys.stderr)
+        _print_config_error(exc)
         return EXIT_CONFIG_ERROR
     except TokenRequestError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
@@ -97,10 +124,46 @@ def _new_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_init(args: argparse.Namespace) -> int:
+    from hubbub.config_template import new_config_toml
+
+    if args.out is None:
+        print(new_config_toml(), end="")
+        return 0
+    out = Path(args.out)
+    text = new_config_toml(str(out))
+    try:
+        # Created readable by its owner only: it holds the secret key's secret.
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
+        with os.fdopen(os.open(out, flags, 0o600), "w", encoding="utf-8") as file:
+            file.write(text)
+    except FileExistsError:
+        print(f"hubbub: {out} exists (use --force to overwrite it)", file=sys.stderr)
+        return EXIT_USAGE_ERROR
+    except OSError as exc:
+        print(f"hubbub: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE_ERROR
+    print(f"wrote {out}; run it with: hubbub serve --config {out}")
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path, os.environ)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG_ERROR
+    if config.conversations.projects_dir is not None:
+        problem = _check_projects(config.conversations.projects_dir)
+        if problem is not None:
+            print(f"hubbub: project error in {problem}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+    print(f"{args.path}: the configuration is valid")
+    return 0
+
+
 def _check_projects(directory: str) -> str | None:
     """Load every project file in ``directory``; the first problem, or None."""
-    from pathlib import Path
-
     from hubbub.conversation.loader import ProjectError, load_projects_dir
     from hubbub.conversation.templates import TemplateRenderer
 
@@ -122,7 +185,20 @@ def _projects_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbub", description="Hubbub realtime server")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--version", action="version", version=f"hubbub {_version()}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=logs.LEVELS,
+        help="logging level (default INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="text (default) or json: one JSON object per line",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML configuration file (default: demo mode)")
@@ -144,6 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("--kind", choices=["publishable", "secret"], required=True)
     new_key.set_defaults(handler=_new_key)
 
+    config = commands.add_parser("config", help="configuration files")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    init = config_commands.add_parser(
+        "init", help="write a commented configuration with fresh keys and secrets"
+    )
+    init.add_argument("--out", help="file to write (mode 600; default: print it)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    init.set_defaults(handler=_config_init)
+    config_check = config_commands.add_parser(
+        "check", help="validate a configuration file (and its projects) without serving"
+    )
+    config_check.add_argument("path", help="TOML configuration file")
+    config_check.set_defaults(handler=_config_check)
+
     projects = commands.add_parser("projects", help="conversation project files")
     project_commands = projects.add_subparsers(dest="projects_command", required=True)
     check = project_commands.add_parser("check", help="validate project files without serving")
@@ -155,9 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_level, args.log_format)
     result: int = args.handler(args)
     return result

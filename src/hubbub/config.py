@@ -1,20 +1,27 @@
 """TOML configuration: the file's shape is a contract other tools rely on.
 
-Loading validates everything up front and reports the first problem as a :class:`ConfigError`
-naming the file, the field (a dotted path such as ``apps[0].keys[1].actions``) and the problem,
-so ``hubbub serve`` can stop with exit code 2 before it binds a port.
+Loading validates everything up front and reports **every** problem of the file as a
+:class:`ConfigError` whose lines each name the file, the field (a dotted path such as
+``apps[0].keys[1].actions``) and the problem, so ``hubbub serve`` can stop with exit code 2
+before it binds a port. The environment can override fields and hold secrets
+(:mod:`hubbub.config_sources`); problems with those name the variable.
+
+A check of meaning is one ``fail(field, problem)`` call: checks collect, they do not stop.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from hubbub.config_shape import UNUSABLE, check_struct
+from hubbub.config_sources import ENV_SOURCE, apply_environment, resolve_secrets
 from hubbub.console import demo_projects_dir
 from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
@@ -31,12 +38,32 @@ MAX_ICE_CREDENTIAL_LENGTH = 1024
 ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    source: str  # the file, or "<environment>"
+    field: str  # a dotted path, or the environment variable's name
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.field}: {self.problem}"
+
+
 class ConfigError(Exception):
-    def __init__(self, source: str, field: str, problem: str) -> None:
-        super().__init__(f"{source}: {field}: {problem}")
+    """One or more problems; ``source``/``field``/``problem`` are the first one's."""
+
+    def __init__(
+        self, source: str, field: str, problem: str, more: Sequence[ConfigProblem] = ()
+    ) -> None:
+        self.problems = [ConfigProblem(source, field, problem), *more]
+        super().__init__("\n".join(str(p) for p in self.problems))
         self.source = source
         self.field = field
         self.problem = problem
+
+    @classmethod
+    def of(cls, problems: Sequence[ConfigProblem]) -> ConfigError:
+        first = problems[0]
+        return cls(first.source, first.field, first.problem, problems[1:])
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -87,14 +114,20 @@ class TurnConfig(_Section):
     """A TURN server that accepts time-limited credentials (coturn ``use-auth-secret``)."""
 
     urls: list[str]
-    shared_secret: str
+    # One of the three (see hubbub.config_sources: secrets out of files).
+    shared_secret: str | None = None
+    shared_secret_env: str | None = None
+    shared_secret_file: str | None = None
     ttl_s: int = 86400
 
 
 class KeyConfig(_Section):
     id: str
     kind: Literal["publishable", "secret"]
+    # A secret key's secret: inline, or from an environment variable or a file.
     secret: str | None = None
+    secret_env: str | None = None
+    secret_file: str | None = None
     channel_patterns: list[str] = msgspec.field(default_factory=lambda: ["**"])
     # None means the kind's default: publishable keys have "send" off, as on the hosted service.
     actions: list[str] | None = None
@@ -140,7 +173,10 @@ class ConversationLlmConfig(_Section):
 
     base_url: str
     model: str
-    api_key_env: str | None = None  # the key is read from this environment variable
+    # Optional (local servers need none): inline, from an environment variable, or a file.
+    api_key: str | None = None
+    api_key_env: str | None = None
+    api_key_file: str | None = None
     timeout_s: float = 30.0
 
 
@@ -231,32 +267,47 @@ channel_patterns = ["**"]
 actions = ["publish", "subscribe", "presence", "send"]
 """
 
-_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
-
-def _field_from_msgspec(message: str) -> tuple[str, str]:
-    found = _MSGSPEC_PATH.search(message)
-    if not found:
-        return "(document)", message
-    path = found.group("path").lstrip(".") or "(document)"
-    return path, message[: found.start()]
-
-
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    *,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    """The configuration in ``text``, with overrides and secrets from ``environ`` (none when
+    None); relative secret files are read from ``base_dir``. Raises :class:`ConfigError`
+    listing every problem."""
+    environ = environ or {}
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "(document)", f"not valid TOML: {exc}") from None
-    try:
-        config = msgspec.convert(raw, Config)
-    except msgspec.ValidationError as exc:
-        field, problem = _field_from_msgspec(str(exc))
-        raise ConfigError(source, field, problem) from None
-    _check(config, source)
+    problems: list[ConfigProblem] = []
+    from_environment: dict[str, str] = {}
+
+    def fail(field: str, problem: str) -> None:
+        for path, variable in from_environment.items():
+            if field == path or field.startswith((path + ".", path + "[")):
+                problems.append(ConfigProblem(ENV_SOURCE, variable, problem))
+                return
+        problems.append(ConfigProblem(source, field, problem))
+
+    def fail_env(variable: str, problem: str) -> None:
+        problems.append(ConfigProblem(ENV_SOURCE, variable, problem))
+
+    from_environment.update(apply_environment(raw, environ, Config, fail_env))
+    checked = check_struct(raw, Config, "", fail)
+    if checked is not UNUSABLE:
+        config = msgspec.convert(checked, Config)
+        resolve_secrets(config, environ, base_dir, fail)
+        _check(config, fail)
+    if problems:
+        raise ConfigError.of(problems)
     return config
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -264,7 +315,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(source, "(file)", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(source, "(file)", "not UTF-8 text") from None
-    config = parse_config(text, source)
+    config = parse_config(text, source, environ=environ, base_dir=Path(path).parent)
     projects_dir = config.conversations.projects_dir
     if projects_dir is not None and not Path(projects_dir).is_absolute():
         # Relative to the file that names it, so a config and its projects travel together.
@@ -272,17 +323,14 @@ def load_config(path: str | Path) -> Config:
     return config
 
 
-def demo_config() -> Config:
-    config = parse_config(DEMO_CONFIG_TOML, "<demo>")
+def demo_config(environ: Mapping[str, str] | None = None) -> Config:
+    config = parse_config(DEMO_CONFIG_TOML, "<demo>", environ=environ)
     config.conversations.projects_dir = str(demo_projects_dir())
     config.conversations.demo_api = True
     return config
 
 
-def _check(config: Config, source: str) -> None:
-    def fail(field: str, problem: str) -> None:
-        raise ConfigError(source, field, problem)
-
+def _check(config: Config, fail: Callable[[str, str], None]) -> None:
     server, limits = config.server, config.limits
     if not 0 <= server.port <= 65535:
         fail("server.port", "must be between 0 and 65535")
@@ -362,14 +410,15 @@ def _check(config: Config, source: str) -> None:
             if key.id in key_ids:
                 fail(f"{kwhere}.id", f"duplicate key id {key.id!r}")
             key_ids.add(key.id)
-            if key.kind == "secret" and not key.secret:
+            from_elsewhere = key.secret_env is not None or key.secret_file is not None
+            if key.kind == "secret" and not key.secret and not from_elsewhere:
                 fail(f"{kwhere}.secret", "a secret key needs a non-empty secret")
             if key.secret and key.secret.startswith(LEGACY_SECRET_PREFIX):
                 if key.secret in legacy_secrets:
                     fail(f"{kwhere}.secret", "two keys share the same sk_live_ secret")
                 legacy_secrets.add(key.secret)
             _check_ice(key, kwhere, fail)
-            if key.kind == "publishable" and key.secret is not None:
+            if key.kind == "publishable" and (key.secret is not None or from_elsewhere):
                 fail(f"{kwhere}.secret", "a publishable key has no secret")
             for p, pattern in enumerate(key.channel_patterns):
                 try:
@@ -426,7 +475,9 @@ def _check_ice(key: KeyConfig, where: str, fail: Callable[[str, str], None]) -> 
                 fail(f"{where}.ice_servers[{i}].{name}", "longer than 1024 characters")
     if key.turn is not None:
         check_urls(key.turn.urls, f"{where}.turn.urls")
-        if not key.turn.shared_secret:
+        turn = key.turn
+        from_elsewhere = turn.shared_secret_env is not None or turn.shared_secret_file is not None
+        if not turn.shared_secret and not from_elsewhere:
             fail(f"{where}.turn.shared_secret", "must not be empty")
         if key.turn.ttl_s <= 0:
             fail(f"{where}.turn.ttl_s", "must be positive")

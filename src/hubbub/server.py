@@ -189,7 +189,7 @@ def _add_conversations(
         default_llm = LlmConfig(
             base_url=settings.llm.base_url,
             model=settings.llm.model,
-            api_key_env=settings.llm.api_key_env,
+            api_key=settings.llm.api_key,
             timeout_s=settings.llm.timeout_s,
         )
     service = ConversationService(

@@ -33,10 +33,12 @@ python_tools = ["pkg.mod:fn"]
 base_url = "http://127.0.0.1:11434/v1"
 model = "llama3.1"
 api_key_env = "OPENAI_API_KEY"
-"""
+""",
+        environ={"OPENAI_API_KEY": "sk-from-env"},
     )
     assert config.conversations.llm is not None
     assert config.conversations.llm.model == "llama3.1"
+    assert config.conversations.llm.api_key == "sk-from-env"
     assert config.conversations.python_tools == ["pkg.mod:fn"]
 
 

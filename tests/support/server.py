@@ -85,10 +85,17 @@ async def running_server(
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     start_timeout_s: float = 20.0,
+    host: str | None = "127.0.0.1",
+    global_args: tuple[str, ...] = (),
 ) -> AsyncIterator[ServerProcess]:
-    """Start ``hubbub serve`` (with ``config_toml`` written to a temp file, or demo mode)."""
+    """Start ``hubbub serve`` (with ``config_toml`` written to a temp file, or demo mode).
+
+    ``host=None`` leaves the address to the file and the environment; ``global_args`` go
+    before ``serve`` (``--log-format json``)."""
     with tempfile.TemporaryDirectory(prefix="hubbub-test-") as tmp:
-        args = [sys.executable, "-m", "hubbub", "serve", "--host", "127.0.0.1", "--port", "0"]
+        args = [sys.executable, "-m", "hubbub", *global_args, "serve", "--port", "0"]
+        if host is not None:
+            args += ["--host", host]
         if config_toml is not None:
             path = Path(tmp) / "hubbub.toml"
             path.write_text(config_toml, encoding="utf-8")

@@ -26,7 +26,9 @@ def turn_credentials(shared_secret: str, peer_id: str, expires_at: int) -> tuple
 
 
 def _turn_entry(turn: TurnConfig, peer_id: str, expires_at: int) -> dict[str, Any]:
-    username, credential = turn_credentials(turn.shared_secret, peer_id, expires_at)
+    secret = turn.shared_secret
+    assert secret, "loading resolves shared_secret_env/_file and refuses an empty secret"
+    username, credential = turn_credentials(secret, peer_id, expires_at)
     return {"urls": list(turn.urls), "username": username, "credential": credential}
 
 

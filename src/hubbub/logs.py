@@ -1,0 +1,90 @@
+"""Process logging for ``hubbub serve``: a text or a JSON format (one object per line).
+
+Call sites log with the standard library and pass the event's fields as ``extra``
+(``log.info("connection opened app=%s ...", ..., extra={"app": ..., ...})``): the text format
+shows the message, the JSON format adds every extra field as a top-level key, so a log
+collector can filter on ``event``, ``app``, ``peer``, ``remote``, ``code`` without parsing text.
+No secret is ever passed as a field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, Final, Literal, TextIO
+
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS: Final = ("text", "json")
+LogFormat = Literal["text", "json"]
+
+# Libraries that log every ICE candidate pair and DTLS step at INFO: quiet unless DEBUG.
+CHATTY_LIBRARIES: Final = ("aioice", "aiortc")
+
+TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_RECORD_ATTRIBUTES: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))).union(
+    {"message", "asctime", "taskName"}
+)
+
+
+def _timestamp(created: float) -> str:
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{whole}.{int(created % 1 * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", <extra fields>..., "exception"?}``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and not name.startswith("_"):
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+_format: LogFormat = "text"
+
+
+def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
+    """Root logging for the process (replaces any earlier configuration)."""
+    global _format
+    _format = log_format
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for library in CHATTY_LIBRARIES:
+        logging.getLogger(library).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+def announce(line: str, **fields: Any) -> None:
+    """A line for the person who started the server (listening address, demo keys): printed
+    on stdout whatever the level, in the chosen format."""
+    if _format == "json":
+        entry = {
+            "time": _timestamp(time.time()),
+            "level": "INFO",
+            "logger": "hubbub",
+            "message": line,
+            **fields,
+        }
+        print(json.dumps(entry, ensure_ascii=False), flush=True)
+    else:
+        print(line, flush=True)
