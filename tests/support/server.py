@@ -48,6 +48,7 @@ class ServerProcess:
     host: str
     port: int
     output: list[bytes] = field(default_factory=list)
+    new_output: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def ws_url(self) -> str:
@@ -59,6 +60,18 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return b"".join(self.output).decode(errors="replace")
+
+    async def wait_for_output(self, text: str, timeout_s: float = 10.0) -> str:
+        """The first output line containing ``text``, once the server has written it."""
+        async with asyncio.timeout(timeout_s):
+            seen = 0
+            while True:
+                for line in self.output[seen:]:
+                    if text.encode() in line:
+                        return line.decode(errors="replace")
+                seen = len(self.output)
+                await self.new_output.wait()
+                self.new_output.clear()
 
     async def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
         if self.process.returncode is None:
@@ -73,9 +86,10 @@ class ServerProcess:
         return self.process.returncode
 
 
-async def _pump(stream: asyncio.StreamReader, sink: list[bytes]) -> None:
+async def _pump(stream: asyncio.StreamReader, server: ServerProcess) -> None:
     while line := await stream.readline():
-        sink.append(line)
+        server.output.append(line)
+        server.new_output.set()
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +144,7 @@ async def running_server(
         server = ServerProcess(
             process, found.group("host").decode(), int(found.group("port")), output
         )
-        pump = asyncio.create_task(_pump(process.stdout, output))
+        pump = asyncio.create_task(_pump(process.stdout, server))
         try:
             yield server
         finally:

@@ -66,3 +66,9 @@ async def test_voice_page_connects_and_talks(demo_server: ServerProcess, tmp_pat
     assert result["greeting"].startswith("Agent: Hi, welcome to Acme Gadgets support!")
     assert "You: where is my package?" in result["transcript"]
     assert any("order number" in line for line in result["transcript"][-2:]), result
+    # The browser has left: the server notices (ICE consent, ~30 s), closes the session with
+    # one line, and nothing of aiortc's teardown reaches the log as a traceback.
+    closed = "conversation connection closed transport=webrtc"
+    await demo_server.wait_for_output(closed, timeout_s=60)
+    log = demo_server.log_text()
+    assert "Traceback" not in log and "exception was never retrieved" not in log, log

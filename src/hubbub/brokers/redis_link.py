@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -199,6 +200,8 @@ class RedisLink:
 
     def __init__(self, url: str, *, cluster: bool = False) -> None:
         self.url = url
+        # What the logs show: the URL without its password.
+        self.shown_url = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
         self.sharded = cluster
         options: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -271,7 +274,7 @@ class RedisLink:
         pool = self.client.connection_pool
         subscriber = self._add_subscriber("main", pool.make_connection)
         if not await subscriber.wait_connected(CONNECT_TIMEOUT_S):
-            log.warning("redis at %s is not reachable yet; the node starts anyway", self.url)
+            log.warning("redis at %s is not reachable yet; the node starts anyway", self.shown_url)
 
     def all_subscribed(self) -> set[bytes]:
         return set().union(*(s.channels for s in self._subscribers.values()))
@@ -332,15 +335,18 @@ class RedisLink:
             log.warning(
                 "redis at %s is unreachable (%s): publishes and sends answer backend_error "
                 "until it is back",
-                self.url,
+                self.shown_url,
                 exc,
+                extra={"event": "broker_unavailable", "broker": self.shown_url},
             )
 
     def note_success(self) -> None:
         if self.in_outage:
             self.in_outage = False
             log.info(
-                "redis at %s is reachable again: restoring subscriptions and presence", self.url
+                "redis at %s is reachable again: restoring subscriptions and presence",
+                self.shown_url,
+                extra={"event": "broker_recovered", "broker": self.shown_url},
             )
             self._recovering = asyncio.get_running_loop().create_task(self._recover())
 

@@ -177,6 +177,16 @@ class Node:
     def _expire(self, conn: Connection) -> None:
         self._close(conn, CloseCode.TOKEN_EXPIRED)
 
+    def _close_over_rate(self, conn: Connection) -> None:
+        if not (conn.closed or conn.closing):
+            log.warning(
+                "closing app=%s peer=%s: over the message rate (close 4011)",
+                conn.app_id,
+                conn.peer_id,
+                extra={"event": "rate_limited", "app": conn.app_id, "peer": conn.peer_id},
+            )
+        self._close(conn, CloseCode.OVER_MESSAGE_RATE)
+
     def _close(self, conn: Connection, code: CloseCode, reason: str | None = None) -> None:
         if conn.closed or conn.closing:
             return
@@ -226,7 +236,7 @@ class Node:
             conn.sink.push(self._pong)
             return
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
-            self._close(conn, CloseCode.OVER_MESSAGE_RATE)
+            self._close_over_rate(conn)
             return
         if isinstance(frame, FrameError):
             self._reply_error(conn, frame.code, frame.request_id, frame.message)
@@ -251,7 +261,7 @@ class Node:
         if conn.closed or conn.closing:
             return
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
-            self._close(conn, CloseCode.OVER_MESSAGE_RATE)
+            self._close_over_rate(conn)
             return
         self._reply_error(
             conn, ErrorCode.MALFORMED_MESSAGE, None, "binary frames are not supported"
@@ -492,7 +502,15 @@ class Node:
 
     async def kick_peer(self, app_id: str, peer_id: str) -> int:
         code = CloseCode.ADMIN_DISCONNECT
-        return await self._broker.disconnect_peer(app_id, peer_id, code, CLOSE_REASONS[code])
+        closed = await self._broker.disconnect_peer(app_id, peer_id, code, CLOSE_REASONS[code])
+        log.info(
+            "kicked app=%s peer=%s: %d connection(s) closed with 4020",
+            app_id,
+            peer_id,
+            closed,
+            extra={"event": "kick", "app": app_id, "peer": peer_id, "closed": closed},
+        )
+        return closed
 
     async def usage(self, app_id: str) -> UsageSnapshot:
         return await self._usage.snapshot(app_id, self.quota(app_id), self._clock())

@@ -59,6 +59,11 @@ class WebSocketClientChannel:
         )
 
     def close(self) -> None:
+        log.warning(
+            "conversation client remote=%s: too many authentication attempts; closing",
+            self._ip,
+            extra={"event": "auth_rate_limited", "transport": "websocket", "remote": self._ip},
+        )
         self._outbox.close(CloseCode.POLICY_VIOLATION, "too many authentication attempts")
 
 
@@ -92,6 +97,11 @@ class ConversationEndpoint:
         if outbox is None:
             return ws
         session = self._sessions.open_session(WebSocketClientChannel(outbox, ip))
+        log.info(
+            "conversation connection opened remote=%s",
+            ip,
+            extra={"event": "conversation_opened", "transport": "websocket", "remote": ip},
+        )
         try:
             async for message in ws:
                 if message.type is WSMsgType.TEXT:
@@ -102,4 +112,16 @@ class ConversationEndpoint:
                     await session.handle_message(message.data)
         finally:
             await session.closed()
+            code = ws.close_code if outbox.close_code is None else outbox.close_code
+            log.info(
+                "conversation connection closed remote=%s code=%s",
+                ip,
+                code,
+                extra={
+                    "event": "conversation_closed",
+                    "transport": "websocket",
+                    "remote": ip,
+                    "code": code,
+                },
+            )
         return ws

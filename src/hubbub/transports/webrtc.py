@@ -206,6 +206,11 @@ class WebRtcPeer:
         if self._session is not None or self.closed:
             return
         self._session = self._sessions.open_session(self)
+        log.info(
+            "conversation connection opened transport=webrtc remote=%s",
+            self._ip,
+            extra={"event": "conversation_opened", "transport": "webrtc", "remote": self._ip},
+        )
         self._control_opened.set()
         self._consumer = asyncio.get_running_loop().create_task(self._consume_inbox(self._session))
 
@@ -359,12 +364,22 @@ class WebRtcPeer:
         await self._flush_control()
         if self._track is not None:
             self._track.stop()
-        for channel in (self._control, self._audio):
-            if channel is not None:
-                channel.close()
+        if self.pc.connectionState == "connected":
+            # A polite close (SCTP stream reset). On a transport that is already gone (the
+            # browser left) aiortc's reset task would fail unseen and log a traceback;
+            # pc.close() below closes the channels either way.
+            for channel in (self._control, self._audio):
+                if channel is not None:
+                    channel.close()
         try:
             await self.pc.close()
         except Exception:
             log.exception("closing a webrtc peer connection failed")
         self._on_closed(self)
         self._done.set()
+        if self._session is not None:
+            log.info(
+                "conversation connection closed transport=webrtc remote=%s",
+                self._ip,
+                extra={"event": "conversation_closed", "transport": "webrtc", "remote": self._ip},
+            )

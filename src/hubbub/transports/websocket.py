@@ -38,6 +38,26 @@ class WebSocketSettings:
     connect_window_s: float
 
 
+def _log_auth_failure(
+    ip: str, reason: str, *, status: int | None = None, code: int | None = None
+) -> None:
+    """One line per refused credential; the key, token and secret are never logged."""
+    answer = f"HTTP {status}" if status is not None else f"close {code}"
+    log.warning(
+        "auth failed remote=%s: %s (%s)",
+        ip,
+        reason,
+        answer,
+        extra={
+            "event": "auth_failed",
+            "remote": ip,
+            "reason": reason,
+            "status": status,
+            "code": code,
+        },
+    )
+
+
 class RealtimeEndpoint:
     """Handles ``GET /v1?key=…`` and ``GET /v1?token=…`` upgrades."""
 
@@ -62,6 +82,11 @@ class RealtimeEndpoint:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
         if not self._ip_limiter.allow(ip, time.monotonic()):
+            log.warning(
+                "connect refused remote=%s: too many connection attempts (HTTP 429)",
+                ip,
+                extra={"event": "connect_refused", "remote": ip, "status": 429},
+            )
             return web.Response(status=429, text="too_many_connections")
         outcome = authenticate(
             self._keys,
@@ -71,6 +96,7 @@ class RealtimeEndpoint:
             time.time(),
         )
         if isinstance(outcome, HttpRejection):
+            _log_auth_failure(ip, outcome.body, status=outcome.status)
             return web.Response(status=outcome.status, text=outcome.body)
         settings = self._settings
         max_frame = settings.max_message_bytes
@@ -85,16 +111,46 @@ class RealtimeEndpoint:
             return web.Response(status=426, text="websocket upgrade required")
         await ws.prepare(request)
         if isinstance(outcome, CloseRejection):
+            _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
             await ws.close(code=outcome.code, message=outcome.reason.encode())
             return ws
         outbox = self._outboxes.create(ws, request)
         if outbox is None:
             return ws
+        fields = {"app": outcome.app_id, "peer": outcome.peer_id, "remote": ip}
         conn = await self._node.open_connection(outcome, outbox)
         if conn is None:
+            log.warning(
+                "connect refused app=%s peer=%s remote=%s: over the app's connection limit "
+                "(close 4010)",
+                outcome.app_id,
+                outcome.peer_id,
+                ip,
+                extra={"event": "connect_refused", "code": 4010, **fields},
+            )
             await outbox.closed
             return ws
-        await self._serve(ws, conn)
+        log.info(
+            "connection opened app=%s peer=%s remote=%s",
+            outcome.app_id,
+            outcome.peer_id,
+            ip,
+            extra={"event": "connection_opened", **fields},
+        )
+        try:
+            await self._serve(ws, conn)
+        finally:
+            by = "client" if outbox.close_code is None else "server"
+            code = ws.close_code if outbox.close_code is None else outbox.close_code
+            log.info(
+                "connection closed app=%s peer=%s remote=%s code=%s by=%s",
+                outcome.app_id,
+                outcome.peer_id,
+                ip,
+                code,
+                by,
+                extra={"event": "connection_closed", "code": code, "by": by, **fields},
+            )
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:

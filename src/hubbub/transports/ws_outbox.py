@@ -73,6 +73,7 @@ class WebSocketOutbox:
         "_segments",
         "_transport",
         "_ws",
+        "close_code",
         "closed",
     )
 
@@ -99,6 +100,8 @@ class WebSocketOutbox:
         self._pause_handle: asyncio.TimerHandle | None = None
         self._dirty = False
         self._closing = False
+        # The code this side closed with (None: the client closed first), for the logs.
+        self.close_code: int | None = None
         self.closed = loop.create_future()
 
     def push(self, frame: OutFrame) -> None:
@@ -154,7 +157,15 @@ class WebSocketOutbox:
             self._slow_consumer()
 
     def _slow_consumer(self) -> None:
-        log.info("closing a slow consumer (%d bytes pending)", self._queued_bytes)
+        peer = self._transport.get_extra_info("peername")
+        remote = peer[0] if isinstance(peer, tuple) else str(peer)
+        pending = self._queued_bytes + self._transport.get_write_buffer_size()
+        log.warning(
+            "closing a slow consumer remote=%s (%d bytes pending)",
+            remote,
+            pending,
+            extra={"event": "slow_consumer", "remote": remote, "pending_bytes": pending},
+        )
         self._queue.clear()
         self._segments.clear()
         self._queued_bytes = 0
@@ -164,6 +175,7 @@ class WebSocketOutbox:
         if self._closing:
             return
         self._closing = True
+        self.close_code = code
         if self._pause_handle is not None:
             self._pause_handle.cancel()
             self._pause_handle = None
