@@ -157,14 +157,12 @@ class WebSocketOutbox:
             self._slow_consumer()
 
     def _slow_consumer(self) -> None:
-        peer = self._transport.get_extra_info("peername")
-        remote = peer[0] if isinstance(peer, tuple) else str(peer)
+        # The connection's close line that follows names its app, peer and address.
         pending = self._queued_bytes + self._transport.get_write_buffer_size()
         log.warning(
-            "closing a slow consumer remote=%s (%d bytes pending)",
-            remote,
+            "closing a slow consumer (%d bytes pending; close 1008)",
             pending,
-            extra={"event": "slow_consumer", "remote": remote, "pending_bytes": pending},
+            extra={"event": "slow_consumer", "pending_bytes": pending},
         )
         self._queue.clear()
         self._segments.clear()
