@@ -57,17 +57,35 @@ class JsonFormatter(logging.Formatter):
 _format: LogFormat = "text"
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours (so a second configure replaces it); without a stream it writes to whatever
+    ``sys.stderr`` is at the time, never to a stream that was swapped out and closed."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._fixed or sys.stderr
+        super().emit(record)
+
+
 def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
-    """Root logging for the process (replaces any earlier configuration)."""
+    """Root logging for the process. Like :func:`logging.basicConfig`, it leaves alone a root
+    logger that someone else has already given handlers (a program embedding Hubbub, a test
+    runner), unless a ``stream`` is given explicitly."""
     global _format
     _format = log_format
-    handler = logging.StreamHandler(stream or sys.stderr)
+    root = logging.getLogger()
+    foreign = [h for h in root.handlers if not isinstance(h, _Handler)]
+    if foreign and stream is None:
+        return
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    handler = _Handler(stream)
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     for library in CHATTY_LIBRARIES:
