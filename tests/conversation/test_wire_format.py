@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from hubbub.conversation.channel import VoiceChunk
-from hubbub.conversation.loader import LoadedProject, parse_project
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.project.loader import LoadedProject, parse_project
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.channel import VoiceChunk
+from hubbub.conversation.session.service import ConversationService
+from hubbub.conversation.voice.providers.base import (
     AsrProvider,
     AsrStream,
     Transcript,
@@ -26,9 +29,6 @@ from hubbub.conversation.providers.base import (
     VadStream,
     VoiceSettings,
 )
-from hubbub.conversation.service import ConversationService
-from hubbub.conversation.store import ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
 from hubbub.core.outbound import OutFrame
 from hubbub.transports.conversation_ws import WebSocketClientChannel
 from tests.conversation.fakes import Clock, FakeChannel, command

@@ -16,7 +16,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.conversation.channel import ClientChannel, SessionHandler, VoiceChunk
+from hubbub.conversation.session.channel import ClientChannel, SessionHandler, VoiceChunk
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc import PeerLimits
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes

@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.conversation.channel import SessionFactory, TransportKind, VoiceChunk
+from hubbub.conversation.session.channel import SessionFactory, TransportKind, VoiceChunk
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import CloseCode
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
@@ -25,7 +25,7 @@ _ENCODER = msgspec.json.Encoder()
 
 
 class WebSocketClientChannel:
-    """:class:`~hubbub.conversation.channel.ClientChannel` over one aiohttp WebSocket."""
+    """:class:`~hubbub.conversation.session.channel.ClientChannel` over one aiohttp WebSocket."""
 
     def __init__(self, outbox: WebSocketOutbox, ip: str) -> None:
         self._outbox = outbox

@@ -1,5 +1,5 @@
 """One WebRTC client: its peer connection, the ``control`` and ``audio`` DataChannels (or media
-tracks), and the :class:`~hubbub.conversation.channel.ClientChannel` the engine talks to.
+tracks), and the :class:`~hubbub.conversation.session.channel.ClientChannel` the engine talks to.
 
 Lifecycle (conversation spec section 7): the session is opened when ``control`` opens; when
 ``control`` closes, the peer connection fails, or the engine closes the channel, the session's
@@ -25,7 +25,12 @@ import msgspec
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from hubbub.conversation.channel import SessionFactory, SessionHandler, TransportKind, VoiceChunk
+from hubbub.conversation.session.channel import (
+    SessionFactory,
+    SessionHandler,
+    TransportKind,
+    VoiceChunk,
+)
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc_media import AiVoiceTrack, read_microphone
 from hubbub.transports.webrtc_voice import OutboundVoice, QueuedFrame

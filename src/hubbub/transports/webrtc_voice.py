@@ -19,7 +19,7 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from hubbub.conversation.channel import VoiceChunk
+from hubbub.conversation.session.channel import VoiceChunk
 from hubbub.protocol.audio_frame import (
     MAX_AUDIO_BYTES_PER_FRAME,
     AudioFrameSplitter,

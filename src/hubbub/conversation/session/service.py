@@ -1,5 +1,5 @@
 """The conversation service: projects by API key, running conversations, the store, and the
-per-IP auth limiter. It is the :class:`~hubbub.conversation.channel.SessionFactory` that
+per-IP auth limiter. It is the :class:`~hubbub.conversation.session.channel.SessionFactory` that
 transports open sessions with.
 """
 
@@ -12,18 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hubbub.conversation import errors, ids
-from hubbub.conversation.channel import ClientChannel, SessionHandler
-from hubbub.conversation.context import EngineServices
-from hubbub.conversation.engine import Conversation
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers.base import LlmProvider
-from hubbub.conversation.schema import ApiKey, LlmConfig
-from hubbub.conversation.speech import SpeechStack
-from hubbub.conversation.states import TERMINAL, State
-from hubbub.conversation.store import ConversationRecord, ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
-from hubbub.conversation.tools import ToolRunner, WebhookRequester
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.project.schema import ApiKey, LlmConfig
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.protocol import errors, ids
+from hubbub.conversation.runtime.context import EngineServices
+from hubbub.conversation.runtime.engine import Conversation
+from hubbub.conversation.runtime.states import TERMINAL, State
+from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore
+from hubbub.conversation.runtime.tools import ToolRunner, WebhookRequester
+from hubbub.conversation.session.channel import ClientChannel, SessionHandler
+from hubbub.conversation.voice.providers.base import LlmProvider
+from hubbub.conversation.voice.speech import SpeechStack
 from hubbub.core.ratelimit import KeyedRateLimiter
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class ConversationService:
     # --- sessions --------------------------------------------------------------------------
 
     def open_session(self, channel: ClientChannel) -> SessionHandler:
-        from hubbub.conversation.session import Session
+        from hubbub.conversation.session.session import Session
 
         return Session(self, channel, ids.new_id("sess_"))
 

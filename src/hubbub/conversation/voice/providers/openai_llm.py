@@ -31,8 +31,8 @@ from typing import Any, Final
 
 import aiohttp
 
-from hubbub.conversation.providers.base import ChatMessage, LlmProvider, ProviderError
-from hubbub.conversation.providers.openai_http import (
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ProviderError
+from hubbub.conversation.voice.providers.openai_http import (
     OpenAiHttpClient,
     SessionFactory,
     default_session,

@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from hubbub.conversation.providers.base import ChatMessage, LlmProvider, ProviderError
-from hubbub.conversation.schema import LlmTool, PythonTool, Tool, WebhookTool
-from hubbub.conversation.templates import TemplateError, TemplateRenderer
+from hubbub.conversation.project.schema import LlmTool, PythonTool, Tool, WebhookTool
+from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ProviderError
 
 
 class ToolError(Exception):

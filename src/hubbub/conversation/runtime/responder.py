@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers.base import ChatMessage, LlmProvider, ProviderError
-from hubbub.conversation.schema import LIFECYCLE_ACTIONS, Action
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.project.schema import LIFECYCLE_ACTIONS, Action
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ProviderError
 
 _WORD = re.compile(r"[a-z0-9']+")
 _CHUNK = re.compile(r"\S+\s*|\s+")

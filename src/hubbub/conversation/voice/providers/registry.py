@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from hubbub.conversation.providers.base import AsrProvider, TtsProvider, VadProvider
+from hubbub.conversation.voice.providers.base import AsrProvider, TtsProvider, VadProvider
 
 _P = TypeVar("_P")
 
@@ -33,7 +33,7 @@ def piper_available() -> bool:
 def espeak_fallback_available() -> bool:
     if not _importable("numpy", "soxr"):
         return False
-    from hubbub.conversation.providers.espeak_tts import espeak_available
+    from hubbub.conversation.voice.providers.espeak_tts import espeak_available
 
     return espeak_available()
 
@@ -48,18 +48,18 @@ def create_asr(
 ) -> AsrProvider:
     """``pocketsphinx`` (offline) or ``openai`` (``base_url``, ``api_key``, ``model``, ...)."""
     if name == "pocketsphinx":
-        from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
+        from hubbub.conversation.voice.providers.pocketsphinx_asr import PocketsphinxAsr
 
         return PocketsphinxAsr()
     if name == "openai":
-        from hubbub.conversation.providers.openai_asr import OpenAiCompatibleAsr
+        from hubbub.conversation.voice.providers.openai_asr import OpenAiCompatibleAsr
 
         return _construct(OpenAiCompatibleAsr, name, settings)
     raise ValueError(f"Unknown ASR provider: {name}")
 
 
 def create_vad() -> VadProvider:
-    from hubbub.conversation.providers.silero_vad import SileroVad
+    from hubbub.conversation.voice.providers.silero_vad import SileroVad
 
     return SileroVad()
 
@@ -68,15 +68,15 @@ def create_tts(name: str = "piper", settings: Mapping[str, Any] | None = None) -
     """``piper`` (falls back to espeak-ng when Piper is not installed), ``espeak``, or
     ``openai`` (``base_url``, ``api_key``, ``model``, ``default_voice``, ...)."""
     if name == "openai":
-        from hubbub.conversation.providers.openai_tts import OpenAiCompatibleTts
+        from hubbub.conversation.voice.providers.openai_tts import OpenAiCompatibleTts
 
         return _construct(OpenAiCompatibleTts, name, settings)
     if name == "piper" and piper_available():
-        from hubbub.conversation.providers.piper_tts import PiperTts
+        from hubbub.conversation.voice.providers.piper_tts import PiperTts
 
         return PiperTts()
     if name in ("piper", "espeak"):
-        from hubbub.conversation.providers.espeak_tts import EspeakTts
+        from hubbub.conversation.voice.providers.espeak_tts import EspeakTts
 
         return EspeakTts()
     raise ValueError(f"Unknown TTS provider: {name}")

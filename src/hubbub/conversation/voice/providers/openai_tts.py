@@ -13,19 +13,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Final
 
-from hubbub.conversation.audio import (
+from hubbub.conversation.voice.audio import (
     AudioFormatError,
     Resampler,
     parse_wav_header,
     pcm16_to_samples,
     samples_to_pcm16,
 )
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     TtsProvider,
     VoiceSettings,
 )
-from hubbub.conversation.providers.openai_http import OpenAiHttpClient
+from hubbub.conversation.voice.providers.openai_http import OpenAiHttpClient
 
 _READ_BYTES: Final = 8192
 

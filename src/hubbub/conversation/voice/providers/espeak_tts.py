@@ -12,14 +12,14 @@ import shutil
 from collections.abc import AsyncIterator
 from typing import Final
 
-from hubbub.conversation.audio import (
+from hubbub.conversation.voice.audio import (
     AudioFormatError,
     Resampler,
     parse_wav_header,
     pcm16_to_samples,
     samples_to_pcm16,
 )
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     ProviderError,
     TtsProvider,

@@ -28,8 +28,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OnnxFail
 from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OnnxRuntimeError
 from piper import PiperVoice
 
-from hubbub.conversation.audio import Resampler, float_to_samples, samples_to_pcm16
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.voice.audio import Resampler, float_to_samples, samples_to_pcm16
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     ProviderError,
     TtsProvider,

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers import registry
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.voice.providers import registry
+from hubbub.conversation.voice.providers.base import (
     AsrProvider,
     ProviderError,
     TtsProvider,

@@ -32,7 +32,7 @@ from typing import Any, Final
 import pocketsphinx
 from pocketsphinx.lm import ArpaBoLM
 
-from hubbub.conversation.providers.base import (
+from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     AsrProvider,
     AsrStream,

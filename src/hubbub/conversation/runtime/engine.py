@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hubbub.conversation import ids
-from hubbub.conversation.actions import ActionRunner
-from hubbub.conversation.context import EngineServices
-from hubbub.conversation.errors import CommandError
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers.base import ChatMessage, ProviderError
-from hubbub.conversation.states import TERMINAL, Event, State, next_state
-from hubbub.conversation.store import ConversationRecord, EventRecord, StoredConversation
-from hubbub.conversation.voice_output import TurnVoice
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.protocol import ids
+from hubbub.conversation.protocol.errors import CommandError
+from hubbub.conversation.runtime.actions import ActionRunner
+from hubbub.conversation.runtime.context import EngineServices
+from hubbub.conversation.runtime.states import TERMINAL, Event, State, next_state
+from hubbub.conversation.runtime.store import ConversationRecord, EventRecord, StoredConversation
+from hubbub.conversation.voice.output import TurnVoice
+from hubbub.conversation.voice.providers.base import ChatMessage, ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from hubbub.conversation.schema import (
+from hubbub.conversation.project.schema import (
     LIFECYCLE_ACTIONS,
     Action,
     Agent,
@@ -31,7 +31,7 @@ from hubbub.conversation.schema import (
     Tool,
     WebhookTool,
 )
-from hubbub.conversation.templates import TemplateError, TemplateRenderer
+from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
 
 PROJECT_SUFFIXES = (".yaml", ".yml")
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")

@@ -8,17 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from hubbub.conversation import errors
-from hubbub.conversation.context import VariableTypeError, coerce, local_time, render_values
-from hubbub.conversation.providers.base import ChatMessage, LlmProvider
-from hubbub.conversation.responder import (
-    ActionMatch,
-    classify_with_llm,
-    llm_messages,
-    match_actions,
-    prescripted_stream,
-)
-from hubbub.conversation.schema import (
+from hubbub.conversation.project.schema import (
     EFFECT_PRIORITY,
     Action,
     CallToolEffect,
@@ -28,14 +18,24 @@ from hubbub.conversation.schema import (
     ModifyVariablesEffect,
     Tool,
 )
-from hubbub.conversation.states import TERMINAL, Event, State
-from hubbub.conversation.templates import TemplateError
-from hubbub.conversation.tools import ToolError, content_parts
+from hubbub.conversation.project.templates import TemplateError
+from hubbub.conversation.protocol import errors
+from hubbub.conversation.runtime.context import VariableTypeError, coerce, local_time, render_values
+from hubbub.conversation.runtime.responder import (
+    ActionMatch,
+    classify_with_llm,
+    llm_messages,
+    match_actions,
+    prescripted_stream,
+)
+from hubbub.conversation.runtime.states import TERMINAL, Event, State
+from hubbub.conversation.runtime.tools import ToolError, content_parts
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider
 
 if TYPE_CHECKING:
     import asyncio
 
-    from hubbub.conversation.engine import Conversation
+    from hubbub.conversation.runtime.engine import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from hubbub.conversation import ids
-from hubbub.conversation.audio import EngineToClient
-from hubbub.conversation.channel import VoiceChunk
-from hubbub.conversation.providers.base import ProviderError, TtsProvider, VoiceSettings
+from hubbub.conversation.protocol import ids
+from hubbub.conversation.session.channel import VoiceChunk
+from hubbub.conversation.voice.audio import EngineToClient
+from hubbub.conversation.voice.providers.base import ProviderError, TtsProvider, VoiceSettings
 
 log = logging.getLogger(__name__)
 

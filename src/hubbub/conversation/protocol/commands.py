@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from hubbub.conversation import errors
+from hubbub.conversation.protocol import errors
 
 AudioFormat = Literal[
     "pcm_8000",

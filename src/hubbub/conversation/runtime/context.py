@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hubbub.conversation.providers.base import LlmProvider
-from hubbub.conversation.schema import VariableDescriptor
-from hubbub.conversation.store import ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
-from hubbub.conversation.tools import ToolRunner
+from hubbub.conversation.project.schema import VariableDescriptor
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.runtime.tools import ToolRunner
+from hubbub.conversation.voice.providers.base import LlmProvider
 
 
 @dataclass(slots=True)

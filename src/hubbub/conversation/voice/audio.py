@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE
+from hubbub.conversation.voice.providers.base import ENGINE_SAMPLE_RATE
 
 Encoding = Literal["pcm16", "mulaw", "alaw", "opus"]
 Samples = npt.NDArray[np.int16]

@@ -17,23 +17,30 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hubbub.conversation import errors
-from hubbub.conversation import messages as m
-from hubbub.conversation.channel import ClientChannel, SessionHandler, VoiceChunk
-from hubbub.conversation.context import VariableTypeError, valid_timezone
-from hubbub.conversation.engine import Conversation
-from hubbub.conversation.errors import CommandError
-from hubbub.conversation.loader import LoadedProject
-from hubbub.conversation.providers.base import ProviderError
-from hubbub.conversation.responder import ActionMatch
-from hubbub.conversation.schema import ApiKey
-from hubbub.conversation.states import INPUT_COMMANDS, TERMINAL, Command, Event, State, accepts
-from hubbub.conversation.tools import content_parts
-from hubbub.conversation.voice_input import SERVER_VAD_TURN_ID, VoiceInput
-from hubbub.conversation.voice_output import TurnVoice
+from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.project.schema import ApiKey
+from hubbub.conversation.protocol import commands as m
+from hubbub.conversation.protocol import errors
+from hubbub.conversation.protocol.errors import CommandError
+from hubbub.conversation.runtime.context import VariableTypeError, valid_timezone
+from hubbub.conversation.runtime.engine import Conversation
+from hubbub.conversation.runtime.responder import ActionMatch
+from hubbub.conversation.runtime.states import (
+    INPUT_COMMANDS,
+    TERMINAL,
+    Command,
+    Event,
+    State,
+    accepts,
+)
+from hubbub.conversation.runtime.tools import content_parts
+from hubbub.conversation.session.channel import ClientChannel, SessionHandler, VoiceChunk
+from hubbub.conversation.voice.input import SERVER_VAD_TURN_ID, VoiceInput
+from hubbub.conversation.voice.output import TurnVoice
+from hubbub.conversation.voice.providers.base import ProviderError
 
 if TYPE_CHECKING:
-    from hubbub.conversation.service import ConversationService
+    from hubbub.conversation.session.service import ConversationService
 
 log = logging.getLogger(__name__)
 
