@@ -26,6 +26,18 @@ class FakeChannel:
     def send_voice(self, chunk: object) -> None:
         raise AssertionError("no voice in these tests")
 
+    def output_turn_started(self, output_turn_id: str) -> None:
+        pass
+
+    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
+        pass
+
+    def input_turn_opened(self, input_turn_id: str) -> None:
+        pass
+
+    def input_turn_closed(self, input_turn_id: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

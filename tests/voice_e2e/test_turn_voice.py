@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hubbub.conversation.session.channel import VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.conversation.voice.input import _PreRoll
 from hubbub.conversation.voice.output import TurnVoice
 from hubbub.conversation.voice.providers.base import ProviderError, TtsProvider, VoiceSettings

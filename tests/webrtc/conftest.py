@@ -16,7 +16,8 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.conversation.session.channel import ClientChannel, SessionHandler, VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
+from hubbub.conversation.session.channel import ClientChannel, SessionHandler
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc import PeerLimits
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
@@ -30,7 +31,8 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class RecordingHandler(SessionHandler):
-    """Records what the transport delivers; answers a few test commands.
+    """Records what the transport delivers; answers a few test commands, giving the channel
+    the turn notices a real session gives after the messages that open and end turns.
 
     ``echo`` -> ``{"type": "echo", "payload": <the message>}``; ``speak`` -> the turn's
     ``start_ai_generation_output`` then ``ms`` of pcm_16000 voice in ``chunk_ms`` chunks
@@ -60,6 +62,7 @@ class RecordingHandler(SessionHandler):
             self.channel.send_message(
                 encode({"type": "abort_ai_generation_output", "outputTurnId": message["turn"]})
             )
+            self.channel.output_turn_ended(message["turn"], aborted=True)
         elif kind == "final_transcript":
             self.channel.send_message(
                 encode(
@@ -71,15 +74,18 @@ class RecordingHandler(SessionHandler):
                     }
                 )
             )
+            self.channel.input_turn_closed("tinp_1")
         elif kind == "start_voice":
             self.channel.send_message(
                 encode({"type": "start_user_voice_input", "success": True, "inputTurnId": "tinp_1"})
             )
+            self.channel.input_turn_opened("tinp_1")
 
     async def speak(self, turn: str, ms: int, chunk_ms: int, message: dict[str, Any]) -> None:
         start = encode({"type": "start_ai_generation_output", "outputTurnId": turn})
         if not message.get("early"):
             self.channel.send_message(start)
+            self.channel.output_turn_started(turn)
         chunk_bytes = PCM_16000_BYTES_PER_S * chunk_ms // 1000
         total = PCM_16000_BYTES_PER_S * ms // 1000
         offsets = range(0, total, chunk_bytes)
@@ -94,6 +100,7 @@ class RecordingHandler(SessionHandler):
             # An engine that is slow to announce the turn: the pacer gets to run meanwhile.
             await asyncio.sleep(0.2)
             self.channel.send_message(start)
+            self.channel.output_turn_started(turn)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
         self.audio.append((input_turn_id, audio))

@@ -7,21 +7,18 @@ memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (s
 
 from __future__ import annotations
 
-import base64
 import logging
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.conversation.session.channel import SessionFactory, TransportKind, VoiceChunk
+from hubbub.conversation.protocol.pushes import SendAiVoiceChunk, VoiceChunk, encode
+from hubbub.conversation.session.channel import SessionFactory, TransportKind
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import CloseCode
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
-
-_ENCODER = msgspec.json.Encoder()
 
 
 class WebSocketClientChannel:
@@ -43,20 +40,21 @@ class WebSocketClientChannel:
         self._outbox.push(OutFrame(message))
 
     def send_voice(self, chunk: VoiceChunk) -> None:
-        self.send_message(
-            _ENCODER.encode(
-                {
-                    "type": "send_ai_voice_chunk",
-                    "conversationId": chunk.conversation_id,
-                    "outputTurnId": chunk.output_turn_id,
-                    "chunkId": chunk.chunk_id,
-                    "audioData": base64.b64encode(chunk.audio).decode(),
-                    "audioFormat": chunk.audio_format,
-                    "ordinal": chunk.ordinal,
-                    "isFinal": chunk.is_final,
-                }
-            )
-        )
+        self.send_message(encode(SendAiVoiceChunk.of(chunk)))
+
+    # Voice and control share one ordered socket: turns need no tracking here.
+
+    def output_turn_started(self, output_turn_id: str) -> None:
+        pass
+
+    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
+        pass
+
+    def input_turn_opened(self, input_turn_id: str) -> None:
+        pass
+
+    def input_turn_closed(self, input_turn_id: str) -> None:
+        pass
 
     def close(self) -> None:
         self._outbox.close(CloseCode.POLICY_VIOLATION, "too many authentication attempts")

@@ -3,6 +3,8 @@
 Decoding is two steps so that each failure gets its documented text: JSON into a mapping
 (``Invalid JSON``), the ``type`` looked up (``Unknown message type``), then the command's
 fields validated (``Invalid message: <field>: <reason>``). Unknown fields are ignored.
+Attributes are snake_case; the wire's camelCase names (``requestId``) are mapped by msgspec
+(``rename="camel"``), and its validation errors name the wire's fields.
 """
 
 from __future__ import annotations
@@ -27,94 +29,96 @@ AudioFormat = Literal[
 ]
 
 
-class _Command(msgspec.Struct, kw_only=True):
-    requestId: str | None = None
-    sessionId: str | None = None
+class _Command(msgspec.Struct, kw_only=True, rename="camel"):
+    request_id: str | None = None
+    session_id: str | None = None
 
 
-class SessionSettings(msgspec.Struct, kw_only=True):
-    sendVoiceInput: bool = True
-    sendTextInput: bool = True
-    receiveVoiceOutput: bool | None = None
-    receiveTranscriptionUpdates: bool | None = None
-    receiveEvents: bool | None = None
-    sendAudioFormat: AudioFormat = "pcm_16000"
-    receiveAudioFormat: AudioFormat = "pcm_16000"
+class SessionSettings(msgspec.Struct, kw_only=True, rename="camel"):
+    send_voice_input: bool = True
+    send_text_input: bool = True
+    receive_voice_output: bool | None = None
+    receive_transcription_updates: bool | None = None
+    receive_events: bool | None = None
+    send_audio_format: AudioFormat = "pcm_16000"
+    receive_audio_format: AudioFormat = "pcm_16000"
 
 
 class Auth(_Command):
-    apiKey: str
-    sessionSettings: SessionSettings = msgspec.field(default_factory=SessionSettings)
+    api_key: str
+    session_settings: SessionSettings = msgspec.field(default_factory=SessionSettings)
 
 
 class StartConversation(_Command):
-    userId: str
-    stageId: str | None = None
-    agentId: str | None = None
+    user_id: str
+    stage_id: str | None = None
+    agent_id: str | None = None
     timezone: str | None = None
-    stageVariables: dict[str, Any] = {}
+    stage_variables: dict[str, Any] = {}
 
 
-class _OnConversation(_Command):
-    conversationId: str
+class ConversationCommand(_Command):
+    """A command on the session's conversation, which it names."""
+
+    conversation_id: str
 
 
-class ResumeConversation(_OnConversation):
+class ResumeConversation(ConversationCommand):
     pass
 
 
-class EndConversation(_OnConversation):
+class EndConversation(ConversationCommand):
     pass
 
 
-class SendUserTextInput(_OnConversation):
+class SendUserTextInput(ConversationCommand):
     text: str
 
 
-class StartUserVoiceInput(_OnConversation):
+class StartUserVoiceInput(ConversationCommand):
     pass
 
 
-class SendUserVoiceChunk(_OnConversation):
-    inputTurnId: str
-    audioData: str
+class SendUserVoiceChunk(ConversationCommand):
+    input_turn_id: str
+    audio_data: str
     ordinal: int = 0
 
 
-class EndUserVoiceInput(_OnConversation):
-    inputTurnId: str
+class EndUserVoiceInput(ConversationCommand):
+    input_turn_id: str
 
 
-class GoToStage(_OnConversation):
-    stageId: str
+class GoToStage(ConversationCommand):
+    stage_id: str
 
 
-class SetVar(_OnConversation):
-    stageId: str
-    variableName: str
-    variableValue: Any = None
+class SetVar(ConversationCommand):
+    stage_id: str
+    variable_name: str
+    variable_value: Any = None
 
 
-class GetVar(_OnConversation):
-    stageId: str
-    variableName: str
+class GetVar(ConversationCommand):
+    stage_id: str
+    variable_name: str
 
 
-class GetAllVars(_OnConversation):
-    stageId: str
+class GetAllVars(ConversationCommand):
+    stage_id: str
 
 
-class RunAction(_OnConversation):
-    actionName: str
+class RunAction(ConversationCommand):
+    action_name: str
     parameters: dict[str, Any] = {}
 
 
-class CallTool(_OnConversation):
-    toolId: str
+class CallTool(ConversationCommand):
+    tool_id: str
     parameters: dict[str, Any] = {}
 
 
-class AbortAiGeneration(_OnConversation):
+class AbortAiGeneration(ConversationCommand):
     pass
 
 

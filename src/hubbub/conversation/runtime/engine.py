@@ -1,4 +1,4 @@
-"""One running conversation: its state machine, its work queue and its AI turns.
+"""One running conversation: the owner of its state, its work queue and its session link.
 
 Each conversation owns one worker task that runs its jobs (user input, stage jumps, actions)
 one at a time, so a conversation never races with itself. An AI turn streams inside the job
@@ -6,6 +6,11 @@ that produced it. Barge-in (new input, ``abort_ai_generation``, a client stage j
 the job that is speaking: the turn is closed with ``abort_ai_generation_output`` and the text
 produced so far, which is all the history keeps; effects after the interrupted answer are
 skipped, since the user has moved on.
+
+:class:`Conversation` is the only place a state moves (along the table in :mod:`.states`).
+Its parts get narrow views instead of a pointer back to it: the :class:`ActionRunner` an
+:class:`~.actions.ActionHost`, the :class:`~.turns.AiTurns` and :class:`~.journal.Journal`
+a ``publish`` callable; voice input sees it as :class:`~hubbub.conversation.voice.input.VoiceTurns`.
 """
 
 from __future__ import annotations
@@ -13,18 +18,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubbub.conversation.project.loader import LoadedProject
+from hubbub.conversation.project.schema import Action, Tool
 from hubbub.conversation.protocol import ids
 from hubbub.conversation.protocol.errors import CommandError
+from hubbub.conversation.protocol.pushes import Push
 from hubbub.conversation.runtime.actions import ActionRunner
-from hubbub.conversation.runtime.context import EngineServices
-from hubbub.conversation.runtime.states import TERMINAL, Event, State, next_state
-from hubbub.conversation.runtime.store import ConversationRecord, EventRecord, StoredConversation
-from hubbub.conversation.voice.output import TurnVoice
-from hubbub.conversation.voice.providers.base import ChatMessage, ProviderError
+from hubbub.conversation.runtime.data import ConversationData
+from hubbub.conversation.runtime.journal import Journal
+from hubbub.conversation.runtime.responder import ActionMatch
+from hubbub.conversation.runtime.services import EngineServices
+from hubbub.conversation.runtime.states import (
+    TERMINAL,
+    Command,
+    Event,
+    State,
+    accepts,
+    next_state,
+)
+from hubbub.conversation.runtime.store import ConversationRecord, StoredConversation
+from hubbub.conversation.runtime.tools import content_parts
+from hubbub.conversation.runtime.turns import AiTurns, TurnSpeech
+from hubbub.conversation.voice.providers.base import ChatMessage
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +50,14 @@ log = logging.getLogger(__name__)
 class ConversationSink(Protocol):
     """Where a conversation's pushes go (the attached session); filtering is the sink's job."""
 
-    def deliver(self, message: dict[str, Any]) -> None: ...
+    def deliver(self, push: Push) -> None: ...
 
-    def open_voice(self, conversation: Conversation, output_turn_id: str) -> TurnVoice | None:
+    def open_voice(
+        self, conversation_id: str, output_turn_id: str, agent_id: str | None
+    ) -> TurnSpeech | None:
         """The turn's voice when the session hears speech (generateVoice and
         receiveVoiceOutput), else None."""
         ...
-
-
-@dataclass(slots=True)
-class _Turn:
-    output_turn_id: str
-    origin: float  # monotonic: when the input that caused it arrived, or when it started
-    started: float
-    parts: list[str] = field(default_factory=list)
-    first_token_at: float | None = None
-    llm: bool = False
-    voice: TurnVoice | None = None
 
 
 @dataclass(slots=True)
@@ -72,24 +81,26 @@ class Conversation:
         on_terminal: Callable[[Conversation], None] | None = None,
     ) -> None:
         self.services = services
-        self.project = project
-        self.record = record
-        self.state = state
-        self.variables = variables
-        self.history = history
-        self.tool_results: dict[str, Any] = {}
-        self._seq = next_seq
+        self._state = state
+        self._data = ConversationData(project, record, variables, history)
         self._sink: ConversationSink | None = None
+        self._journal = Journal(
+            services, self._data, publish=self.push, status=self._status, next_seq=next_seq
+        )
+        self._turns = AiTurns(
+            self._data,
+            self._journal,
+            publish=self.push,
+            open_voice=self._open_voice,
+            monotonic=services.monotonic,
+        )
+        self.actions = ActionRunner(self, self._data, self._journal, services)
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._current: asyncio.Task[Any] | None = None
-        self._turn: _Turn | None = None
         self._on_terminal = on_terminal
         self._idle_timer: asyncio.TimerHandle | None = None
-        self.actions = ActionRunner(self)
         self._worker = asyncio.create_task(self._work(), name=f"conversation {record.id}")
         self.touch()
-
-    # --- construction ----------------------------------------------------------------------
 
     @classmethod
     def restore(
@@ -121,22 +132,77 @@ class Conversation:
                 conversation.tool_results[event.data["toolId"]] = event.data.get("result")
         return conversation
 
+    # --- what it holds ---------------------------------------------------------------------
+
     @property
     def id(self) -> str:
-        return self.record.id
+        return self._data.id
+
+    @property
+    def project(self) -> LoadedProject:
+        return self._data.project
+
+    @property
+    def record(self) -> ConversationRecord:
+        return self._data.record
 
     @property
     def stage_id(self) -> str:
-        return self.record.stage_id
+        return self._data.stage_id
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        return self._data.variables
 
     @property
     def stage_variables(self) -> dict[str, Any]:
-        return self.variables.setdefault(self.record.stage_id, {})
+        return self._data.stage_variables
 
-    # --- state, pushes, events -------------------------------------------------------------
+    @property
+    def history(self) -> list[ChatMessage]:
+        return self._data.history
 
-    def move(self, event: Event) -> None:
-        self.state = next_state(self.state, event)
+    @property
+    def tool_results(self) -> dict[str, Any]:
+        return self._data.tool_results
+
+    # --- state: the only place it moves ----------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def terminal(self) -> bool:
+        return self._state in TERMINAL
+
+    def accepts(self, command: Command) -> bool:
+        return accepts(self._state, command)
+
+    def _move(self, event: Event) -> None:
+        self._state = next_state(self._state, event)
+
+    def _status(self) -> str:
+        return str(self._state)
+
+    # ActionHost: what actions ask for.
+
+    @property
+    def awaiting_answer(self) -> bool:
+        return self._state is State.PROCESSING_USER_INPUT
+
+    def await_input(self) -> None:
+        if self._state is State.INITIALIZED:
+            self._move(Event.AWAIT_INPUT)
+
+    def input_handled(self) -> None:
+        if self._state is State.PROCESSING_USER_INPUT:
+            self._move(Event.INPUT_HANDLED)
+
+    def finish(self, reason: str) -> None:
+        self.terminate(Event.FINISH, "conversation_end", reason)
+
+    # --- the session it talks to -----------------------------------------------------------
 
     def attach(self, sink: ConversationSink) -> None:
         """A session takes the conversation over (a resume may take it from another)."""
@@ -151,47 +217,45 @@ class Conversation:
             self.interrupt()
             self._sink = None
 
-    def push(self, message_type: str, **fields: Any) -> None:
+    def push(self, push: Push) -> None:
         if self._sink is not None:
-            self._sink.deliver({"type": message_type, "conversationId": self.id, **fields})
+            self._sink.deliver(push)
 
-    def event(
-        self,
-        event_type: str,
-        data: dict[str, Any],
-        *,
-        input_turn_id: str | None = None,
-        output_turn_id: str | None = None,
-    ) -> None:
-        record = EventRecord(
-            id=ids.new_id("evnt_"),
-            conversation_id=self.id,
-            seq=self._seq,
-            event_type=event_type,
-            data=data,
-            input_turn_id=input_turn_id,
-            output_turn_id=output_turn_id,
-            created_at=self.services.clock(),
+    def _open_voice(self, output_turn_id: str) -> TurnSpeech | None:
+        if self._sink is None:
+            return None
+        return self._sink.open_voice(self.id, output_turn_id, self._data.agent_id)
+
+    def begin(self, initial_variables: dict[str, Any]) -> None:
+        """Run the start (variables, lifecycle actions, the starting stage's enter behaviour).
+        A start that runs nothing awaits input at once, so input sent right after the start
+        reply is taken."""
+        if self.actions.enters_silently():
+            self._move(Event.AWAIT_INPUT)
+        variables = dict(initial_variables)
+        self.submit(lambda: self.actions.start(variables))
+
+    def take_over(self, sink: ConversationSink) -> State:
+        """A resume: ``sink`` takes the conversation over; a voice turn left open by the
+        session it came from is dropped. Returns the state it was in."""
+        previous = self._state
+        self.attach(sink)
+        self.cancel_voice()
+        if self._state in (State.INITIALIZED, State.AWAITING_USER_INPUT):
+            self._move(Event.AWAIT_INPUT)
+        self.touch()
+        return previous
+
+    def resumed(self, previous: State) -> None:
+        """Record the resume (after the session has replied to it)."""
+        self._journal.event(
+            "conversation_resume", {"stageId": self.stage_id, "previousStatus": previous}
         )
-        if event_type == "message" and self.services.on_message_event is not None:
-            self.services.on_message_event(data)
-        self._seq += 1
-        self.services.store.append_event(record)
-        extra: dict[str, Any] = {}
-        if input_turn_id is not None:
-            extra["inputTurnId"] = input_turn_id
-        if output_turn_id is not None:
-            extra["outputTurnId"] = output_turn_id
-        self.push("conversation_event", eventType=event_type, eventData=data, **extra)
+
+    # --- persistence -----------------------------------------------------------------------
 
     def persist(self) -> None:
-        self.record.status = str(self.state)
-        self.record.updated_at = self.services.clock()
-        self.services.store.save_conversation(self.record)
-
-    def save_stage_variables(self, stage_id: str | None = None) -> None:
-        stage = stage_id or self.stage_id
-        self.services.store.save_variables(self.id, stage, dict(self.variables.get(stage, {})))
+        self._journal.persist()
 
     # --- idle timeout ----------------------------------------------------------------------
 
@@ -207,7 +271,7 @@ class Conversation:
         self.terminate_idle()
 
     def terminate_idle(self) -> None:
-        if self.state not in TERMINAL:
+        if not self.terminal:
             self.interrupt()
             self.terminate(Event.ABORT, "conversation_aborted", "idle timeout")
 
@@ -219,9 +283,9 @@ class Conversation:
         return result
 
     async def _work(self) -> None:
-        while self.state not in TERMINAL:
+        while not self.terminal:
             job = await self._queue.get()
-            if self.state in TERMINAL:
+            if self.terminal:
                 self._settle(job, None)
                 break
             task = asyncio.ensure_future(job.run())
@@ -244,7 +308,7 @@ class Conversation:
                     self.terminate(Event.FAIL, "conversation_failed", "internal error")
             else:
                 self._settle(job, task.result())
-            if self.state not in TERMINAL:
+            if not self.terminal:
                 self.persist()
                 self.touch()
         while not self._queue.empty():
@@ -263,10 +327,10 @@ class Conversation:
         await asyncio.gather(self._worker, return_exceptions=True)
 
     def terminate(self, event: Event, event_type: str, reason: str) -> None:
-        if self.state in TERMINAL:
+        if self.terminal:
             return
-        self.move(event)
-        self.event(event_type, {"reason": reason, "stageId": self.stage_id})
+        self._move(event)
+        self._journal.event(event_type, {"reason": reason, "stageId": self.stage_id})
         self.persist()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -282,115 +346,25 @@ class Conversation:
 
     @property
     def speaking(self) -> bool:
-        return self._turn is not None
+        return self._turns.open
 
     async def speak(
         self, stream: AsyncIterator[str], *, origin: float | None = None, llm: bool = False
     ) -> str:
         """Stream one AI turn to the client; returns its full text."""
-        now = self.services.monotonic()
-        self.move(Event.START_RESPONSE)
-        turn = _Turn(ids.new_id("tout_"), origin if origin is not None else now, now, llm=llm)
-        self._turn = turn
-        self.push(
-            "start_ai_generation_output",
-            outputTurnId=turn.output_turn_id,
-            expectVoice=self._open_voice(turn),
-        )
-        ordinal = 0
-
-        def emit(text: str) -> None:
-            nonlocal ordinal
-            turn.parts.append(text)
-            if turn.voice is not None:
-                turn.voice.feed(text)
-            self.push(
-                "ai_transcribed_chunk",
-                outputTurnId=turn.output_turn_id,
-                chunkId=ids.new_id("chnk_"),
-                chunkText=text,
-                ordinal=ordinal,
-                isFinal=False,
-            )
-            ordinal += 1
-
-        try:
-            try:
-                async for delta in stream:
-                    if not delta:
-                        continue
-                    if turn.first_token_at is None:
-                        turn.first_token_at = self.services.monotonic()
-                    emit(delta)
-            except ProviderError as exc:
-                log.warning("conversation %s: LLM failed mid-answer: %s", self.id, exc)
-                if not turn.parts:
-                    emit(self.project.project.rule_responder.fallback_text)
-            if turn.voice is not None:
-                await turn.voice.finish()
-        finally:
-            if turn.voice is not None:
-                turn.voice.cancel()  # a no-op once finished; barge-in stops speech here
-            if hasattr(stream, "aclose"):
-                await stream.aclose()
-        full_text = "".join(turn.parts)
-        self.push(
-            "ai_transcribed_chunk",
-            outputTurnId=turn.output_turn_id,
-            chunkId=ids.new_id("chnk_"),
-            chunkText="",
-            ordinal=ordinal,
-            isFinal=True,
-        )
-        self.push("end_ai_generation_output", outputTurnId=turn.output_turn_id, fullText=full_text)
-        self._close_turn(turn, full_text)
-        self.move(Event.RESPONSE_DONE)
+        self._move(Event.START_RESPONSE)
+        full_text = await self._turns.speak(stream, origin=origin, llm=llm)
+        self._move(Event.RESPONSE_DONE)
         return full_text
-
-    def _open_voice(self, turn: _Turn) -> bool:
-        if self._sink is not None:
-            turn.voice = self._sink.open_voice(self, turn.output_turn_id)
-        return turn.voice is not None
-
-    def _close_turn(self, turn: _Turn, text: str) -> None:
-        self._turn = None
-        voice = turn.voice
-        if voice is not None:
-            voice.cancel()
-        if text:
-            self.history.append(ChatMessage("assistant", text))
-        end = self.services.monotonic()
-
-        def ms(start: float, stop: float | None) -> float | None:
-            return None if stop is None else round((stop - start) * 1000, 3)
-
-        self.event(
-            "message",
-            {
-                "role": "assistant",
-                "text": text,
-                "timeToFirstTokenMs": ms(turn.origin, turn.first_token_at),
-                "timeToFirstAudioMs": ms(turn.origin, voice.first_audio_at) if voice else None,
-                "llmDurationMs": ms(turn.started, end) if turn.llm else None,
-                "ttsDurationMs": round(voice.tts_seconds * 1000, 3) if voice else None,
-                "totalTurnDurationMs": ms(turn.origin, end),
-            },
-            output_turn_id=turn.output_turn_id,
-        )
 
     def interrupt(self) -> bool:
         """Barge-in: stop the answer being spoken, keeping only what was produced."""
-        turn = self._turn
-        if turn is None or self.state is not State.GENERATING_RESPONSE:
+        if not self._turns.open or self._state is not State.GENERATING_RESPONSE:
             return False
         if self._current is not None:
             self._current.cancel()
-        text = "".join(turn.parts)
-        self.push(
-            "abort_ai_generation_output", outputTurnId=turn.output_turn_id, accumulatedText=text
-        )
-        self._close_turn(turn, text)
-        self.move(Event.RESPONSE_DONE)
+        self._turns.abort()
+        self._move(Event.RESPONSE_DONE)
         return True
 
     # --- user input ------------------------------------------------------------------------
@@ -399,23 +373,33 @@ class Conversation:
         """Accept text input (the caller checked the state); returns the input turn id."""
         received = self.services.monotonic()
         self.interrupt()
-        self.move(Event.USER_TEXT)
+        self._move(Event.USER_TEXT)
         turn_id = ids.new_id("tinp_")
         self.touch()
         self.submit(lambda: self.actions.handle_user_text(turn_id, text, received))
         return turn_id
 
+    # VoiceTurns: what voice input asks for.
+
+    @property
+    def can_start_voice(self) -> bool:
+        return accepts(self._state, Command.VOICE_START)
+
+    @property
+    def receiving_voice(self) -> bool:
+        return self._state is State.RECEIVING_USER_VOICE
+
     def start_voice(self) -> str:
         """A voice input turn opens (the caller checked the state); barge-in included."""
         self.interrupt()
-        self.move(Event.VOICE_START)
+        self._move(Event.VOICE_START)
         self.touch()
         return ids.new_id("tinp_")
 
     def cancel_voice(self) -> None:
         """An open voice turn is abandoned (its session closed): wait for input again."""
-        if self.state is State.RECEIVING_USER_VOICE:
-            self.move(Event.VOICE_CANCEL)
+        if self._state is State.RECEIVING_USER_VOICE:
+            self._move(Event.VOICE_CANCEL)
             self.persist()
 
     def end_voice(
@@ -423,7 +407,7 @@ class Conversation:
     ) -> None:
         """The voice turn's audio is complete: the worker transcribes it (``transcribe`` gives
         the final text and the ASR time in ms), then handles it like text input."""
-        self.move(Event.VOICE_END)
+        self._move(Event.VOICE_END)
         self.touch()
 
         async def run() -> None:
@@ -431,6 +415,40 @@ class Conversation:
             await self.actions.handle_user_text(turn_id, text, received, asr_ms=asr_ms)
 
         self.submit(run)
+
+    # --- client commands (the session checked that the state accepts them) -----------------
+
+    async def end(self, reason: str) -> None:
+        """End after the work queued before (``__conversation_end`` first); the caller has
+        interrupted the answer being spoken, if any."""
+        await self.submit(lambda: self.actions.end(reason))
+
+    def go_to_stage(self, stage_id: str) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+        """Jump (a barge-in): returns (switched, done); ``switched`` resolves once the stage
+        has changed, ``done`` once its enter behaviour has run too (or was cut short)."""
+        self.interrupt()
+        switched: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done = self.submit(lambda: self.actions.go_to_stage(stage_id, switched))
+        return switched, done
+
+    async def run_action(self, action: Action, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Run ``action`` in turn with other work; returns its tool results as content parts."""
+        outcome: tuple[bool, list[dict[str, Any]]] = await self.submit(
+            lambda: self.actions.run(action, parameters, ActionMatch(action)),
+            default=(False, []),
+        )
+        return outcome[1]
+
+    async def call_tool(self, tool: Tool, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Call ``tool`` at once (not queued: a tool call does not wait for an answer)."""
+        return content_parts(await self.actions.call_tool(tool, parameters))
+
+    def set_variable(self, name: str, value: Any) -> None:
+        """Set a variable of the current stage now (raises VariableTypeError); watches run
+        in turn with other work."""
+        changed = self.actions.apply_variables({name: value})
+        if changed:
+            self.submit(lambda: self.actions.run_watches(changed))
 
 
 async def _noop() -> None:

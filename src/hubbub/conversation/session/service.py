@@ -16,12 +16,13 @@ from hubbub.conversation.project.loader import LoadedProject
 from hubbub.conversation.project.schema import ApiKey, LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.protocol import errors, ids
-from hubbub.conversation.runtime.context import EngineServices
 from hubbub.conversation.runtime.engine import Conversation
+from hubbub.conversation.runtime.services import EngineServices
 from hubbub.conversation.runtime.states import TERMINAL, State
 from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner, WebhookRequester
 from hubbub.conversation.session.channel import ClientChannel, SessionHandler
+from hubbub.conversation.session.session import Session
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.speech import SpeechStack
 from hubbub.core.ratelimit import KeyedRateLimiter
@@ -80,6 +81,7 @@ class ConversationService:
         self._running: dict[str, Conversation] = {}
         # None: the voice extra is missing, and voice commands say voice is disabled.
         self.speech = speech
+        self.monotonic = monotonic
         self._warm_up: asyncio.Task[None] | None = None
 
     def set_base_url(self, url: str) -> None:
@@ -109,8 +111,6 @@ class ConversationService:
     # --- sessions --------------------------------------------------------------------------
 
     def open_session(self, channel: ClientChannel) -> SessionHandler:
-        from hubbub.conversation.session.session import Session
-
         return Session(self, channel, ids.new_id("sess_"))
 
     def allow_auth_attempt(self, client_ip: str) -> bool:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from hubbub.conversation.project.loader import LoadedProject
 from hubbub.conversation.protocol import errors, ids
 from hubbub.conversation.protocol.errors import CommandError
-from hubbub.conversation.runtime.engine import Conversation
-from hubbub.conversation.runtime.states import Command, State, accepts
+from hubbub.conversation.protocol.pushes import Push, UserSpeakingStarted, UserTranscribedChunk
 from hubbub.conversation.voice.audio import ClientToEngine
 from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
@@ -40,11 +40,47 @@ log = logging.getLogger(__name__)
 PRE_ROLL_MS: Final = 400
 SERVER_VAD_TURN_ID: Final = ""  # the turn id of continuous server-VAD audio
 
+# The final transcript and the ASR time (ms) of a voice turn.
+Transcriber = Callable[[], Awaitable[tuple[str, float]]]
+
+
+class VoiceTurns(Protocol):
+    """What voice input needs from the conversation it feeds (the runtime's Conversation),
+    which owns the conversation's state: voice input asks it to open and close turns."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def stage_id(self) -> str: ...
+
+    @property
+    def can_start_voice(self) -> bool:
+        """Its state accepts a new voice input turn."""
+        ...
+
+    @property
+    def receiving_voice(self) -> bool:
+        """A voice input turn is open."""
+        ...
+
+    def start_voice(self) -> str:
+        """Open a voice input turn (a barge-in if the agent speaks); returns its id."""
+        ...
+
+    def end_voice(self, turn_id: str, transcribe: Transcriber, received: float) -> None:
+        """The turn's audio is complete: transcribe it, then handle it like text input."""
+
+    def cancel_voice(self) -> None:
+        """The open voice turn is abandoned."""
+
+    def push(self, push: Push) -> None: ...
+
 
 @dataclass(slots=True)
 class _InputTurn:
     id: str
-    conversation: Conversation
+    conversation: VoiceTurns
     asr: AsrStream | None
     converter: ClientToEngine
     by_vad: bool
@@ -74,8 +110,15 @@ class _PreRoll:
 
 
 class VoiceInput:
-    def __init__(self, speech: SpeechStack, project: LoadedProject, audio_format: str) -> None:
+    def __init__(
+        self,
+        speech: SpeechStack,
+        project: LoadedProject,
+        audio_format: str,
+        monotonic: Callable[[], float],
+    ) -> None:
         self._speech = speech
+        self._monotonic = monotonic
         self._project = project
         self._format = audio_format
         self._config = project.project.asr_config
@@ -94,7 +137,7 @@ class VoiceInput:
 
     # --- client-driven turns ---------------------------------------------------------------
 
-    async def start(self, conversation: Conversation) -> str:
+    async def start(self, conversation: VoiceTurns) -> str:
         if self._turn is not None and self._turn.conversation is conversation:
             await self._drop_turn()
         turn_id = conversation.start_voice()
@@ -106,7 +149,7 @@ class VoiceInput:
         if turn is not None and turn.id != turn_id:
             raise CommandError(errors.input_turn_mismatch(turn.id, turn_id))
 
-    async def audio(self, conversation: Conversation | None, turn_id: str, data: bytes) -> None:
+    async def audio(self, conversation: VoiceTurns | None, turn_id: str, data: bytes) -> None:
         """Audio from the client; for no open turn (unknown or finished) it is dropped."""
         if conversation is None:
             return
@@ -120,7 +163,7 @@ class VoiceInput:
             return
         await self._feed(turn, turn.converter.convert(data))
 
-    async def end(self, conversation: Conversation, turn_id: str, received: float) -> None:
+    async def end(self, conversation: VoiceTurns, turn_id: str, received: float) -> None:
         turn = self._turn
         if turn is None:
             raise CommandError(errors.input_turn_mismatch("none", turn_id))
@@ -129,7 +172,7 @@ class VoiceInput:
         tail = turn.converter.flush()
         if tail:
             await self._feed(turn, tail)
-        monotonic = conversation.services.monotonic
+        monotonic = self._monotonic
         placeholder = self._config.unintelligible_placeholder
 
         async def transcribe() -> tuple[str, float]:
@@ -154,7 +197,7 @@ class VoiceInput:
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _open(self, conversation: Conversation, turn_id: str, *, by_vad: bool) -> None:
+    async def _open(self, conversation: VoiceTurns, turn_id: str, *, by_vad: bool) -> None:
         asr = None
         try:
             asr = await self._speech.asr_for(self._project).open_stream(
@@ -188,16 +231,18 @@ class VoiceInput:
 
     def _push_transcript(self, turn: _InputTurn, text: str, *, is_final: bool) -> None:
         turn.conversation.push(
-            "user_transcribed_chunk",
-            inputTurnId=turn.id,
-            chunkId=ids.new_id("chnk_"),
-            chunkText=text,
-            ordinal=turn.ordinal,
-            isFinal=is_final,
+            UserTranscribedChunk(
+                conversation_id=turn.conversation.id,
+                input_turn_id=turn.id,
+                chunk_id=ids.new_id("chnk_"),
+                chunk_text=text,
+                ordinal=turn.ordinal,
+                is_final=is_final,
+            )
         )
         turn.ordinal += 1
 
-    async def _vad_audio(self, conversation: Conversation, data: bytes) -> None:
+    async def _vad_audio(self, conversation: VoiceTurns, data: bytes) -> None:
         assert self._vad is not None and self._vad_converter is not None
         pcm = self._vad_converter.convert(data)
         if not pcm:
@@ -206,22 +251,24 @@ class VoiceInput:
         fed = False
         for boundary in self._vad.process(pcm):
             if boundary == "speech_start" and self._turn is None:
-                if not accepts(conversation.state, Command.VOICE_START):
+                if not conversation.can_start_voice:
                     continue
                 turn_id = conversation.start_voice()
-                conversation.push("user_speaking_started", inputTurnId=turn_id)
+                conversation.push(
+                    UserSpeakingStarted(conversation_id=conversation.id, input_turn_id=turn_id)
+                )
                 await self._open(conversation, turn_id, by_vad=True)
                 assert self._turn is not None
                 await self._feed(self._turn, self._pre_roll.take())
                 fed = True
             elif boundary == "speech_end" and self._turn is not None and self._turn.by_vad:
                 turn = self._turn
-                if conversation.state is not State.RECEIVING_USER_VOICE:
+                if not conversation.receiving_voice:
                     await self._drop_turn()  # the conversation moved on (ended, resumed elsewhere)
                     continue
                 if not fed:
                     await self._feed(turn, pcm)
                     fed = True
-                await self.end(conversation, turn.id, conversation.services.monotonic())
+                await self.end(conversation, turn.id, self._monotonic())
         if not fed and self._turn is not None and self._turn.by_vad:
             await self._feed(self._turn, pcm)

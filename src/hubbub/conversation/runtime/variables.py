@@ -1,50 +1,13 @@
-"""Shared pieces of a running conversation: its services, the template context, typed variables."""
+"""Typed stage variables: template output coerced to each variable's declared type."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hubbub.conversation.project.schema import VariableDescriptor
 from hubbub.conversation.project.templates import TemplateRenderer
-from hubbub.conversation.runtime.store import ConversationStore
-from hubbub.conversation.runtime.tools import ToolRunner
-from hubbub.conversation.voice.providers.base import LlmProvider
-
-
-@dataclass(slots=True)
-class EngineServices:
-    """What every conversation of one server shares."""
-
-    store: ConversationStore
-    renderer: TemplateRenderer
-    tools: ToolRunner
-    llm_for: Callable[[str], LlmProvider | None]  # project id -> its LLM, if configured
-    clock: Callable[[], float]  # wall clock (seconds), for stored timestamps
-    monotonic: Callable[[], float]  # for durations
-    base_url: str = ""  # where this server listens, for templates that call Hubbub itself
-    # Gets the data of every ``message`` event (its timing figures feed the metrics).
-    on_message_event: Callable[[Mapping[str, Any]], None] | None = None
-
-
-def local_time(timezone: str, now: float) -> str:
-    try:
-        zone: Any = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = UTC
-    return datetime.fromtimestamp(now, zone).isoformat(timespec="seconds")
-
-
-def valid_timezone(timezone: str) -> bool:
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 class VariableTypeError(Exception):
@@ -73,6 +36,30 @@ def coerce(value: Any, descriptor: VariableDescriptor | None) -> Any:
     except ValueError:
         raise VariableTypeError(f"{descriptor.name}: {value!r} is not a valid {kind}") from None
     return value
+
+
+def apply_changes(
+    values: dict[str, Any],
+    descriptors: Mapping[str, VariableDescriptor],
+    changes: Mapping[str, Any],
+    unset: list[str] | None = None,
+) -> dict[str, Any]:
+    """Set and unset variables in ``values``; returns what actually changed (unset: None).
+
+    All or nothing: a value of the wrong type raises :class:`VariableTypeError` and leaves
+    every variable as it was.
+    """
+    typed_changes = {name: coerce(v, descriptors.get(name)) for name, v in changes.items()}
+    changed: dict[str, Any] = {}
+    for name, typed in typed_changes.items():
+        if name not in values or values[name] != typed:
+            values[name] = typed
+            changed[name] = typed
+    for name in unset or []:
+        if name in values:
+            del values[name]
+            changed[name] = None
+    return changed
 
 
 def render_values(
