@@ -1,5 +1,7 @@
-"""The turn notices a session gives its channel (what a WebRTC peer gates its voice and routes
-its microphone by): each right after the message that opens or ends the turn, filtered or not.
+"""How a session tells its channel where turns begin and end (what a WebRTC peer gates its
+voice and routes its microphone by): the messages that start and end an AI turn are handed over
+with the turn's id; input turn notices come right after the message that opens or closes the
+input turn, whether that message is sent or filtered out.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ stages:
 
 
 class TimelineChannel(FakeChannel):
-    """Records messages and notices in one timeline: ``("message", type)`` or
-    ``(notice, turn id)``."""
+    """Records messages and turn boundaries in one timeline: ``("message", type)`` or
+    ``(boundary, turn id)``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,13 +53,18 @@ class TimelineChannel(FakeChannel):
     def send_voice(self, chunk: object) -> None:
         pass
 
-    def output_turn_started(self, output_turn_id: str) -> None:
-        self.timeline.append(("output_turn_started", output_turn_id))
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self._output_turn("output_turn_started", output_turn_id, message)
 
-    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
-        self.timeline.append(
-            ("output_turn_aborted" if aborted else "output_turn_ended", output_turn_id)
-        )
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        name = "output_turn_aborted" if aborted else "output_turn_ended"
+        self._output_turn(name, output_turn_id, message)
+
+    def _output_turn(self, name: str, output_turn_id: str, message: bytes) -> None:
+        """Recorded as the message, then the notice (the order a peer acts in)."""
+        self.send_message(message)
+        self.timeline.append((name, output_turn_id))
+        assert json.loads(message)["outputTurnId"] == output_turn_id
 
     def input_turn_opened(self, input_turn_id: str) -> None:
         self.timeline.append(("input_turn_opened", input_turn_id))

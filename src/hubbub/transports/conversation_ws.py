@@ -44,11 +44,11 @@ class WebSocketClientChannel:
 
     # Voice and control share one ordered socket: turns need no tracking here.
 
-    def output_turn_started(self, output_turn_id: str) -> None:
-        pass
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self.send_message(message)
 
-    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
-        pass
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        self.send_message(message)
 
     def input_turn_opened(self, input_turn_id: str) -> None:
         pass

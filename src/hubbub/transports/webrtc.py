@@ -133,14 +133,16 @@ class WebRtcPeer:
         if self._voice:
             self._voice_ready.set()
 
-    def output_turn_started(self, output_turn_id: str) -> None:
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self.send_message(message)
         if self.closed:
             return
-        self._voice.turn_started(output_turn_id)
+        self._voice.turn_started(output_turn_id)  # its voice is queued behind the start
         if self._voice:
             self._voice_ready.set()
 
-    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        self.send_message(message)
         if aborted and not self.closed:
             self._voice.turn_aborted(output_turn_id)
 

@@ -3,8 +3,8 @@ it is dropped. No aiortc here and no clock: the pacer (DataChannel) or the outbo
 pops frames from :class:`OutboundVoice` at real-time speed.
 
 Ordering guarantee: a turn's frames become poppable only after :meth:`OutboundVoice.turn_started`,
-which the peer calls on the session's turn notice, given right after that turn's
-``start_ai_generation_output`` has been queued on the ``control`` DataChannel. aiortc's SCTP
+which the peer calls right after it has queued that turn's ``start_ai_generation_output`` on
+the ``control`` DataChannel (the session hands it over with the turn's id). aiortc's SCTP
 association sends queued DataChannel messages in the order they were queued, whatever the
 channel, so no audio frame of a turn reaches the wire before its ``start_ai_generation_output``.
 Chunks that arrive before the start (the engine never does that, but the transport does not

@@ -80,7 +80,7 @@ class Conversation:
         next_seq: int = 0,
         on_terminal: Callable[[Conversation], None] | None = None,
     ) -> None:
-        self.services = services
+        self._services = services
         self._state = state
         self._data = ConversationData(project, record, variables, history)
         self._sink: ConversationSink | None = None
@@ -141,10 +141,6 @@ class Conversation:
     @property
     def project(self) -> LoadedProject:
         return self._data.project
-
-    @property
-    def record(self) -> ConversationRecord:
-        return self._data.record
 
     @property
     def stage_id(self) -> str:
@@ -371,7 +367,7 @@ class Conversation:
 
     def submit_text(self, text: str) -> str:
         """Accept text input (the caller checked the state); returns the input turn id."""
-        received = self.services.monotonic()
+        received = self._services.monotonic()
         self.interrupt()
         self._move(Event.USER_TEXT)
         turn_id = ids.new_id("tinp_")

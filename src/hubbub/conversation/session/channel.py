@@ -4,10 +4,10 @@ encoding (base64 inside JSON on the WebSocket, binary frames on the WebRTC ``aud
 
 A transport implements :class:`ClientChannel` for one connected client and feeds what it
 receives into the :class:`SessionHandler` it got from :class:`SessionFactory.open_session`.
-Besides the encoded messages, the session tells the channel when turns open and close (the
-turn notices), so a transport never has to read its own outgoing JSON: a WebRTC peer gates
-and drops paced AI voice by output turn, and routes a microphone track's audio to the open
-input turn.
+The session tells the channel where turns begin and end, so a transport never reads its own
+outgoing JSON: the messages that start and end an AI turn come with the turn's id (a WebRTC
+peer gates, paces and drops the turn's voice by it), and input turn notices say which voice
+input turn is open (where a WebRTC microphone track's audio goes).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ class ClientChannel(Protocol):
     def send_voice(self, chunk: VoiceChunk) -> None:
         """Queue synthesized speech (the transport encodes and paces it)."""
 
-    def output_turn_started(self, output_turn_id: str) -> None:
-        """The turn's ``start_ai_generation_output`` has just been queued: its voice may go."""
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        """Queue the turn's ``start_ai_generation_output`` (like :meth:`send_message`); the
+        turn's voice may go out after it, never before."""
 
-    def output_turn_ended(self, output_turn_id: str, *, aborted: bool) -> None:
-        """The turn's ``end_ai_generation_output`` (or, ``aborted``, its
-        ``abort_ai_generation_output``) has just been queued; an aborted turn's voice is void."""
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        """Queue the turn's ``end_ai_generation_output`` (or, ``aborted``, its
+        ``abort_ai_generation_output``); an aborted turn's voice is void."""
 
     def input_turn_opened(self, input_turn_id: str) -> None:
         """A voice input turn is open (``start_user_voice_input`` replied, or server VAD heard

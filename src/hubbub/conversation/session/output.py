@@ -1,7 +1,7 @@
 """Everything one session sends its client, in one place: each message stamped with the
 session's ids, filtered by its settings, encoded
-(:func:`~hubbub.conversation.protocol.pushes.encode`) and queued on the channel, followed by
-the turn notices the channel needs.
+(:func:`~hubbub.conversation.protocol.pushes.encode`) and queued on the channel, the messages
+that start and end AI turns with their turn, followed by the input turn notices.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class SessionOutput:
             self.receive_events or not isinstance(push, ConversationEvent)
         )
         if wanted:
-            self._channel.send_message(encode(replace(push, session_id=self._session_id)))
-        self._notify(push)  # filtered or not: the turns are the same
+            self._send(replace(push, session_id=self._session_id))
+        else:
+            self._notify_input(push)  # sent or not: the turns are the same
 
     def reply(self, reply: Reply, request_id: str | None, conversation_id: str | None) -> None:
         """``success: true`` for a command; ``conversation_id`` is the session's conversation,
@@ -77,28 +78,32 @@ class SessionOutput:
             self._channel.send_voice(chunk)
 
     def _send(self, message: ServerMessage) -> None:
-        if not self.closed:
-            self._channel.send_message(encode(message))
-            self._notify(message)
-
-    def _notify(self, message: ServerMessage) -> None:
-        """Tell the channel about turns, right after the message that opens or ends them."""
+        if self.closed:
+            return
         channel = self._channel
         match message:
             case StartAiGenerationOutput(output_turn_id=turn_id):
-                channel.output_turn_started(turn_id)
+                channel.start_output_turn(turn_id, encode(message))
             case EndAiGenerationOutput(output_turn_id=turn_id):
-                channel.output_turn_ended(turn_id, aborted=False)
+                channel.end_output_turn(turn_id, encode(message), aborted=False)
             case AbortAiGenerationOutput(output_turn_id=turn_id):
-                channel.output_turn_ended(turn_id, aborted=True)
+                channel.end_output_turn(turn_id, encode(message), aborted=True)
+            case _:
+                channel.send_message(encode(message))
+                self._notify_input(message)
+
+    def _notify_input(self, message: ServerMessage) -> None:
+        """Tell the channel about voice input turns, right after the message that opens or
+        closes one."""
+        match message:
             case (
                 UserSpeakingStarted(input_turn_id=turn_id)
                 | StartUserVoiceInputReply(input_turn_id=turn_id)
             ):
-                channel.input_turn_opened(turn_id)
+                self._channel.input_turn_opened(turn_id)
             case UserTranscribedChunk(input_turn_id=turn_id, is_final=True) | (
                 EndUserVoiceInputReply(input_turn_id=turn_id)
             ):
-                channel.input_turn_closed(turn_id)
+                self._channel.input_turn_closed(turn_id)
             case _:
                 pass
