@@ -110,7 +110,7 @@ def test_what_serve_imports_at_start_is_a_base_dependency() -> None:
             if imp.imported.startswith("hubbub"):
                 # "from hubbub.x import name": name may be a submodule or an attribute
                 pending += [imp.imported, imp.imported.rsplit(".", 1)[0]]
-    assert {"hubbub.server", "hubbub.transports.webrtc", "hubbub.conversation.audio"} <= seen
+    assert {"hubbub.server", "hubbub.transports.webrtc", "hubbub.conversation.voice.audio"} <= seen
     outside_base = [
         f"{imp} ({', '.join(sorted(_distributions(top) & set().union(*extras.values())))})"
         for top, imp in sorted(_third_party(reached).items())

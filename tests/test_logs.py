@@ -11,9 +11,9 @@ import pytest
 
 from hubbub import logs, server
 from hubbub.console import demo_projects_dir
-from hubbub.conversation.loader import load_projects_dir
-from hubbub.conversation.speech import SpeechStack
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import load_projects_dir
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.voice.speech import SpeechStack
 
 
 @pytest.fixture

@@ -25,14 +25,14 @@ from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config, ConfigError
 from hubbub.console import static_dir
-from hubbub.conversation.loader import LoadedProject, ProjectError, load_projects_dir
-from hubbub.conversation.providers.base import LlmProvider
-from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
-from hubbub.conversation.schema import LlmConfig
-from hubbub.conversation.service import AuthLimits, ConversationService
-from hubbub.conversation.speech import SpeechStack
-from hubbub.conversation.store import ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
+from hubbub.conversation.project.schema import LlmConfig
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.service import AuthLimits, ConversationService
+from hubbub.conversation.voice.providers.base import LlmProvider
+from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
+from hubbub.conversation.voice.speech import SpeechStack
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable
 from hubbub.core.node import Node, NodeLimits
