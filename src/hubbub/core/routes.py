@@ -115,6 +115,20 @@ class LocalRoutes:
         del self._peers[key]
         return True
 
+    # --- reading (the listings) -------------------------------------------------------------
+
+    def channel_counts(self, app_id: str) -> dict[str, int]:
+        """The app's concrete channels with local subscribers, and how many connections each."""
+        return {
+            channel: len(members)
+            for (app, channel), members in self._channels.items()
+            if app == app_id
+        }
+
+    def channel_subscribers(self, app_id: str, channel: str) -> int:
+        members = self._channels.get((app_id, channel))
+        return len(members) if members else 0
+
     # --- fan-out ---------------------------------------------------------------------------
 
     def deliver_publication(self, publication: Publication) -> int:
@@ -146,12 +160,14 @@ class LocalRoutes:
                             frames.message(channel, publication.sender, publication.data, metadata)
                         )
                     conn.sink.push(with_metadata)
+                    conn.frames_out += 1
                 else:
                     if plain is None:
                         plain = OutFrame(
                             frames.message(channel, publication.sender, publication.data, None)
                         )
                     conn.sink.push(plain)
+                    conn.frames_out += 1
                 reached += 1
         return reached
 
@@ -164,6 +180,7 @@ class LocalRoutes:
         for conn in conns:
             if conn.id != direct.origin_connection and not conn.closed:
                 conn.sink.push(frame)
+                conn.frames_out += 1
                 reached += 1
         return reached
 
@@ -185,6 +202,7 @@ class LocalRoutes:
                 sub.held_presence.append(frame)
             else:
                 conn.sink.push(frame)
+                conn.frames_out += 1
 
     def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
         conns = [c for c in self._peers.get((app_id, peer_id), ()) if not (c.closed or c.closing)]
