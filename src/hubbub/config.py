@@ -166,6 +166,9 @@ class AppConfig(_Section):
     max_messages_per_period: int | None = None
     message_period_s: int = 30 * 24 * 3600
     plan_name: str | None = None
+    # Conversation projects (by id, "*" for all) whose conversations this app's secret keys
+    # may list and read over REST (GET /v1/conversations...). None by default.
+    conversation_projects: list[str] = []
 
 
 class ConversationLlmConfig(_Section):
@@ -192,6 +195,15 @@ class ConversationsConfig(_Section):
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
+
+
+class DemoConfig(_Section):
+    """The demo pages' helpers (``/demo/api/token``, ``/demo/api/devices/...``, the voice
+    demo's project list). On in demo mode; anywhere else only when asked for, because they
+    hand out tokens of ``app`` to anyone who can reach the server."""
+
+    enabled: bool = False
+    app: str = "demo"  # its first secret key signs the demo pages' tokens
 
 
 class WebRtcConfig(_Section):
@@ -236,6 +248,7 @@ class Config(_Section):
     apps: list[AppConfig] = []
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
     webrtc: WebRtcConfig = msgspec.field(default_factory=WebRtcConfig)
+    demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
 
 
 DEMO_CONFIG_TOML = """\
@@ -249,8 +262,13 @@ rate_burst = 200
 max_message_bytes = 65536
 max_channels = 100
 
+[demo]
+enabled = true
+app = "demo"
+
 [[apps]]
 id = "demo"
+conversation_projects = ["support-desk"]
 
 [[apps.keys]]
 id = "pk_live_demo"
@@ -403,6 +421,9 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                 fail(f"{where}.{name}", "must not be negative (leave it out for no limit)")
         if app.message_period_s <= 0:
             fail(f"{where}.message_period_s", "must be positive")
+        for j, project in enumerate(app.conversation_projects):
+            if not project or not project.strip():
+                fail(f"{where}.conversation_projects[{j}]", 'must be a project id or "*"')
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
@@ -431,6 +452,14 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+    demo = config.demo
+    if demo.enabled:
+        demo_app = next((a for a in config.apps if a.id == demo.app), None)
+        if demo_app is None:
+            fail("demo.app", f"no app {demo.app!r} (the demo pages need one)")
+        elif not any(k.kind == "secret" for k in demo_app.keys):
+            fail("demo.app", f"app {demo.app!r} has no secret key to sign the demo tokens")
 
 
 def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> None:

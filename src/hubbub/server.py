@@ -14,7 +14,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hubbub.api.conversations import ConversationReadApi
 from hubbub.api.errors import api_errors
+from hubbub.api.listing import ListingApi
 from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
@@ -29,6 +31,7 @@ from hubbub.conversation.project.loader import LoadedProject, ProjectError, load
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.inspect import ConversationInspector
 from hubbub.conversation.session.service import AuthLimits, ConversationService
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
@@ -138,7 +141,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
     api = config.api
-    RestApi(
+    rest = RestApi(
         node,
         keys,
         RestSettings(
@@ -149,7 +152,9 @@ def build_app(config: Config) -> web.Application:
             plan_names={entry.id: entry.plan_name for entry in config.apps},
         ),
         TrustedProxies(server.trusted_proxies),
-    ).add_routes(app)
+    )
+    rest.add_routes(app)
+    ListingApi(node, rest.authorize).add_routes(app)
 
     async def start_node(app: web.Application) -> None:
         await node.start()
@@ -159,8 +164,26 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    _add_conversations(app, config, turn_metrics)
+    service = _add_conversations(app, config, turn_metrics)
+    _add_conversation_reads(app, config, service, rest)
     return app
+
+
+def _add_conversation_reads(
+    app: web.Application, config: Config, service: ConversationService | None, rest: RestApi
+) -> None:
+    readable = {entry.id: list(entry.conversation_projects) for entry in config.apps}
+    if service is not None:
+        for app_id, projects in readable.items():
+            unknown = sorted(set(projects) - set(service.projects) - {"*"})
+            if unknown:
+                log.warning(
+                    "app %s: conversation_projects names no loaded project: %s",
+                    app_id,
+                    ", ".join(unknown),
+                )
+    inspector = ConversationInspector(service) if service is not None else None
+    ConversationReadApi(inspector, rest.authorize, readable).add_routes(app)
 
 
 def _openai_llm(config: LlmConfig) -> LlmProvider:
@@ -174,12 +197,12 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
 
 def _add_conversations(
     app: web.Application, config: Config, turn_metrics: TurnMetricsRecorder
-) -> None:
+) -> ConversationService | None:
     settings = config.conversations
     if settings.demo_api:
         add_demo_routes(app)
     if settings.projects_dir is None:
-        return
+        return None
     try:
         projects = load_projects_dir(Path(settings.projects_dir), TemplateRenderer())
     except ProjectError as exc:
@@ -223,6 +246,7 @@ def _add_conversations(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    return service
 
 
 VOICE_EXTRA_MISSING = (

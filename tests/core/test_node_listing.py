@@ -110,3 +110,13 @@ async def test_nodes_report_the_apps_connections_and_channels(hub: Hub) -> None:
     await alice.subscribe("room")
     (answer,) = await hub.node.list_nodes("app")
     assert (answer.node, answer.connection_count, answer.channel_count) == ("n1", 2, 1)
+
+
+async def test_channels_can_be_limited_to_a_scope(hub: Hub) -> None:
+    alice = await hub.connect("alice")
+    for channel in ("room/1", "room/2", "admin/x"):
+        await alice.subscribe(channel, channel)
+    scoped = await hub.node.list_channels("app", patterns=("room/*",))
+    assert [c.channel for c in scoped] == ["room/1", "room/2"]
+    limited = await hub.node.list_channels("app", patterns=("room/*", "admin/**"), limit=2)
+    assert [c.channel for c in limited] == ["admin/x", "room/1"]

@@ -87,6 +87,8 @@ class NodeQuery:
     peer_id: str | None = None
     prefix: str | None = None
     limit: int = 100
+    # channels: only those matching one of these patterns (empty: any), a key's scope.
+    patterns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

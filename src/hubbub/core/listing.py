@@ -29,6 +29,7 @@ from hubbub.core.broker import (
 )
 from hubbub.core.connection import Connection
 from hubbub.core.routes import LocalRoutes
+from hubbub.protocol.patterns import compile_pattern
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
@@ -83,6 +84,9 @@ def local_answer(
     rates = dict(activity.rates(app_id, prefix))
     names = {name for name in counts if prefix is None or name.startswith(prefix)}
     names.update(rates)
+    if query.patterns:
+        scope = [compile_pattern(text) for text in query.patterns]
+        names = {name for name in names if any(p.matches(name) for p in scope)}
     channels = tuple(
         ChannelInfo(name, counts.get(name, 0), rates.get(name, 0.0))
         for name in sorted(names)[: query.limit]

@@ -556,10 +556,16 @@ class Node:
         return listing.merge_connections(await self._broker.query_nodes(query), limit)
 
     async def list_channels(
-        self, app_id: str, *, prefix: str | None = None, limit: int = listing.DEFAULT_LIMIT
+        self,
+        app_id: str,
+        *,
+        prefix: str | None = None,
+        limit: int = listing.DEFAULT_LIMIT,
+        patterns: tuple[str, ...] = (),
     ) -> list[listing.ChannelSummary]:
-        """The app's channels with subscribers or recent publications, on every node."""
-        query = NodeQuery(app_id, "channels", prefix=prefix, limit=limit)
+        """The app's channels with subscribers or recent publications, on every node
+        (only those matching one of ``patterns`` when given)."""
+        query = NodeQuery(app_id, "channels", prefix=prefix, limit=limit, patterns=patterns)
         merged = listing.merge_channels(await self._broker.query_nodes(query), limit)
         return await listing.with_peer_counts(merged, app_id, self._presence)
 

@@ -118,16 +118,15 @@ class LocalRoutes:
     # --- reading (the listings) -------------------------------------------------------------
 
     def channel_counts(self, app_id: str) -> dict[str, int]:
-        """The app's concrete channels with local subscribers, and how many connections each."""
-        return {
-            channel: len(members)
-            for (app, channel), members in self._channels.items()
-            if app == app_id
-        }
-
-    def channel_subscribers(self, app_id: str, channel: str) -> int:
-        members = self._channels.get((app_id, channel))
-        return len(members) if members else 0
+        """The app's concrete channels with local subscribers, and how many connections each
+        (not counting connections the node is closing)."""
+        counts: dict[str, int] = {}
+        for (app, channel), members in self._channels.items():
+            if app == app_id:
+                count = sum(1 for conn in members if not (conn.closed or conn.closing))
+                if count:
+                    counts[channel] = count
+        return counts
 
     # --- fan-out ---------------------------------------------------------------------------
 
