@@ -19,14 +19,9 @@ EXIT_USAGE_ERROR = 1
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from hubbub import version
 
-    try:
-        return version("hubbub")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        from hubbub import __version__
-
-        return __version__
+    return version()
 
 
 def _load(path: str | None) -> Config:

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -250,6 +250,10 @@ class Config(_Section):
     webrtc: WebRtcConfig = msgspec.field(default_factory=WebRtcConfig)
     demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
 
+
+# The demo app's secret key: printed by the demo banner and in the docs, public by design (the
+# landing page links the console signed in with it, but only while it is this very key).
+PUBLIC_DEMO_SECRET_KEY: Final = ("sk_id_demo", "sk_secret_demo")
 
 DEMO_CONFIG_TOML = """\
 [server]

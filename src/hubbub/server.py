@@ -14,10 +14,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hubbub import version
 from hubbub.api.conversations import ConversationReadApi
+from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
 from hubbub.api.listing import ListingApi
 from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
+from hubbub.api.pages import Pages, SiteInfo
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
@@ -25,8 +28,8 @@ from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsage
 from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
-from hubbub.config import Config, ConfigError
-from hubbub.console import static_dir
+from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
+from hubbub.console import docs_dir, static_dir
 from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
@@ -166,7 +169,51 @@ def build_app(config: Config) -> web.Application:
     app.on_cleanup.append(stop_node)
     service = _add_conversations(app, config, turn_metrics)
     _add_conversation_reads(app, config, service, rest)
+    _add_pages(app, config, node, keys, service)
     return app
+
+
+def _add_pages(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    keys: KeyRing,
+    service: ConversationService | None,
+) -> None:
+    demo = config.demo
+    demo_keys: dict[str, str] = {}
+    if demo.enabled:
+        own = [key for key in keys.keys() if key.app_id == demo.app]  # noqa: SIM118 (KeyRing)
+        signer = next(key for key in own if key.kind == "secret")  # the config checked it
+        DemoApi(node, signer, lambda: _demo_projects(service)).add_routes(app)
+        if (signer.id, signer.secret) == PUBLIC_DEMO_SECRET_KEY:
+            demo_keys["secret"] = f"{signer.id}:{signer.secret}"
+            publishable = next((key.id for key in own if key.kind == "publishable"), None)
+            if publishable is not None:
+                demo_keys["publishable"] = publishable
+    info = SiteInfo(
+        version=version(),
+        node=node.node_id,
+        mode="demo" if demo.enabled else "configured",
+        broker=config.broker.kind,
+        apps=[entry.id for entry in config.apps],
+        demo_pages=demo.enabled,
+        voice_demo=service is not None,
+        projects=sorted(service.projects) if service is not None else [],
+        demo_keys=demo_keys,
+    )
+    Pages(static_dir(), info, docs_dir()).add_routes(app)
+
+
+def _demo_projects(service: ConversationService | None) -> list[DemoProject]:
+    if service is None:
+        return []
+    found = []
+    for loaded in service.projects.values():
+        key = next((k.key for k in loaded.project.api_keys if k.active), None)
+        if key is not None:
+            found.append(DemoProject(loaded.id, loaded.project.name or loaded.id, key))
+    return sorted(found, key=lambda p: p.id)
 
 
 def _add_conversation_reads(
@@ -236,7 +283,6 @@ def _add_conversations(
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
     add_webrtc_routes(app, _webrtc_endpoint(config, service))
-    app.router.add_get("/demo/voice", _voice_demo_page)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -267,10 +313,6 @@ def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
     else:
         log.info("%s", VOICE_EXTRA_MISSING)
     return None
-
-
-async def _voice_demo_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(static_dir() / "voice.html")
 
 
 def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
