@@ -31,16 +31,47 @@ from hubbub.core.broker import (
     UsageSnapshot,
     UsageStore,
 )
+from hubbub.core.events import (
+    LIFECYCLE_EVENTS,
+    NO_EVENTS,
+    ChannelEvent,
+    ChannelEventName,
+    EventSink,
+)
 
 log = logging.getLogger(__name__)
 
-_ADD = """
+# Lifecycle events (spec 16.3) are decided here, in the step that changes the membership, so
+# each is decided exactly once however many nodes race: bit 1 of the answer's flags is
+# channel_occupied / channel_vacated, bit 2 member_added / member_removed. When webhooks want
+# them (ARGV flag), the channel's event counter (``hseq``) numbers them, so the node that
+# sends a channel's events can put those decided on different nodes back in order.
+_NUMBER_EVENTS = """
+local function number_events(flags, wanted)
+  if flags == 0 or wanted ~= '1' then
+    return 0
+  end
+  local count = (flags == 3) and 2 or 1
+  local last = redis.call('INCRBY', KEYS[6], count)
+  redis.call('PEXPIRE', KEYS[6], 3600000)
+  return last
+end
+"""
+
+_ADD = (
+    _NUMBER_EVENTS
+    + """
 if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
-  return tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '1') - 1
+  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '1') - 1, 0, 0}
 end
 local before = redis.call('HINCRBY', KEYS[3], ARGV[1], 1) - 1
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+local flags = 0
 if before == 0 then
+  if redis.call('ZCARD', KEYS[1]) == 0 then
+    flags = 1
+  end
+  flags = flags + 2
   redis.call('ZADD', KEYS[1], 'NX', redis.call('INCR', KEYS[5]), ARGV[1])
 end
 if ARGV[3] == '1' then
@@ -48,26 +79,33 @@ if ARGV[3] == '1' then
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-return before
+return {before, flags, number_events(flags, ARGV[5])}
 """
+)
 
-_REMOVE = """
+# A connection removed twice (two reapers, a retried removal) decides nothing the second time.
+_REMOVE = (
+    _NUMBER_EVENTS
+    + """
 if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then
-  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false}
+  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false, 0, 0}
 end
 local remaining = redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
 if remaining > 0 then
-  return {remaining, false}
+  return {remaining, false, 0, 0}
 end
 local metadata = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+local flags = 2
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[5])
+  flags = 3
 end
-return {0, metadata}
+return {0, metadata, flags, number_events(flags, ARGV[3])}
 """
+)
 
 _MEMBERS = """
 local peers = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -102,6 +140,9 @@ end
 return 1
 """
 
+_OCCUPANCY_FLAG = 1
+_MEMBERSHIP_FLAG = 2
+
 _SEPARATOR = "\x00"  # cannot occur in channel names or peer ids (both refuse control bytes)
 
 
@@ -120,8 +161,11 @@ def slot_group(base: str) -> str:
 
 
 class RedisPresenceStore(PresenceStore):
-    def __init__(self, shards: RedisShards, prefix: str, node_id: str) -> None:
+    def __init__(
+        self, shards: RedisShards, prefix: str, node_id: str, events: EventSink = NO_EVENTS
+    ) -> None:
         self._shards = shards
+        self._events = events
         self._home = shards.first  # holds the per-node index
         self._prefix = prefix
         self._node_id = node_id
@@ -139,12 +183,46 @@ class RedisPresenceStore(PresenceStore):
     def _keys(self, app_id: str, channel: str) -> tuple[int, list[str]]:
         """The shard holding a channel's presence, and its keys there."""
         base = slot_group(scoped(self._prefix, "pr", app_id, channel))
-        suffixes = ("order", "meta", "count", "conns", "seq")
+        suffixes = ("order", "meta", "count", "conns", "seq", "hseq")
         return self._shards.index_of(base), [f"{base}:{suffix}" for suffix in suffixes]
 
     @staticmethod
     def _index_member(app_id: str, channel: str, peer_id: str, connection_id: str) -> str:
         return _SEPARATOR.join((app_id, channel, peer_id, connection_id))
+
+    def _numbered(self, app_id: str) -> str:
+        """Whether the scripts should number this app's lifecycle events (webhooks want them)."""
+        wanted = any(self._events.wants(app_id, name) for name in LIFECYCLE_EVENTS)
+        return "1" if wanted else "0"
+
+    def _announce(
+        self, app_id: str, channel: str, peer_id: str, flags: int, last_seq: int, joined: bool
+    ) -> None:
+        """Emit what a script decided, in order: occupied before added, removed before
+        vacated; ``last_seq`` is the number of the last of them (0: not numbered)."""
+        names: list[ChannelEventName] = []
+        if joined:
+            if flags & _OCCUPANCY_FLAG:
+                names.append(ChannelEventName.CHANNEL_OCCUPIED)
+            if flags & _MEMBERSHIP_FLAG:
+                names.append(ChannelEventName.MEMBER_ADDED)
+        else:
+            if flags & _MEMBERSHIP_FLAG:
+                names.append(ChannelEventName.MEMBER_REMOVED)
+            if flags & _OCCUPANCY_FLAG:
+                names.append(ChannelEventName.CHANNEL_VACATED)
+        first_seq = last_seq - len(names) + 1
+        for i, name in enumerate(names):
+            member = name in (ChannelEventName.MEMBER_ADDED, ChannelEventName.MEMBER_REMOVED)
+            self._events.emit(
+                ChannelEvent(
+                    name,
+                    app_id,
+                    channel,
+                    user_id=peer_id if member else None,
+                    seq=first_seq + i if last_seq else None,
+                )
+            )
 
     async def _run_add(
         self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str
@@ -154,6 +232,7 @@ class RedisPresenceStore(PresenceStore):
             connection_id,
             "0" if entry.metadata is None else "1",
             entry.metadata or b"",
+            self._numbered(app_id),
         ]
         # Indexed first: a crash between the two leaves an index entry to nothing (harmless)
         # rather than a listing no reaper can find.
@@ -161,19 +240,23 @@ class RedisPresenceStore(PresenceStore):
         await self._home.run(self._home.client.sadd(self.node_index(self._node_id), member))
         shard, keys = self._keys(app_id, channel)
         link = self._shards.links[shard]
-        before: int = await link.run(self._add[shard](keys=keys, args=args))
-        return before
+        before, flags, last_seq = await link.run(self._add[shard](keys=keys, args=args))
+        if flags:
+            self._announce(app_id, channel, entry.peer_id, int(flags), int(last_seq), True)
+        return int(before)
 
     async def _run_remove(
         self, app_id: str, channel: str, peer_id: str, connection_id: str, node_id: str
     ) -> tuple[int, bytes | None]:
-        args = [peer_id, connection_id]
+        args = [peer_id, connection_id, self._numbered(app_id)]
         shard, keys = self._keys(app_id, channel)
         link = self._shards.links[shard]
         found = await link.run(self._remove[shard](keys=keys, args=args))
+        remaining, metadata, flags, last_seq = found
+        if flags:
+            self._announce(app_id, channel, peer_id, int(flags), int(last_seq), False)
         member = self._index_member(app_id, channel, peer_id, connection_id)
         await self._home.run(self._home.client.srem(self.node_index(node_id), member))
-        remaining, metadata = found
         return int(remaining), metadata or None
 
     async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
