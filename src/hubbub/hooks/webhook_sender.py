@@ -17,6 +17,7 @@ Time is a :class:`Timing`, so tests can run the retry window of minutes in no ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -53,7 +54,7 @@ class Timing(Protocol):
 
 class LoopTiming:
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()  # what the event loop's clock reads
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -127,6 +128,8 @@ class WebhookSender:
         self._in_flight = 0
         self._last_overflow_warning = -OVERFLOW_WARNING_INTERVAL_S
         self._overflow_since_warning = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.stats = WebhookStats()
 
     # --- the realtime side ------------------------------------------------------------------
@@ -134,6 +137,10 @@ class WebhookSender:
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    def queued_events(self) -> list[bytes]:
+        """The encoded events waiting, oldest first (for inspection)."""
+        return [item.json for item in self._queue]
 
     @property
     def idle(self) -> bool:
@@ -144,6 +151,7 @@ class WebhookSender:
         item = _Queued(event_json, len(event_json) + _EVENT_OVERHEAD_BYTES)
         if not self._queue:
             self._first_queued_at = self._timing.now()
+        self._idle.clear()
         self._queue.append(item)
         self._queued_bytes += item.size
         settings = self.settings
@@ -181,15 +189,19 @@ class WebhookSender:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    async def wait_idle(self) -> None:
+        """Until nothing is queued or in flight (every event delivered or dropped)."""
+        await self._idle.wait()
+
     async def stop(self, drain_s: float = 1.0) -> None:
         """Give what is queued ``drain_s`` to go out, then stop (the rest is lost)."""
         task, self._task = self._task, None
         if task is None:
             return
         if drain_s > 0 and not self.idle:
-            deadline = asyncio.get_running_loop().time() + drain_s
-            while not self.idle and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.01)  # a bounded drain at shutdown: nothing to await
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_s):
+                    await self._idle.wait()
         task.cancel()
         try:
             await task
@@ -211,6 +223,8 @@ class WebhookSender:
                 log.exception("webhook %s: unexpected error; the batch is lost", self.settings.name)
             finally:
                 self._in_flight = 0
+                if not self._queue:
+                    self._idle.set()
 
     async def _wait(self, timeout_s: float | None) -> None:
         """Until an event arrives (or the batch fills), or ``timeout_s`` passes."""
