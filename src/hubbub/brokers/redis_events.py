@@ -37,10 +37,10 @@ from hubbub.core.events import ChannelEvent, ChannelEventName, EventSink
 log = logging.getLogger(__name__)
 
 HOLD_S: Final = 1.0
-# A number this far behind the channel's next one means its counter started again (Redis lost
-# it): the orderer starts the channel afresh instead of calling every later event late.
-RESTART_GAP: Final = 1000
-MAX_TRACKED_CHANNELS: Final = 100_000
+# A channel this node has not sent for yet: how long its first events wait for earlier ones
+# that may still be on their way from other nodes.
+SETTLE_S: Final = 0.2
+MAX_TRACKED_CHANNELS: Final = 50_000
 
 # Hands an encoded event to a node; resolves to how many subscribers received it.
 Forward = Callable[[str, ChannelEvent], "asyncio.Future[Any]"]
@@ -76,17 +76,28 @@ def sending_node(app_id: str, channel: str, nodes: Iterable[str]) -> str:
 
 @dataclass(slots=True)
 class _Stream:
-    next_seq: int
+    next_seq: int | None  # None: not known yet (settling)
     held: dict[int, ChannelEvent] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
 
 
 class ChannelOrderer:
-    """Releases each channel's numbered events to ``sink`` in ``seq`` order."""
+    """Releases each channel's numbered events to ``sink`` in ``seq`` order.
 
-    def __init__(self, sink: EventSink, hold_s: float = HOLD_S) -> None:
+    A channel's numbers are contiguous (the scripts count every event they decide), so a
+    missing number means an event still on its way: later ones wait for it, at most
+    ``hold_s``. Number 1 starts a channel's count (its counter is new, or Redis lost it). For a
+    channel first seen at a higher number (this node just became its sender, or just started)
+    the next number is not known: its first events wait ``settle_s`` and then go in order
+    from the lowest. The record of each channel stays after it is vacated, so its next
+    occupation is ordered too; past ``MAX_TRACKED_CHANNELS`` the least recently used records
+    are forgotten.
+    """
+
+    def __init__(self, sink: EventSink, hold_s: float = HOLD_S, settle_s: float = SETTLE_S) -> None:
         self._sink = sink
         self._hold_s = hold_s
+        self._settle_s = settle_s
         self._streams: dict[tuple[str, str], _Stream] = {}
         self.released_late = 0  # events that arrived after a later one had been sent
         self.gaps_skipped = 0
@@ -101,56 +112,59 @@ class ChannelOrderer:
             self._sink.emit(event)
             return
         key = (event.app_id, event.channel)
-        stream = self._streams.get(key)
-        if stream is None or seq + RESTART_GAP < stream.next_seq:
-            if stream is not None and stream.timer is not None:
-                stream.timer.cancel()
-            stream = self._streams[key] = _Stream(seq)
-            self._bound()
-        if seq < stream.next_seq:
+        stream = self._streams.pop(key, None)
+        if stream is None:
+            stream = _Stream(1 if seq == 1 else None)
+        elif seq == 1:
+            # A count starts: what is held (numbers that came before their predecessors)
+            # stays held and follows in order.
+            stream.next_seq = 1
+        self._streams[key] = stream  # most recently used last
+        if len(self._streams) > MAX_TRACKED_CHANNELS:
+            self._forget_idle()
+        if stream.next_seq is not None and seq < stream.next_seq:
             self.released_late += 1
             self._sink.emit(event)
             return
         stream.held[seq] = event
-        self._release(key, stream)
-        if stream.held and stream.timer is None:
-            loop = asyncio.get_running_loop()
-            stream.timer = loop.call_later(self._hold_s, self._skip_gap, key)
-
-    def _release(self, key: tuple[str, str], stream: _Stream) -> None:
-        last: ChannelEvent | None = None
-        while stream.next_seq in stream.held:
-            last = stream.held.pop(stream.next_seq)
-            stream.next_seq += 1
-            self._sink.emit(last)
-        if stream.held:
+        if stream.next_seq is None:
+            if stream.timer is None:
+                stream.timer = self._later(self._settle_s, key)
             return
-        if stream.timer is not None:
+        self._release(stream)
+        if stream.held and stream.timer is None:
+            stream.timer = self._later(self._hold_s, key)
+
+    def _later(self, delay_s: float, key: tuple[str, str]) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(delay_s, self._skip_gap, key)
+
+    def _release(self, stream: _Stream) -> None:
+        assert stream.next_seq is not None
+        while stream.next_seq in stream.held:
+            event = stream.held.pop(stream.next_seq)
+            stream.next_seq += 1
+            self._sink.emit(event)
+        if not stream.held and stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
-        if last is not None and last.name is ChannelEventName.CHANNEL_VACATED:
-            # Nothing can follow a vacated channel but its next occupation: start afresh then.
-            del self._streams[key]
 
     def _skip_gap(self, key: tuple[str, str]) -> None:
+        """The wait is over: go on from the lowest number that did arrive."""
         stream = self._streams.get(key)
         if stream is None:
             return
         stream.timer = None
-        if stream.held:
-            self.gaps_skipped += 1
-            stream.next_seq = min(stream.held)
-            self._release(key, stream)
-            if stream.held:
-                loop = asyncio.get_running_loop()
-                stream.timer = loop.call_later(self._hold_s, self._skip_gap, key)
-
-    def _bound(self) -> None:
-        """Channels that stay occupied keep a small record each; past the cap the oldest idle
-        ones are forgotten (their next event is then taken as it comes)."""
-        if len(self._streams) <= MAX_TRACKED_CHANNELS:
+        if not stream.held:
             return
-        for key in list(self._streams)[: len(self._streams) // 10]:
+        if stream.next_seq is not None:
+            self.gaps_skipped += 1
+        stream.next_seq = min(stream.held)
+        self._release(stream)
+        if stream.held:
+            stream.timer = self._later(self._hold_s, key)
+
+    def _forget_idle(self) -> None:
+        for key in list(self._streams)[: MAX_TRACKED_CHANNELS // 10]:
             if not self._streams[key].held:
                 del self._streams[key]
 

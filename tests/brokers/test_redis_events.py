@@ -1,0 +1,191 @@
+"""Lifecycle events on Redis: decided once in the presence scripts, sent by one node per
+channel, in order; a dead node's members leave once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pytest
+
+from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_events import sending_node
+from hubbub.core.broker import PresenceEntry
+from hubbub.core.events import ChannelEvent, ChannelEventName
+from tests.brokers.conftest import BackendNode, RedisBackend
+from tests.brokers.test_redis_nodes import APP, crash
+
+pytestmark = pytest.mark.integration
+
+OCCUPIED = ChannelEventName.CHANNEL_OCCUPIED
+VACATED = ChannelEventName.CHANNEL_VACATED
+ADDED = ChannelEventName.MEMBER_ADDED
+REMOVED = ChannelEventName.MEMBER_REMOVED
+
+
+@dataclass
+class NodeSink:
+    """One node's webhook queue: what it would send."""
+
+    label: str
+    events: list[ChannelEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, app_id: str, name: ChannelEventName) -> bool:
+        return True
+
+    def emit(self, event: ChannelEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+
+async def wait_until(sinks: Iterable[NodeSink], condition: object, timeout_s: float = 8.0) -> None:
+    sinks = list(sinks)
+    assert callable(condition)
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            waiters = [asyncio.ensure_future(s.changed.wait()) for s in sinks]
+            for s in sinks:
+                s.changed.clear()
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+
+async def nodes_with_sinks(backend: RedisBackend, count: int) -> list[tuple[BackendNode, NodeSink]]:
+    made = []
+    for i in range(count):
+        sink = NodeSink(f"n{i}")
+        made.append((await backend.node(f"n{i}-{backend.prefix[-4:]}", sink), sink))
+    for node, _ in made:  # every node sees every other before the test starts
+        broker = node.broker
+        assert isinstance(broker, RedisBroker)
+        await broker._refresh_live_nodes()
+    return made
+
+
+def check_lifecycle(events: list[ChannelEvent]) -> None:
+    """One channel's events make sense in the order they were sent."""
+    occupied = False
+    present: set[str] = set()
+    for event in events:
+        if event.name is OCCUPIED:
+            assert not occupied and not present, events
+            occupied = True
+        elif event.name is ADDED:
+            assert occupied and event.user_id not in present, events
+            present.add(event.user_id or "")
+        elif event.name is REMOVED:
+            assert event.user_id in present, events
+            present.discard(event.user_id or "")
+        elif event.name is VACATED:
+            assert occupied and not present, events
+            occupied = False
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(seqs), seqs
+
+
+async def test_concurrent_joins_and_leaves_on_three_nodes_give_each_event_once(
+    redis_backend: RedisBackend,
+) -> None:
+    made = await nodes_with_sinks(redis_backend, 3)
+    channels = [f"room-{n}" for n in range(4)]
+    rng = random.Random(7)
+
+    # Each "connection" lives on one node; peers have connections on several nodes.
+    async def churn(node: BackendNode, conns: list[tuple[str, str, str]]) -> None:
+        for _ in range(3):
+            for channel, peer, conn in conns:
+                await node.presence.add(APP, channel, PresenceEntry(peer, None), conn)
+                await asyncio.sleep(0)
+            rng.shuffle(conns)
+            for channel, peer, conn in conns:
+                await node.presence.remove(APP, channel, peer, conn)
+
+    plans = []
+    for i, (node, _) in enumerate(made):
+        conns = [
+            (channel, f"peer-{p}", f"n{i}:{channel}:{p}") for channel in channels for p in range(3)
+        ]
+        plans.append(churn(node, conns))
+    await asyncio.gather(*plans)
+    sinks = [sink for _, sink in made]
+
+    def all_vacated() -> bool:
+        sent = [e for s in sinks for e in s.events]
+        return Counter(e.name for e in sent)[VACATED] >= 3 * len(channels) / 3 and all(
+            sum(1 for e in sent if e.channel == c and e.name is OCCUPIED)
+            == sum(1 for e in sent if e.channel == c and e.name is VACATED)
+            for c in channels
+        )
+
+    await wait_until(sinks, all_vacated)
+    live = [node.events.live_nodes if node.events else frozenset() for node, _ in made][0]
+    for channel in channels:
+        sender = sending_node(APP, channel, live)
+        for node, sink in made:
+            events = [e for e in sink.events if e.channel == channel]
+            if node.events is not None and node.broker._node_id == sender:  # type: ignore[attr-defined]
+                check_lifecycle(events)
+                assert events and events[-1].name is VACATED
+                assert [e.seq for e in events] == list(
+                    range(events[0].seq or 0, len(events) + (events[0].seq or 0))
+                )
+            else:
+                assert events == [], (node.broker._node_id, sender)  # type: ignore[attr-defined]
+    for node, _ in made:
+        assert node.events is not None and node.events.orderer.gaps_skipped == 0
+
+
+async def test_a_dead_nodes_members_leave_once_when_the_ttl_reaps_them() -> None:
+    from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
+
+    prefix = unique_prefix()
+    backend = RedisBackend(SHARED_URL, prefix, presence_ttl_s=1.5)
+    try:
+        made = await nodes_with_sinks(backend, 3)
+        (a, _), (b, b_sink), (c, c_sink) = made
+        await a.presence.add(APP, "room", PresenceEntry("alice", None), "a:1")
+        await a.presence.add(APP, "room", PresenceEntry("carol", None), "a:2")
+        await b.presence.add(APP, "room", PresenceEntry("carol", None), "b:1")
+        await a.presence.add(APP, "lonely", PresenceEntry("alice", None), "a:3")
+        sinks = [b_sink, c_sink]
+        await wait_until(
+            sinks, lambda: sum(len(s.events) for s in sinks) + len(made[0][1].events) >= 5
+        )
+        for _, sink in made:
+            sink.events.clear()
+        backend.nodes.remove(a)
+        await crash(a)
+        # Both survivors try to reap at once: the scripts decide each removal once.
+        broker_b, broker_c = b.broker, c.broker
+        assert isinstance(broker_b, RedisBroker) and isinstance(broker_c, RedisBroker)
+
+        def left() -> list[tuple[str, str, str | None]]:
+            return sorted((e.name.value, e.channel, e.user_id) for s in sinks for e in s.events)
+
+        expected = [
+            ("channel_vacated", "lonely", None),
+            ("member_removed", "lonely", "alice"),
+            ("member_removed", "room", "alice"),
+        ]
+        await wait_until(sinks, lambda: left() == expected)
+        a_id = a.broker._node_id  # type: ignore[attr-defined]
+        await asyncio.gather(broker_b._reap(a_id), broker_c._reap(a_id))
+        assert left() == expected  # carol is present through b: no member_removed for her
+    finally:
+        await backend.close()
+        await delete_prefix(6379, prefix)
+
+
+async def test_lifecycle_events_are_not_numbered_when_no_webhook_wants_them(
+    redis_backend: RedisBackend,
+) -> None:
+    node = await redis_backend.node()
+    await node.presence.add(APP, "room", PresenceEntry("alice", None), "x:1")
+    assert await node.presence.remove(APP, "room", "alice", "x:1") == 0
