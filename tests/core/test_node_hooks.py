@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -68,6 +68,11 @@ class ScriptedAuthorizer:
 
 def hub_with_events(sink: RecordingSink, **kwargs: object) -> Hub:
     return Hub(presence=MemoryPresenceStore(sink), events=sink, **kwargs)  # type: ignore[arg-type]
+
+
+async def quick(step: Awaitable[None]) -> None:
+    """A frame of a proxied connection is queued, not handled: its send returns at once."""
+    await asyncio.wait_for(step, 2)
 
 
 async def settle(client: Client) -> None:
@@ -253,8 +258,8 @@ async def test_publishes_stay_in_order_while_the_connection_keeps_reading() -> N
     slow = await hub.connect("slow", key_id="proxied")
     other = await hub.connect("other")
     for n in range(3):
-        await slow.publish("room", n, f"p{n}")  # returns at once: the frame is queued
-    await slow.send({"type": "ping"})
+        await quick(slow.publish("room", n, f"p{n}"))  # returns at once: the frame is queued
+    await quick(slow.send({"type": "ping"}))
     assert slow.new_frames() == [{"type": "pong"}]  # answered while a verdict is pending
     await other.publish("room", "meanwhile")  # another connection is not held up
     assert [f["data"] for f in reader.new_frames()] == ["meanwhile"]
@@ -275,10 +280,10 @@ async def test_a_full_lane_stops_reading_that_connection() -> None:
     authorizer = ScriptedAuthorizer(lambda kind, channel, data: gate)
     hub = await Hub(authorizer=authorizer, limits=NodeLimits(max_pending_frames=2)).start()
     slow = await hub.connect("slow", key_id="proxied")
-    await slow.publish("room", 0)  # being decided
+    await quick(slow.publish("room", 0))  # being decided
     await asyncio.sleep(0)
-    await slow.publish("room", 1)
-    await slow.publish("room", 2)  # the lane holds two
+    await quick(slow.publish("room", 1))
+    await quick(slow.publish("room", 2))  # the lane holds two
     blocked = asyncio.ensure_future(slow.publish("room", 3))
     await asyncio.sleep(0)
     assert not blocked.done()
@@ -296,8 +301,8 @@ async def test_closing_while_a_backend_decides_a_subscribe_leaves_nothing_behind
     authorizer = ScriptedAuthorizer(lambda kind, channel, data: gate)
     hub = await hub_with_events(sink, authorizer=authorizer).start()
     alice = await hub.connect("alice", key_id="proxied")
-    await alice.subscribe("room", "s1")
-    await alice.publish("room", 1, "p1")  # queued behind the subscribe: dropped at close
+    await quick(alice.subscribe("room", "s1"))
+    await quick(alice.publish("room", 1, "p1"))  # queued behind the subscribe: dropped at close
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(alice.close())
     await asyncio.sleep(0)
