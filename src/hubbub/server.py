@@ -75,7 +75,7 @@ def _backends(
     prefix = settings.key_prefix
     # Lifecycle events are decided in Redis and sent by one node per channel.
     router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
-    presence = RedisPresenceStore(shards, prefix, node_id, router or NO_EVENTS)
+    presence = RedisPresenceStore(shards, prefix, node_id, router)
     usage = RedisUsageStore(shards, prefix, node_id)
     broker = RedisBroker(
         shards,

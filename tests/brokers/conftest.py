@@ -128,7 +128,7 @@ class RedisBackend(Backend):
         node_id = node_id or uuid.uuid4().hex[:8]
         shards = RedisShards([RedisLink(url, cluster=self.cluster) for url in self.urls])
         router = RedisEventRouter(node_id, events) if events is not None else None
-        presence = RedisPresenceStore(shards, self.prefix, node_id, *([router] if router else []))
+        presence = RedisPresenceStore(shards, self.prefix, node_id, router)
         usage = RedisUsageStore(shards, self.prefix, node_id)
         broker = RedisBroker(
             shards,

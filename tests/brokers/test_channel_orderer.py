@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
-from hubbub.brokers.redis_events import ChannelOrderer, RedisEventRouter, sending_node
+from hubbub.brokers.redis_events import ChannelOrderer, RedisEventRouter
 from hubbub.core.events import ChannelEvent, ChannelEventName
 
 ADDED = ChannelEventName.MEMBER_ADDED
@@ -103,42 +102,40 @@ async def test_a_vacated_channel_keeps_its_count_and_a_new_count_starts_at_one()
     assert sink.seqs() == [1, 2, 3, 4, 1, 2, 3]
 
 
-def test_every_node_picks_the_same_sender_and_a_departure_moves_only_its_channels() -> None:
-    nodes = ["a", "b", "c"]
-    channels = [f"room-{n}" for n in range(300)]
-    picks = {c: sending_node("app", c, nodes) for c in channels}
-    assert {c: sending_node("app", c, reversed(nodes)) for c in channels} == picks
-    assert set(Counter(picks.values())) == {"a", "b", "c"}
-    after = {c: sending_node("app", c, ["a", "b"]) for c in channels}
-    moved = [c for c in channels if after[c] != picks[c]]
-    assert all(picks[c] == "c" for c in moved)
-
-
-async def test_the_router_sends_here_when_the_hand_over_reaches_no_one() -> None:
+async def test_the_router_hands_over_and_takes_over_from_a_sender_that_does_not_hear() -> None:
     sink = Sink()
     router = RedisEventRouter("a", sink)
     loop = asyncio.get_running_loop()
-    handed: list[tuple[str, ChannelEvent]] = []
-    answers: list[asyncio.Future[int]] = []
+    handed: list[tuple[str, int | None]] = []
+    listening = {"b": 1, "c": 0, "d": 0}  # b hears; c and d are gone
+    claims: list[tuple[str, str]] = []
+    claim_answers = {"c": "a", "d": "b"}
 
     def forward(node_id: str, event: ChannelEvent) -> asyncio.Future[int]:
-        handed.append((node_id, event))
+        handed.append((node_id, event.seq))
         answer: asyncio.Future[int] = loop.create_future()
-        answers.append(answer)
+        answer.set_result(listening[node_id])
         return answer
 
-    router.attach(forward)
-    router.set_live_nodes(["a", "b"])
-    channel = next(c for c in (f"r{n}" for n in range(100)) if sending_node("app", c, "ab") == "b")
-    router.emit(numbered(1, channel))
-    router.emit(numbered(2, channel))
-    assert [node for node, _ in handed] == ["b", "b"]
-    answers[0].set_result(1)  # b got it
-    answers[1].set_result(0)  # b is gone: nobody listened
+    async def claim(app_id: str, channel: str, unheard: str) -> str:
+        claims.append((channel, unheard))
+        return claim_answers[unheard]
+
+    router.attach(forward, claim)
+    router.decided(numbered(1, "mine"), "a")  # this node sends "mine": no hand-over
+    assert sink.seqs() == [1] and handed == []
+    router.decided(numbered(1, "theirs"), "b")
     await asyncio.sleep(0)
-    assert (router.handed_over, router.sent_locally_instead) == (1, 1)
-    await sink.wait_for(1)
-    assert sink.seqs() == [2]
-    router.emit(ChannelEvent(ChannelEventName.CLIENT_EVENT, "app", channel, "x", b"1"))
-    assert len(handed) == 2  # client events are sent by the publishing node
-    assert sink.events[-1].name is ChannelEventName.CLIENT_EVENT
+    assert handed == [("b", 1)] and router.handed_over == 1
+    router.decided(numbered(1, "orphan"), "c")  # c is gone: a claims the channel and wins
+    await sink.wait_for(2)
+    assert claims == [("orphan", "c")]
+    assert [(e.channel, e.seq) for e in sink.events] == [("mine", 1), ("orphan", 1)]
+    router.decided(numbered(1, "lost"), "d")  # d is gone, b claimed first: handed to b
+    async with asyncio.timeout(2):
+        while ("b", 1) not in handed[2:]:
+            await asyncio.sleep(0)
+    assert claims[-1] == ("lost", "d")
+    assert router.claimed == 2
+    router.emit(ChannelEvent(ChannelEventName.CLIENT_EVENT, "app", "x", "x", b"1"))
+    assert sink.events[-1].name is ChannelEventName.CLIENT_EVENT  # not routed

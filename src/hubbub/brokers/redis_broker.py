@@ -33,9 +33,8 @@ every sixth of the TTL one node, holding a short lock, looks for nodes whose key
 removes their presence (emitting ``left`` everywhere) and their connection counts. A node
 starting with a fixed id first reaps what a previous incarnation left behind.
 
-Webhooks. With a :class:`~hubbub.brokers.redis_events.RedisEventRouter`, each node also keeps
-a view of the live nodes (refreshed every tick) from which the router picks the node that sends
-a channel's lifecycle events; events handed to this node arrive on its reply channel.
+Webhooks. With a :class:`~hubbub.brokers.redis_events.RedisEventRouter`, lifecycle events
+are handed to the node that sends their channel's webhooks over its reply channel.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ import re
 from typing import Any
 
 from hubbub.brokers import redis_codec as codec
-from hubbub.brokers.redis_events import RedisEventRouter, read_live_nodes
+from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisShards
 from hubbub.brokers.redis_sender import all_answers, discard_outcome, stop_task
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
@@ -85,7 +84,7 @@ class RedisBroker(Broker):
         self._shards = shards
         self._events = events
         if events is not None:
-            events.attach(self._forward_event)
+            events.attach(self._forward_event, presence.claim_sender)
         self._home = shards.first  # liveness lives there
         self._presence = presence
         self._usage = usage
@@ -148,7 +147,6 @@ class RedisBroker(Broker):
         with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)  # what a previous run with this id left behind
             await self._heartbeat()
-            await self._refresh_live_nodes()
         self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
 
     async def stop(self) -> None:
@@ -407,7 +405,6 @@ class RedisBroker(Broker):
             await asyncio.sleep(self._tick_s)
             try:
                 await self._heartbeat()
-                await self._refresh_live_nodes()
                 await self._reap_dead_nodes()
             except BrokerUnavailable:
                 continue
@@ -431,8 +428,6 @@ class RedisBroker(Broker):
             alive = await self._home.run(client.exists(self._node_key(node_id, "alive")))
             if not alive:
                 log.info("node %s stopped heartbeating: removing its presence", node_id)
-                if self._events is not None:
-                    self._events.forget_nodes([node_id])  # its channels' events are sent here
                 await self._reap(node_id)
 
     async def _reap(self, node_id: str) -> None:
@@ -442,17 +437,12 @@ class RedisBroker(Broker):
         client = self._home.client
         await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))
 
-    # --- webhook senders ------------------------------------------------------------------
+    # --- webhooks ---------------------------------------------------------------------------
 
     def _forward_event(self, node_id: str, event: ChannelEvent) -> asyncio.Future[Any]:
         name = self._replies_of(node_id)
         payload = codec.encode_channel_event(self._node_id, event)
         return self._shards.for_key(name).call(self._publish_command, name, payload)
-
-    async def _refresh_live_nodes(self) -> None:
-        """The nodes whose heartbeat is current: who may send a channel's webhooks."""
-        if self._events is not None:
-            self._events.set_live_nodes(await read_live_nodes(self._home, self._prefix))
 
     async def _recover(self) -> None:
         """Redis is back (maybe empty): announce this node and what it holds again."""

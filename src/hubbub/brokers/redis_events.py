@@ -6,17 +6,21 @@ many nodes race, and number them per channel (``seq``). Deciding is not sending,
 node that decided a channel's ``channel_occupied`` and the node that decides its
 ``channel_vacated`` a moment later are often different nodes, each with its own webhook queue,
 and two queues that retry independently deliver in any order. So every channel has one
-**sending node**, chosen by rendezvous hashing of the channel over the live nodes; the
-deciding node hands the event to it (one PUBLISH on the sender's reply channel), and the
-sender's :class:`ChannelOrderer` releases the channel's events to the webhook queue in
-``seq`` order. An event whose predecessor never comes (its decider died between the script and
-the hand-over) is released after ``hold_s``.
+**sending node**, recorded in Redis beside the channel's presence by the same scripts: the
+node that decides a channel's first event becomes its sender, and every script answer names
+the sender, so all nodes agree without any view of the cluster. The deciding node hands each
+event to the sender (one PUBLISH on the sender's reply channel), and the sender's
+:class:`ChannelOrderer` releases the channel's events to the webhook queue in ``seq`` order,
+which undoes the races between hand-overs from different nodes. The record outlives the
+channel's vacancy (an hour after its last event), so the next occupation is sent by the same
+node, behind whatever that node still has queued.
 
-The hand-over is exactly-once as long as the sending node lives: PUBLISH answers how many
-subscribers got it, and a decider whose hand-over reached nobody (the chosen node just died,
-or Redis is away) sends the event itself. While nodes join or leave, two nodes may briefly
-disagree on a channel's sending node; events are then still sent once each, but events of one
-channel decided during that window may be sent by two nodes, so their order is not guaranteed.
+The hand-over is exactly-once while the sending node lives: PUBLISH answers how many
+subscribers got it. A hand-over that reached nobody (the sender died or stopped) makes the
+decider claim the channel (a compare-and-set in Redis: whoever claims first becomes the
+sender) and hand the event to the winner, itself included; the events a dead sender still had
+queued are lost with it. An event whose predecessor never arrives (its decider died between
+the script and the hand-over) is released after ``hold_s``.
 
 ``client_event`` (one per publish) is not routed: the publishing node sends it, in the order
 of its own publishes.
@@ -25,13 +29,11 @@ of its own publishes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from hubbub.brokers.redis_link import RedisLink
 from hubbub.core.events import ChannelEvent, ChannelEventName, EventSink
 
 log = logging.getLogger(__name__)
@@ -42,36 +44,11 @@ HOLD_S: Final = 1.0
 SETTLE_S: Final = 0.2
 MAX_TRACKED_CHANNELS: Final = 50_000
 
-# Hands an encoded event to a node; resolves to how many subscribers received it.
+# Hands an event to a node; resolves to how many subscribers received it.
 Forward = Callable[[str, ChannelEvent], "asyncio.Future[Any]"]
-
-
-async def read_live_nodes(home: RedisLink, prefix: str) -> list[str]:
-    """The nodes whose heartbeat key (``<prefix>:node:<id>:alive``) is current."""
-    client = home.client
-
-    async def read() -> list[str]:
-        members = await client.smembers(f"{prefix}:nodes")
-        nodes = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
-        pipe = client.pipeline(transaction=False)
-        for node_id in nodes:
-            pipe.exists(f"{prefix}:node:{node_id}:alive")
-        alive = await pipe.execute()
-        return [node_id for node_id, up in zip(nodes, alive, strict=True) if up]
-
-    found: list[str] = await home.run(read())
-    return found
-
-
-def sending_node(app_id: str, channel: str, nodes: Iterable[str]) -> str:
-    """Rendezvous hashing: every node that sees the same live set picks the same sender, and
-    a node leaving moves only its own channels."""
-
-    def weight(node_id: str) -> bytes:
-        key = f"{node_id}\x00{app_id}\x00{channel}".encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(key, digest_size=8).digest()
-
-    return max(nodes, key=weight)
+# Takes a channel over from a sender that did not hear (app, channel, that sender); resolves
+# to the channel's sender after the claim (this node, or whoever claimed first).
+Claim = Callable[[str, str, str], Awaitable[str]]
 
 
 @dataclass(slots=True)
@@ -170,69 +147,84 @@ class ChannelOrderer:
 
 
 class RedisEventRouter:
-    """The presence store's event sink on a cluster (see the module docstring)."""
+    """Where the presence store's decisions go on a cluster (see the module docstring)."""
 
     def __init__(self, node_id: str, local: EventSink, hold_s: float = HOLD_S) -> None:
         self._node_id = node_id
         self._local = local
         self._orderer = ChannelOrderer(local, hold_s)
-        self._live: frozenset[str] = frozenset({node_id})
         self._forward: Forward | None = None
+        self._claim: Claim | None = None
+        self._claims: set[asyncio.Task[None]] = set()
         self.handed_over = 0
-        self.sent_locally_instead = 0
+        self.claimed = 0
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
 
     @property
     def orderer(self) -> ChannelOrderer:
         return self._orderer
 
-    def attach(self, forward: Forward) -> None:
-        """The broker's way of reaching another node (its reply channel)."""
+    def attach(self, forward: Forward, claim: Claim) -> None:
+        """How to reach another node (the broker), and how to take a channel over (the
+        presence store)."""
         self._forward = forward
+        self._claim = claim
 
-    def set_live_nodes(self, nodes: Iterable[str]) -> None:
-        self._live = frozenset({*nodes, self._node_id})
-
-    def forget_nodes(self, nodes: Iterable[str]) -> None:
-        self._live = self._live - set(nodes) | {self._node_id}
-
-    @property
-    def live_nodes(self) -> frozenset[str]:
-        return self._live
-
-    # --- EventSink --------------------------------------------------------------------------
+    # --- EventSink (what the store asks, and events that need no routing) -------------------
 
     def wants(self, app_id: str, name: ChannelEventName) -> bool:
         return self._local.wants(app_id, name)
 
     def emit(self, event: ChannelEvent) -> None:
-        if event.seq is None:
-            self._local.emit(event)
-            return
-        sender = sending_node(event.app_id, event.channel, self._live)
+        self._local.emit(event)
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def decided(self, event: ChannelEvent, sender: str) -> None:
+        """A script decided ``event``; ``sender`` sends the channel's events."""
         if sender == self._node_id or self._forward is None:
             self._orderer.accept(event)
             return
+        self._hand_over(event, sender, claim_if_unheard=True)
+
+    def _hand_over(self, event: ChannelEvent, sender: str, *, claim_if_unheard: bool) -> None:
+        assert self._forward is not None
         try:
             handed = self._forward(sender, event)
         except Exception:
             log.exception("could not hand a channel event to node %s", sender)
-            self._send_here(event)
+            self._orderer.accept(event)
             return
-        handed.add_done_callback(lambda done: self._handed(done, event))
 
-    def _handed(self, done: asyncio.Future[Any], event: ChannelEvent) -> None:
-        receivers = 0
-        if not done.cancelled() and done.exception() is None:
-            receivers = int(done.result() or 0)
-        if receivers:
-            self.handed_over += 1
+        def done(answer: asyncio.Future[Any]) -> None:
+            heard = not answer.cancelled() and answer.exception() is None and bool(answer.result())
+            if heard:
+                self.handed_over += 1
+            elif claim_if_unheard and self._claim is not None:
+                task = asyncio.get_running_loop().create_task(self._take_over(event, sender))
+                self._claims.add(task)
+                task.add_done_callback(self._claims.discard)
+            else:
+                self._orderer.accept(event)  # sent once, here, rather than not at all
+
+        handed.add_done_callback(done)
+
+    async def _take_over(self, event: ChannelEvent, unheard: str) -> None:
+        """The sender did not hear: claim the channel, then hand the event to the winner."""
+        assert self._claim is not None
+        try:
+            sender = await self._claim(event.app_id, event.channel, unheard)
+        except Exception:
+            log.warning("could not claim channel %r; sending its event here", event.channel)
+            sender = self._node_id
+        self.claimed += 1
+        if sender == self._node_id:
+            self._orderer.accept(event)
         else:
-            self._send_here(event)
-
-    def _send_here(self, event: ChannelEvent) -> None:
-        """The sending node is unreachable: sent once, by the node that decided it."""
-        self.sent_locally_instead += 1
-        self._orderer.accept(event)
+            self._hand_over(event, sender, claim_if_unheard=False)
 
     def receive(self, event: ChannelEvent) -> None:
         """An event another node decided for a channel this node sends."""
