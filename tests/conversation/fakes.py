@@ -26,6 +26,18 @@ class FakeChannel:
     def send_voice(self, chunk: object) -> None:
         raise AssertionError("no voice in these tests")
 
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self.send_message(message)
+
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        self.send_message(message)
+
+    def input_turn_opened(self, input_turn_id: str) -> None:
+        pass
+
+    def input_turn_closed(self, input_turn_id: str) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

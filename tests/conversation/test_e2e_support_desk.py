@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from hubbub.client import ConversationClient
-from hubbub.conversation.providers.registry import voice_available
+from hubbub.conversation.voice.providers.registry import voice_available
 from tests.conversation.lab_projects import REPO, STORY, server_config, write_projects
 from tests.support.fake_openai import FakeOpenAi, Reply
 from tests.support.server import ServerProcess, running_server

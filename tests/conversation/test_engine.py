@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.conversation.loader import parse_project
-from hubbub.conversation.service import ConversationService
-from hubbub.conversation.store import ConversationStore
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import parse_project
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.service import ConversationService
 from tests.conversation.fakes import Clock, FakeChannel, command
 
 PROJECT = """

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hubbub.conversation.loader import (
+from hubbub.conversation.project.loader import (
     ProjectError,
     load_project_file,
     load_projects_dir,
     parse_project,
 )
-from hubbub.conversation.schema import CallToolEffect, WebhookTool
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.schema import CallToolEffect, WebhookTool
+from hubbub.conversation.project.templates import TemplateRenderer
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "examples" / "projects"
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from hubbub.conversation.providers.base import ChatMessage, ProviderError
-from hubbub.conversation.providers.openai_llm import OpenAiCompatibleLlm
+from hubbub.conversation.voice.providers.base import ChatMessage, ProviderError
+from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from tests.support.fake_openai import FakeOpenAi, Reply
 
 API_KEY = "sk-test-4f9a2c1e7b"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from hubbub.conversation.ids import new_id
-from hubbub.conversation.loader import parse_project
-from hubbub.conversation.responder import match_actions, prescripted_stream, split_chunks
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import parse_project
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.protocol.ids import new_id
+from hubbub.conversation.runtime.responder import match_actions, prescripted_stream, split_chunks
 
 PROJECT = """
 id: p

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from hubbub.conversation.states import (
+from hubbub.conversation.runtime.states import (
     ACCEPTS,
     INPUT_COMMANDS,
     TERMINAL,

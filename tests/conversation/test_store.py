@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from hubbub.conversation.loader import parse_project
-from hubbub.conversation.service import ConversationService
-from hubbub.conversation.store import ConversationRecord, ConversationStore, EventRecord
-from hubbub.conversation.templates import TemplateRenderer
+from hubbub.conversation.project.loader import parse_project
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore, EventRecord
+from hubbub.conversation.session.service import ConversationService
 from tests.conversation.fakes import Clock, FakeChannel, command
 from tests.conversation.lab_projects import LAB
 

@@ -26,4 +26,4 @@ def test_only_the_templates_module_imports_jinja2() -> None:
         for path in SOURCE_ROOT.rglob("*.py")
         if "jinja2" in imported_top_level_modules(path)
     }
-    assert importers == {"conversation/templates.py"}
+    assert importers == {"conversation/project/templates.py"}

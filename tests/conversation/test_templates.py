@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hubbub.conversation.templates import TemplateError, TemplateRenderer
+from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
 
 CONTEXT: dict[str, Any] = {
     "vars": {"name": "Ann", "order_id": "A-17", "attempts": 1, "items": ["lamp", "desk"]},

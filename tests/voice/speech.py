@@ -10,9 +10,9 @@ import wave
 
 import numpy as np
 
-from hubbub.conversation.audio import Resampler, pcm16_to_samples, samples_to_pcm16
-from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE, VoiceSettings
-from hubbub.conversation.providers.piper_tts import PiperTts
+from hubbub.conversation.voice.audio import Resampler, pcm16_to_samples, samples_to_pcm16
+from hubbub.conversation.voice.providers.base import ENGINE_SAMPLE_RATE, VoiceSettings
+from hubbub.conversation.voice.providers.piper_tts import PiperTts
 
 
 @functools.cache

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from hubbub.conversation.providers.base import ProviderError, Transcript
-from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
+from hubbub.conversation.voice.providers.base import ProviderError, Transcript
+from hubbub.conversation.voice.providers.pocketsphinx_asr import PocketsphinxAsr
 
 from .phrases import STAGE_HINTS
 from .speech import espeak_pcm16k, piper_pcm16k_async, silence

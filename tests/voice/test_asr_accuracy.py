@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
+from hubbub.conversation.voice.providers.pocketsphinx_asr import PocketsphinxAsr
 
 from .phrases import STAGE_HINTS, UTTERANCES
 from .speech import espeak_pcm16k, piper_pcm16k, silence, word_errors

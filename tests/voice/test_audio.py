@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from hubbub.conversation.audio import (
+from hubbub.conversation.voice.audio import (
     FORMATS,
     AudioFormatError,
     ClientToEngine,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hubbub.conversation.providers.base import ProviderError, VoiceSettings
-from hubbub.conversation.providers.openai_asr import OpenAiCompatibleAsr
-from hubbub.conversation.providers.openai_tts import OpenAiCompatibleTts
+from hubbub.conversation.voice.providers.base import ProviderError, VoiceSettings
+from hubbub.conversation.voice.providers.openai_asr import OpenAiCompatibleAsr
+from hubbub.conversation.voice.providers.openai_tts import OpenAiCompatibleTts
 
 pytestmark = pytest.mark.integration
 

@@ -5,13 +5,13 @@ from typing import Any
 
 import pytest
 
-from hubbub.conversation.providers import registry
-from hubbub.conversation.providers.espeak_tts import EspeakTts
-from hubbub.conversation.providers.openai_asr import OpenAiCompatibleAsr
-from hubbub.conversation.providers.openai_tts import OpenAiCompatibleTts
-from hubbub.conversation.providers.piper_tts import PiperTts
-from hubbub.conversation.providers.pocketsphinx_asr import PocketsphinxAsr
-from hubbub.conversation.providers.silero_vad import SileroVad
+from hubbub.conversation.voice.providers import registry
+from hubbub.conversation.voice.providers.espeak_tts import EspeakTts
+from hubbub.conversation.voice.providers.openai_asr import OpenAiCompatibleAsr
+from hubbub.conversation.voice.providers.openai_tts import OpenAiCompatibleTts
+from hubbub.conversation.voice.providers.piper_tts import PiperTts
+from hubbub.conversation.voice.providers.pocketsphinx_asr import PocketsphinxAsr
+from hubbub.conversation.voice.providers.silero_vad import SileroVad
 
 
 def hide_modules(monkeypatch: pytest.MonkeyPatch, *hidden: str) -> None:

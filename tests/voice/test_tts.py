@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
-from hubbub.conversation.providers.base import ENGINE_SAMPLE_RATE, ProviderError, VoiceSettings
-from hubbub.conversation.providers.espeak_tts import EspeakTts
-from hubbub.conversation.providers.piper_tts import CHUNK_MS, PiperTts, _clauses
+from hubbub.conversation.voice.providers.base import (
+    ENGINE_SAMPLE_RATE,
+    ProviderError,
+    VoiceSettings,
+)
+from hubbub.conversation.voice.providers.espeak_tts import EspeakTts
+from hubbub.conversation.voice.providers.piper_tts import CHUNK_MS, PiperTts, _clauses
 
 LONG_TEXT = " ".join(
     f"This is sentence number {n}, which the assistant reads out slowly and carefully."

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from hubbub.conversation.providers.silero_vad import WINDOW_MS, SileroVad
-from hubbub.conversation.providers.vad_state import SpeechStateMachine, VadSettings
+from hubbub.conversation.voice.providers.silero_vad import WINDOW_MS, SileroVad
+from hubbub.conversation.voice.providers.vad_state import SpeechStateMachine, VadSettings
 
 from .speech import espeak_pcm16k, silence, without_trailing_silence
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.conversation.providers.registry import piper_available, voice_available
+from hubbub.conversation.voice.providers.registry import piper_available, voice_available
 
 if not (voice_available() and piper_available()):
     pytest.skip("needs the `voice` extra (make test installs it)", allow_module_level=True)

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hubbub.conversation.channel import VoiceChunk
-from hubbub.conversation.providers.base import ProviderError, TtsProvider, VoiceSettings
-from hubbub.conversation.voice_input import _PreRoll
-from hubbub.conversation.voice_output import TurnVoice
+from hubbub.conversation.protocol.pushes import VoiceChunk
+from hubbub.conversation.voice.input import _PreRoll
+from hubbub.conversation.voice.output import TurnVoice
+from hubbub.conversation.voice.providers.base import ProviderError, TtsProvider, VoiceSettings
 
 
 class FakeTts(TtsProvider):

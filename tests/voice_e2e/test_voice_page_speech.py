@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from hubbub.conversation.audio import Resampler, pcm16_to_samples, samples_to_pcm16
+from hubbub.conversation.voice.audio import Resampler, pcm16_to_samples, samples_to_pcm16
 from tests.support.node import run_node_script
 from tests.support.server import ServerProcess
 from tests.voice.speech import silence

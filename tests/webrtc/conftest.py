@@ -16,7 +16,8 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.conversation.channel import ClientChannel, SessionHandler, VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
+from hubbub.conversation.session.channel import ClientChannel, SessionHandler
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc import PeerLimits
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
@@ -30,7 +31,9 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class RecordingHandler(SessionHandler):
-    """Records what the transport delivers; answers a few test commands.
+    """Records what the transport delivers; answers a few test commands, handing the channel
+    turn boundaries as a real session does (an AI turn's messages with its turn id, input turn
+    notices after the messages that open and close input turns).
 
     ``echo`` -> ``{"type": "echo", "payload": <the message>}``; ``speak`` -> the turn's
     ``start_ai_generation_output`` then ``ms`` of pcm_16000 voice in ``chunk_ms`` chunks
@@ -57,8 +60,10 @@ class RecordingHandler(SessionHandler):
         elif kind == "speak":
             await self.speak(message["turn"], message["ms"], message.get("chunk_ms", 100), message)
         elif kind == "abort":
-            self.channel.send_message(
-                encode({"type": "abort_ai_generation_output", "outputTurnId": message["turn"]})
+            self.channel.end_output_turn(
+                message["turn"],
+                encode({"type": "abort_ai_generation_output", "outputTurnId": message["turn"]}),
+                aborted=True,
             )
         elif kind == "final_transcript":
             self.channel.send_message(
@@ -71,15 +76,17 @@ class RecordingHandler(SessionHandler):
                     }
                 )
             )
+            self.channel.input_turn_closed("tinp_1")
         elif kind == "start_voice":
             self.channel.send_message(
                 encode({"type": "start_user_voice_input", "success": True, "inputTurnId": "tinp_1"})
             )
+            self.channel.input_turn_opened("tinp_1")
 
     async def speak(self, turn: str, ms: int, chunk_ms: int, message: dict[str, Any]) -> None:
         start = encode({"type": "start_ai_generation_output", "outputTurnId": turn})
         if not message.get("early"):
-            self.channel.send_message(start)
+            self.channel.start_output_turn(turn, start)
         chunk_bytes = PCM_16000_BYTES_PER_S * chunk_ms // 1000
         total = PCM_16000_BYTES_PER_S * ms // 1000
         offsets = range(0, total, chunk_bytes)
@@ -93,7 +100,7 @@ class RecordingHandler(SessionHandler):
         if message.get("early"):
             # An engine that is slow to announce the turn: the pacer gets to run meanwhile.
             await asyncio.sleep(0.2)
-            self.channel.send_message(start)
+            self.channel.start_output_turn(turn, start)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
         self.audio.append((input_turn_id, audio))

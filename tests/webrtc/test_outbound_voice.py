@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hubbub.conversation.channel import VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc_voice import OutboundVoice, QueuedFrame
 

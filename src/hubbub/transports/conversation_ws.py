@@ -7,25 +7,22 @@ memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (s
 
 from __future__ import annotations
 
-import base64
 import logging
 
-import msgspec
 from aiohttp import WSMsgType, web
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.conversation.channel import SessionFactory, TransportKind, VoiceChunk
+from hubbub.conversation.protocol.pushes import SendAiVoiceChunk, VoiceChunk, encode
+from hubbub.conversation.session.channel import SessionFactory, TransportKind
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import CloseCode
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
 
-_ENCODER = msgspec.json.Encoder()
-
 
 class WebSocketClientChannel:
-    """:class:`~hubbub.conversation.channel.ClientChannel` over one aiohttp WebSocket."""
+    """:class:`~hubbub.conversation.session.channel.ClientChannel` over one aiohttp WebSocket."""
 
     def __init__(self, outbox: WebSocketOutbox, ip: str) -> None:
         self._outbox = outbox
@@ -43,20 +40,21 @@ class WebSocketClientChannel:
         self._outbox.push(OutFrame(message))
 
     def send_voice(self, chunk: VoiceChunk) -> None:
-        self.send_message(
-            _ENCODER.encode(
-                {
-                    "type": "send_ai_voice_chunk",
-                    "conversationId": chunk.conversation_id,
-                    "outputTurnId": chunk.output_turn_id,
-                    "chunkId": chunk.chunk_id,
-                    "audioData": base64.b64encode(chunk.audio).decode(),
-                    "audioFormat": chunk.audio_format,
-                    "ordinal": chunk.ordinal,
-                    "isFinal": chunk.is_final,
-                }
-            )
-        )
+        self.send_message(encode(SendAiVoiceChunk.of(chunk)))
+
+    # Voice and control share one ordered socket: turns need no tracking here.
+
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self.send_message(message)
+
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        self.send_message(message)
+
+    def input_turn_opened(self, input_turn_id: str) -> None:
+        pass
+
+    def input_turn_closed(self, input_turn_id: str) -> None:
+        pass
 
     def close(self) -> None:
         self._outbox.close(CloseCode.POLICY_VIOLATION, "too many authentication attempts")

@@ -1,5 +1,5 @@
 """HTTP requests for conversation webhook tools (aiohttp lives in transports, not in the
-engine: the engine sees only :class:`~hubbub.conversation.tools.WebhookRequester`)."""
+engine: the engine sees only :class:`~hubbub.conversation.runtime.tools.WebhookRequester`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from hubbub.conversation.tools import WebhookError
+from hubbub.conversation.runtime.tools import WebhookError
 
 
 class AiohttpWebhookClient:

@@ -1,5 +1,5 @@
 """One WebRTC client: its peer connection, the ``control`` and ``audio`` DataChannels (or media
-tracks), and the :class:`~hubbub.conversation.channel.ClientChannel` the engine talks to.
+tracks), and the :class:`~hubbub.conversation.session.channel.ClientChannel` the engine talks to.
 
 Lifecycle (conversation spec section 7): the session is opened when ``control`` opens; when
 ``control`` closes, the peer connection fails, or the engine closes the channel, the session's
@@ -21,11 +21,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from hubbub.conversation.channel import SessionFactory, SessionHandler, TransportKind, VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
+from hubbub.conversation.session.channel import SessionFactory, SessionHandler, TransportKind
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc_media import AiVoiceTrack, read_microphone
 from hubbub.transports.webrtc_voice import OutboundVoice, QueuedFrame
@@ -54,20 +54,6 @@ class PeerLimits:
     # How long a closing connection waits for control messages already queued (such as the
     # error that explains the close) to be handed to the network.
     flush_on_close_s: float = 1.0
-
-
-class _Peek(msgspec.Struct):
-    """The few fields of outbound control messages the transport reacts to."""
-
-    type: str = ""
-    success: bool | None = None
-    outputTurnId: str | None = None
-    inputTurnId: str | None = None
-    isFinal: bool | None = None
-
-
-_peek = msgspec.json.Decoder(_Peek)
-_MARKERS = (b"ai_generation_output", b"inputTurnId")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +125,6 @@ class WebRtcPeer:
             self.close()
             return
         control.send(message.decode("utf-8"))
-        if any(marker in message for marker in _MARKERS):
-            self._observe(message)
 
     def send_voice(self, chunk: VoiceChunk) -> None:
         if self.closed or (self._track is None and self._audio is None):
@@ -148,6 +132,26 @@ class WebRtcPeer:
         self._voice.add(chunk)
         if self._voice:
             self._voice_ready.set()
+
+    def start_output_turn(self, output_turn_id: str, message: bytes) -> None:
+        self.send_message(message)
+        if self.closed:
+            return
+        self._voice.turn_started(output_turn_id)  # its voice is queued behind the start
+        if self._voice:
+            self._voice_ready.set()
+
+    def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
+        self.send_message(message)
+        if aborted and not self.closed:
+            self._voice.turn_aborted(output_turn_id)
+
+    def input_turn_opened(self, input_turn_id: str) -> None:
+        self._input_turn_id = input_turn_id
+
+    def input_turn_closed(self, input_turn_id: str) -> None:
+        if input_turn_id == self._input_turn_id:
+            self._input_turn_id = None
 
     def close(self) -> None:
         if self._closing is None:
@@ -239,29 +243,6 @@ class WebRtcPeer:
             self._inbox.put_nowait(_Audio(turn_id, audio))
         except asyncio.QueueFull:
             self.dropped_audio_frames += 1
-
-    def _observe(self, message: bytes) -> None:
-        """Track turns from the engine's own messages, already queued on ``control``."""
-        try:
-            peek = _peek.decode(message)
-        except msgspec.DecodeError:
-            return
-        if peek.type == "start_ai_generation_output" and peek.outputTurnId:
-            self._voice.turn_started(peek.outputTurnId)
-            if self._voice:
-                self._voice_ready.set()
-        elif peek.type == "abort_ai_generation_output" and peek.outputTurnId:
-            self._voice.turn_aborted(peek.outputTurnId)
-        elif peek.type == "user_speaking_started" or (
-            peek.type == "start_user_voice_input" and peek.success
-        ):
-            self._input_turn_id = peek.inputTurnId
-        elif (peek.type == "end_user_voice_input" and peek.success) or (
-            peek.type == "user_transcribed_chunk"
-            and peek.isFinal
-            and peek.inputTurnId == self._input_turn_id
-        ):
-            self._input_turn_id = None
 
     def _pull_for_track(self) -> QueuedFrame | None:
         return self._voice.pop()

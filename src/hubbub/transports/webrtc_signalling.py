@@ -28,7 +28,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.conversation.channel import SessionFactory
+from hubbub.conversation.session.channel import SessionFactory
 from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
 

@@ -3,11 +3,12 @@ it is dropped. No aiortc here and no clock: the pacer (DataChannel) or the outbo
 pops frames from :class:`OutboundVoice` at real-time speed.
 
 Ordering guarantee: a turn's frames become poppable only after :meth:`OutboundVoice.turn_started`,
-which the channel calls right after it has queued that turn's ``start_ai_generation_output`` on
-the ``control`` DataChannel. aiortc's SCTP association sends queued DataChannel messages in the
-order they were queued, whatever the channel, so no audio frame of a turn reaches the wire before
-its ``start_ai_generation_output``. Chunks that arrive before the start (the engine never does
-that, but the transport does not rely on it) wait, bounded, in the turn's pending list.
+which the peer calls right after it has queued that turn's ``start_ai_generation_output`` on
+the ``control`` DataChannel (the session hands it over with the turn's id). aiortc's SCTP
+association sends queued DataChannel messages in the order they were queued, whatever the
+channel, so no audio frame of a turn reaches the wire before its ``start_ai_generation_output``.
+Chunks that arrive before the start (the engine never does that, but the transport does not
+rely on it) wait, bounded, in the turn's pending list.
 
 Dropping: ``abort_ai_generation_output`` drops the turn's queued and future audio; a newer turn
 starting supersedes every older one the same way.
@@ -19,7 +20,7 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from hubbub.conversation.channel import VoiceChunk
+from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.protocol.audio_frame import (
     MAX_AUDIO_BYTES_PER_FRAME,
     AudioFrameSplitter,

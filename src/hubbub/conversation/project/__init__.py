@@ -1,0 +1,1 @@
+"""Projects, the agent definitions: the file schema, the loader and the template sandbox."""

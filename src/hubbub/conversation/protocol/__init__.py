@@ -1,0 +1,1 @@
+"""The conversation protocol's vocabulary: client commands, server messages, error texts, ids."""

@@ -1,0 +1,1 @@
+"""Running conversations: the state machine, the engine, actions, responders, tools, the store."""

@@ -1,0 +1,25 @@
+"""What every conversation of one server shares: the store, templates, tools, LLMs and clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.runtime.tools import ToolRunner
+from hubbub.conversation.voice.providers.base import LlmProvider
+
+
+@dataclass(slots=True)
+class EngineServices:
+    store: ConversationStore
+    renderer: TemplateRenderer
+    tools: ToolRunner
+    llm_for: Callable[[str], LlmProvider | None]  # project id -> its LLM, if configured
+    clock: Callable[[], float]  # wall clock (seconds), for stored timestamps
+    monotonic: Callable[[], float]  # for durations
+    base_url: str = ""  # where this server listens, for templates that call Hubbub itself
+    # Gets the data of every ``message`` event (its timing figures feed the metrics).
+    on_message_event: Callable[[Mapping[str, Any]], None] | None = None

