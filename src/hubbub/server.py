@@ -245,7 +245,7 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    _add_conversations(app, config, turn_metrics)
+    _add_conversations(app, config, turn_metrics, webhooks)
     return app
 
 
@@ -259,7 +259,10 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
 
 
 def _add_conversations(
-    app: web.Application, config: Config, turn_metrics: TurnMetricsRecorder
+    app: web.Application,
+    config: Config,
+    turn_metrics: TurnMetricsRecorder,
+    webhooks: WebhookDispatcher,
 ) -> None:
     settings = config.conversations
     if settings.demo_api:
@@ -288,6 +291,7 @@ def _add_conversations(
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
         speech=SpeechStack() if SpeechStack.available() else None,
         on_message_event=turn_metrics,
+        events=webhooks if config.conversations.webhooks else None,
     )
     endpoint = ConversationEndpoint(
         service,
