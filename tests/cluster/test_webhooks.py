@@ -169,9 +169,12 @@ async def test_concurrent_joins_and_leaves_across_nodes_give_each_event_once(
     assert set(added) == {"anchor", "twin-0", "twin-1", "peer-2", "peer-3", "peer-4", "peer-5"}
 
 
-async def test_a_killed_nodes_members_are_removed_once_after_the_ttl(backend: Backend) -> None:
+@pytest.mark.parametrize("shards", [1, 2], ids=["one-redis", "2-shards"])
+async def test_a_killed_nodes_members_are_removed_once_after_the_ttl(
+    backend: Backend, shards: int
+) -> None:
     async with (
-        cluster_for(backend, 1, presence_ttl_s=3.0) as (a, b, c),
+        cluster_for(backend, shards, presence_ttl_s=3.0) as (a, b, c),
         sdk_client(a, token=demo_token("survivor")) as survivor,
         sdk_client(c, token=demo_token("doomed")) as doomed,
         sdk_client(c, token=demo_token("twin")) as twin_on_c,

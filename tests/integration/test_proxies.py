@@ -77,6 +77,12 @@ id = "pk_down"
 kind = "publishable"
 connect_proxy = "http://127.0.0.1:{dead_port}/connect"
 subscribe_proxy = "http://127.0.0.1:{dead_port}/subscribe"
+
+[[apps.keys]]
+id = "pk_publish_down"
+kind = "publishable"
+connect_proxy = "{backend.url("/connect")}"
+publish_proxy = "http://127.0.0.1:{dead_port}/publish"
 """
 
 
@@ -118,9 +124,9 @@ async def test_connect_subscribe_and_publish_proxies_with_the_js_sdk(
     for request in connects:
         body = request.json
         assert set(body) == {"app", "key", "remoteAddr", "headers", "query"}
-        assert (body["app"], body["key"], body["remoteAddr"]) == ("site", "pk_site", "127.0.0.1")
+        assert (body["app"], body["remoteAddr"]) == ("site", "127.0.0.1")
         assert "x-not-forwarded" not in body["headers"]  # the allow-list, never everything
-        assert body["query"] == {"key": "pk_site"}
+        assert body["query"] == {"key": body["key"]}
     publishes = [r.json for r in backend.received("/publish")]
     assert {"app": "site", "peerId": "alice", "channel": channel, "data": "plain"} in publishes
     subscribes = [r.json for r in backend.received("/subscribe")]

@@ -36,6 +36,22 @@ run(async () => {
   assert.equal(banned.closeCode, 1006);
   const garbled = await rejectionOf(clientWithCookie("session=garbage").connect(), "garbled");
   assert.equal(garbled.closeCode, 1006);
+  // connect proxy timeout / backend down: refused too (HTTP 503; the test checks the status).
+  const hung = await rejectionOf(clientWithCookie("session=hang").connect(), "hung connect");
+  assert.equal(hung.closeCode, 1006);
+  const down = await rejectionOf(
+    clientWithCookie("session=alice-session", "pk_down").connect(),
+    "connect proxy down",
+  );
+  assert.equal(down.closeCode, 1006);
+
+  // publish proxy down: the publish fails with backend_error, the connection stays.
+  const orphan = clientWithCookie("session=olga-session", "pk_publish_down");
+  await orphan.connect();
+  const unheard = await rejectionOf(orphan.publish(params.channel, "hello?"), "proxy down");
+  assert.equal(unheard.name, "backend_error");
+  assert.equal(orphan.state, "connected");
+  await orphan.close();
 
   // subscribe proxy: allowed, and refused with the backend's own code.
   const bobInbox = record(bob, "message");
