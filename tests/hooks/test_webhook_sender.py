@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from hubbub.hooks.webhook_sender import WebhookSender, sign
+from hubbub.hooks.http import HookHttpClient
+from hubbub.hooks.webhook_sender import WebhookSender, WebhookSettings, sign
 from tests.hooks.conftest import (
     SECRET,
     VirtualTiming,
@@ -81,9 +82,6 @@ async def test_a_failed_request_is_retried_with_the_same_id_and_bytes(
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
-    from hubbub.hooks.http import HookHttpClient
-    from hubbub.hooks.webhook_sender import WebhookSettings
-
     settings = WebhookSettings("x", "http://127.0.0.1:1/", "s", retry_initial_s=0.5, retry_max_s=30)
     low = WebhookSender(settings, HookHttpClient(), jitter=lambda: 0.0)
     high = WebhookSender(settings, HookHttpClient(), jitter=lambda: 0.999999)
