@@ -36,6 +36,8 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.client",
         # the HTTP client shared by the OpenAI-compatible providers
         "hubbub.conversation.voice.providers.openai_*",
+        # the one HTTP client of webhooks and backend proxies
+        "hubbub.hooks.http",
     ),
     "jinja2": ("hubbub.conversation.project.templates",),
     "prometheus_client": ("hubbub.api.metrics",),

@@ -239,6 +239,27 @@ def test_turn_and_llm_secrets_from_files_and_the_environment(tmp_path: Path) -> 
     assert config.conversations.llm is not None and config.conversations.llm.api_key == "sk-llm"
 
 
+def test_webhook_secrets_from_the_environment_and_files(tmp_path: Path) -> None:
+    (tmp_path / "whsec").write_text("from-a-file\n", encoding="utf-8")
+    path = tmp_path / "hubbub.toml"
+    path.write_text(
+        APP
+        + SECRET_KEY
+        + 'secret = "k"\n'
+        + '[[apps.webhooks]]\nurl = "http://127.0.0.1:9/hooks"\nsecret_env = "WHSEC"\n'
+        + '[[conversations.webhooks]]\nurl = "http://127.0.0.1:9/c"\nsecret_file = "whsec"\n',
+        encoding="utf-8",
+    )
+    config = load_config(path, {"WHSEC": "from-the-env"})
+    assert config.apps[0].webhooks[0].secret == "from-the-env"
+    assert config.conversations.webhooks[0].secret == "from-a-file"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert [(p.field, p.problem) for p in caught.value.problems] == [
+        ("apps[0].webhooks[0].secret_env", "environment variable WHSEC is not set")
+    ]
+
+
 def test_secret_problems_are_reported(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("", encoding="utf-8")
     text = (

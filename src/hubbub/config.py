@@ -20,6 +20,13 @@ from typing import Final, Literal
 
 import msgspec
 
+from hubbub.config_hooks import (
+    DEFAULT_CONNECT_PROXY_HEADERS,
+    ConversationWebhookConfig,
+    WebhookConfig,
+    check_key_proxies,
+    check_webhook,
+)
 from hubbub.config_shape import UNUSABLE, check_struct
 from hubbub.config_sources import ENV_SOURCE, apply_environment, resolve_secrets
 from hubbub.console import demo_projects_dir
@@ -136,6 +143,14 @@ class KeyConfig(_Section):
     # and into tokens this key mints.
     ice_servers: list[IceServerConfig] = []
     turn: TurnConfig | None = None
+    # Backend proxies (spec 16.4; see config_hooks).
+    connect_proxy: str | None = None
+    subscribe_proxy: str | None = None
+    publish_proxy: str | None = None
+    proxy_timeout_ms: float = 1000.0
+    connect_proxy_headers: list[str] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_CONNECT_PROXY_HEADERS)
+    )
 
     def effective_actions(self) -> frozenset[str]:
         if self.actions is not None:
@@ -169,6 +184,7 @@ class AppConfig(_Section):
     # Conversation projects (by id, "*" for all) whose conversations this app's secret keys
     # may list and read over REST (GET /v1/conversations...). None by default.
     conversation_projects: list[str] = []
+    webhooks: list[WebhookConfig] = []  # spec 16.3
 
 
 class ConversationLlmConfig(_Section):
@@ -195,6 +211,7 @@ class ConversationsConfig(_Section):
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
+    webhooks: list[ConversationWebhookConfig] = []  # conversation events, signed like apps'
 
 
 class DemoConfig(_Section):
@@ -397,6 +414,9 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
         module, _, function = target.partition(":")
         if not module or not function:
             fail(f"conversations.python_tools[{i}]", "expected 'package.module:function'")
+    webhook_names: set[str] = set()
+    for w, conversation_hook in enumerate(conversations.webhooks):
+        check_webhook(conversation_hook, f"conversations.webhooks[{w}]", fail, webhook_names)
 
     webrtc = config.webrtc
     if webrtc.ice_gathering_timeout_ms is not None and webrtc.ice_gathering_timeout_ms <= 0:
@@ -428,6 +448,8 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
         for j, project in enumerate(app.conversation_projects):
             if not project or not project.strip():
                 fail(f"{where}.conversation_projects[{j}]", 'must be a project id or "*"')
+        for w, hook in enumerate(app.webhooks):
+            check_webhook(hook, f"{where}.webhooks[{w}]", fail, webhook_names)
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
@@ -443,6 +465,16 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                     fail(f"{kwhere}.secret", "two keys share the same sk_live_ secret")
                 legacy_secrets.add(key.secret)
             _check_ice(key, kwhere, fail)
+            check_key_proxies(
+                key.kind,
+                key.connect_proxy,
+                key.subscribe_proxy,
+                key.publish_proxy,
+                key.proxy_timeout_ms,
+                key.connect_proxy_headers,
+                kwhere,
+                fail,
+            )
             if key.kind == "publishable" and (key.secret is not None or from_elsewhere):
                 fail(f"{kwhere}.secret", "a publishable key has no secret")
             for p, pattern in enumerate(key.channel_patterns):

@@ -26,9 +26,11 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
+from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
 from hubbub.console import docs_dir, static_dir
 from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
 from hubbub.conversation.project.schema import LlmConfig
@@ -39,9 +41,14 @@ from hubbub.conversation.session.service import AuthLimits, ConversationService
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.voice.speech import SpeechStack
+from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable
+from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.node import Node, NodeLimits
+from hubbub.hooks.proxies import BackendProxies, KeyProxies
+from hubbub.hooks.webhook_sender import WebhookSettings
+from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
 from hubbub.protocol.codes import CloseCode
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
@@ -63,14 +70,18 @@ class _LoopScheduler:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
-def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, UsageStore]:
+def _backends(
+    config: Config, node_id: str, events: EventSink
+) -> tuple[Broker, PresenceStore, UsageStore]:
     settings = config.broker
     if settings.kind == "memory":
-        return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
+        return MemoryBroker(), MemoryPresenceStore(events), MemoryUsageStore()
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
     shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
     prefix = settings.key_prefix
-    presence = RedisPresenceStore(shards, prefix, node_id)
+    # Lifecycle events are decided in Redis and sent by one node per channel.
+    router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
+    presence = RedisPresenceStore(shards, prefix, node_id, router)
     usage = RedisUsageStore(shards, prefix, node_id)
     broker = RedisBroker(
         shards,
@@ -79,14 +90,78 @@ def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, Usag
         node_id=node_id,
         prefix=prefix,
         presence_ttl_s=settings.presence_ttl_s,
+        events=router,
     )
     return broker, presence, usage
 
 
-def build_node(config: Config) -> Node:
+def _webhook_settings(
+    hook: WebhookConfig | ConversationWebhookConfig, name: str
+) -> WebhookSettings:
+    # Loading the configuration filled the secret from secret_env / secret_file, or refused it.
+    assert hook.secret is not None
+    return WebhookSettings(
+        name=hook.name or name,
+        url=hook.url,
+        secret=hook.secret,
+        timeout_s=hook.timeout_ms / 1000,
+        batch_max_events=hook.batch_max_events,
+        batch_max_delay_s=hook.batch_max_delay_ms / 1000,
+        retry_initial_s=hook.retry_initial_ms / 1000,
+        retry_max_s=hook.retry_max_ms / 1000,
+        retry_window_s=hook.retry_window_s,
+        queue_max_events=hook.queue_max_events,
+        queue_max_bytes=hook.queue_max_bytes,
+    )
+
+
+def build_webhooks(config: Config) -> WebhookDispatcher:
+    channel_routes = [
+        ChannelRoute(
+            app.id,
+            _webhook_settings(hook, f"{app.id}#{i}"),
+            frozenset(hook.events),
+            tuple(hook.channel_patterns),
+        )
+        for app in config.apps
+        for i, hook in enumerate(app.webhooks)
+    ]
+    conversation_routes = [
+        ConversationRoute(
+            _webhook_settings(hook, f"conversations#{i}"),
+            frozenset(hook.events),
+            frozenset(hook.project_ids),
+        )
+        for i, hook in enumerate(config.conversations.webhooks)
+    ]
+    return WebhookDispatcher(channel_routes, conversation_routes)
+
+
+def build_proxies(config: Config) -> BackendProxies | None:
+    by_key = {
+        key.id: KeyProxies(
+            app_id=app.id,
+            connect_url=key.connect_proxy,
+            subscribe_url=key.subscribe_proxy,
+            publish_url=key.publish_proxy,
+            timeout_s=key.proxy_timeout_ms / 1000,
+            forwarded_headers=frozenset(key.connect_proxy_headers),
+        )
+        for app in config.apps
+        for key in app.keys
+        if key.connect_proxy or key.subscribe_proxy or key.publish_proxy
+    }
+    if not by_key:
+        return None
+    return BackendProxies(by_key, max_data_bytes=config.limits.max_message_bytes)
+
+
+def build_node(
+    config: Config, events: EventSink = NO_EVENTS, authorizer: Authorizer = NO_AUTHORIZER
+) -> Node:
     limits = config.limits
     node_id = config.broker.node_id or uuid.uuid4().hex[:12]
-    broker, presence, usage = _backends(config, node_id)
+    broker, presence, usage = _backends(config, node_id, events)
     return Node(
         node_id=node_id,
         broker=broker,
@@ -108,6 +183,8 @@ def build_node(config: Config) -> Node:
         },
         clock=time.time,
         scheduler=_LoopScheduler(),
+        events=events,
+        authorizer=authorizer,
     )
 
 
@@ -118,7 +195,13 @@ async def _health(request: web.Request) -> web.Response:
 
 def build_app(config: Config) -> web.Application:
     keys = KeyRing.from_config(config)
-    node = build_node(config)
+    webhooks = build_webhooks(config)
+    proxies = build_proxies(config)
+    node = build_node(
+        config,
+        webhooks if webhooks.active else NO_EVENTS,
+        proxies if proxies is not None else NO_AUTHORIZER,
+    )
     server = config.server
     endpoint = RealtimeEndpoint(
         node,
@@ -133,6 +216,7 @@ def build_app(config: Config) -> web.Application:
             connect_window_s=server.connect_window_s,
         ),
         TrustedProxies(server.trusted_proxies),
+        connect_proxy=proxies,
     )
     app = web.Application()
     app[NODE_KEY] = node
@@ -140,7 +224,7 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
     app.router.add_get("/healthz", _health)
-    metrics_registry, turn_metrics = build_metrics(node)
+    metrics_registry, turn_metrics = build_metrics(node, webhooks.senders, proxies)
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
     api = config.api
@@ -160,14 +244,18 @@ def build_app(config: Config) -> web.Application:
     ListingApi(node, rest.authorize).add_routes(app)
 
     async def start_node(app: web.Application) -> None:
+        webhooks.start()
         await node.start()
 
     async def stop_node(app: web.Application) -> None:
         await node.stop()
+        await webhooks.stop()  # after the node: the events of its last leaves go out too
+        if proxies is not None:
+            await proxies.close()
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    service = _add_conversations(app, config, turn_metrics)
+    service = _add_conversations(app, config, turn_metrics, webhooks)
     _add_conversation_reads(app, config, service, rest)
     _add_pages(app, config, node, keys, service)
     return app
@@ -243,7 +331,10 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
 
 
 def _add_conversations(
-    app: web.Application, config: Config, turn_metrics: TurnMetricsRecorder
+    app: web.Application,
+    config: Config,
+    turn_metrics: TurnMetricsRecorder,
+    webhooks: WebhookDispatcher,
 ) -> ConversationService | None:
     settings = config.conversations
     if settings.demo_api:
@@ -272,6 +363,7 @@ def _add_conversations(
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
         speech=_speech_stack(projects),
         on_message_event=turn_metrics,
+        events=webhooks if config.conversations.webhooks else None,
     )
     endpoint = ConversationEndpoint(
         service,

@@ -16,6 +16,7 @@ import pytest
 
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.core.broker import (
@@ -29,6 +30,7 @@ from hubbub.core.broker import (
     Publication,
     UsageStore,
 )
+from hubbub.core.events import EventSink
 from tests.support.redis import SHARED_URL, delete_prefix, private_redis, unique_prefix
 
 EVENT_TIMEOUT_S = 5.0
@@ -93,6 +95,7 @@ class BackendNode:
     presence: PresenceStore
     usage: UsageStore
     handler: RecordingHandler
+    events: RedisEventRouter | None = None
 
 
 class Backend:
@@ -132,10 +135,14 @@ class RedisBackend(Backend):
         self.presence_ttl_s = presence_ttl_s
         self.nodes: list[BackendNode] = []
 
-    async def node(self, node_id: str | None = None) -> BackendNode:
+    async def node(
+        self, node_id: str | None = None, events: EventSink | None = None
+    ) -> BackendNode:
+        """``events``: the node's webhook sink (its lifecycle events go through a router)."""
         node_id = node_id or uuid.uuid4().hex[:8]
         shards = RedisShards([RedisLink(url, cluster=self.cluster) for url in self.urls])
-        presence = RedisPresenceStore(shards, self.prefix, node_id)
+        router = RedisEventRouter(node_id, events) if events is not None else None
+        presence = RedisPresenceStore(shards, self.prefix, node_id, router)
         usage = RedisUsageStore(shards, self.prefix, node_id)
         broker = RedisBroker(
             shards,
@@ -144,8 +151,9 @@ class RedisBackend(Backend):
             node_id=node_id,
             prefix=self.prefix,
             presence_ttl_s=self.presence_ttl_s,
+            events=router,
         )
-        node = BackendNode(broker, presence, usage, RecordingHandler(node_id=node_id))
+        node = BackendNode(broker, presence, usage, RecordingHandler(node_id=node_id), router)
         await broker.start(node.handler)
         self.nodes.append(node)
         return node

@@ -44,13 +44,15 @@ actions = ["publish", "subscribe", "presence", "send"]
 
 
 def cluster_toml(
-    url: str | list[str], prefix: str, presence_ttl_s: float = 3.0, sharded: bool = False
+    url: str | list[str],
+    prefix: str,
+    presence_ttl_s: float = 3.0,
+    sharded: bool = False,
+    apps_toml: str = DEMO_APP_TOML + QUOTA_APP_TOML,
 ) -> str:
     return (
         f'[broker]\nkind = "redis"\nurl = {json.dumps(url)}\nkey_prefix = "{prefix}"\n'
-        f"presence_ttl_s = {presence_ttl_s}\ncluster = {str(sharded).lower()}\n"
-        + DEMO_APP_TOML
-        + QUOTA_APP_TOML
+        f"presence_ttl_s = {presence_ttl_s}\ncluster = {str(sharded).lower()}\n" + apps_toml
     )
 
 
@@ -60,9 +62,10 @@ async def running_cluster(
     size: int = 3,
     presence_ttl_s: float = 3.0,
     sharded: bool = False,
+    apps_toml: str = DEMO_APP_TOML + QUOTA_APP_TOML,
 ) -> AsyncIterator[list[ServerProcess]]:
     prefix = unique_prefix()
-    toml = cluster_toml(url, prefix, presence_ttl_s, sharded)
+    toml = cluster_toml(url, prefix, presence_ttl_s, sharded, apps_toml)
     async with contextlib.AsyncExitStack() as stack:
         nodes = await asyncio.gather(
             *(stack.enter_async_context(running_server(toml)) for _ in range(size))

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Connection
+from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
@@ -186,6 +188,8 @@ class Hub:
     presence: PresenceStore = field(default_factory=MemoryPresenceStore)
     usage: UsageStore = field(default_factory=MemoryUsageStore)
     clock: FakeClock = field(default_factory=FakeClock)
+    events: EventSink = NO_EVENTS
+    authorizer: Authorizer = NO_AUTHORIZER
 
     def __post_init__(self) -> None:
         self.scheduler = FakeScheduler(self.clock)
@@ -198,6 +202,8 @@ class Hub:
             quotas=self.quotas,
             clock=self.clock,
             scheduler=self.scheduler,
+            events=self.events,
+            authorizer=self.authorizer,
         )
         self._anonymous = 0
         self.journal: list[tuple[str, Event]] = []
@@ -218,6 +224,7 @@ class Hub:
         welcome_metadata: bytes | None = None,
         peer_metadata: bytes | None = None,
         remote_addr: str | None = None,
+        key_id: str = "k",
     ) -> tuple[Client | None, FakeSink]:
         if peer_id is None:
             self._anonymous += 1
@@ -228,7 +235,7 @@ class Hub:
         principal = Principal(
             app_id=app_id,
             peer_id=peer_id,
-            key_id="k",
+            key_id=key_id,
             actions=frozenset(actions),
             scope=ChannelScope(tuple(layers)),
             expires_at=expires_at,

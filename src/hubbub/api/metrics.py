@@ -4,18 +4,27 @@ The node's counters live in :class:`~hubbub.core.stats.NodeStats`; a custom coll
 them into metric families at scrape time, so nothing on the hot path touches this library.
 Conversation turn timings (spec conversation section 10) arrive through
 :class:`TurnMetricsRecorder`, which the conversation service is given as a plain callable.
+Webhook senders and backend proxies keep their own plain counters and latency buckets
+(:mod:`hubbub.hooks`), read the same way at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from hubbub.core.node import Node
+from hubbub.hooks.proxies import BackendProxies
+from hubbub.hooks.webhook_sender import LatencyHistogram, WebhookSender
 
 # Milliseconds are the protocol's unit; Prometheus convention is seconds.
 _TURN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -65,6 +74,74 @@ class _NodeCollector(Collector):
         yield closes
 
 
+def _histogram_buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(histogram.bounds, histogram.counts, strict=False):
+        running += count
+        buckets.append((repr(bound), running))
+    buckets.append(("+Inf", histogram.total))
+    return buckets
+
+
+class _HooksCollector(Collector):
+    def __init__(self, senders: Sequence[WebhookSender], proxies: BackendProxies | None) -> None:
+        self._senders = senders
+        self._proxies = proxies
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "hubbub_webhook_requests",
+            "Webhook requests by outcome (ok, status_4xx, status_5xx, timeout, unreachable)",
+            labels=["webhook", "outcome"],
+        )
+        delivered = CounterMetricFamily(
+            "hubbub_webhook_events_delivered",
+            "Events a webhook endpoint accepted",
+            labels=["webhook"],
+        )
+        dropped = CounterMetricFamily(
+            "hubbub_webhook_events_dropped",
+            "Events dropped: overflow (queue full, oldest first) or expired (retry window over)",
+            labels=["webhook", "reason"],
+        )
+        queued = GaugeMetricFamily(
+            "hubbub_webhook_queue_events", "Events waiting to be sent", labels=["webhook"]
+        )
+        latency = HistogramMetricFamily(
+            "hubbub_webhook_request_seconds", "Webhook request latency", labels=["webhook"]
+        )
+        for sender in self._senders:
+            name, stats = sender.settings.name, sender.stats
+            for outcome, count in sorted(stats.requests.items()):
+                requests.add_metric([name, outcome], count)
+            delivered.add_metric([name], stats.events_delivered)
+            for reason in ("overflow", "expired"):
+                dropped.add_metric([name, reason], stats.events_dropped[reason])
+            queued.add_metric([name], sender.queued)
+            latency.add_metric(
+                [name], _histogram_buckets(stats.latency), sum_value=stats.latency.sum_s
+            )
+        yield from (requests, delivered, dropped, queued, latency)
+        if self._proxies is None:
+            return
+        proxy_requests = CounterMetricFamily(
+            "hubbub_proxy_requests",
+            "Backend proxy requests by proxy and outcome (status_<code>, timeout, ...)",
+            labels=["proxy", "outcome"],
+        )
+        for (proxy, outcome), count in sorted(self._proxies.stats.requests.items()):
+            proxy_requests.add_metric([proxy, outcome], count)
+        proxy_latency = HistogramMetricFamily(
+            "hubbub_proxy_request_seconds", "Backend proxy request latency", labels=["proxy"]
+        )
+        for proxy, histogram in sorted(self._proxies.stats.latency.items()):
+            proxy_latency.add_metric(
+                [proxy], _histogram_buckets(histogram), sum_value=histogram.sum_s
+            )
+        yield from (proxy_requests, proxy_latency)
+
+
 class TurnMetricsRecorder:
     """Histograms of the timing figures carried by conversation ``message`` events."""
 
@@ -93,7 +170,12 @@ def metrics_handler(
     return handle
 
 
-def build_metrics(node: Node) -> tuple[CollectorRegistry, TurnMetricsRecorder]:
+def build_metrics(
+    node: Node,
+    webhook_senders: Sequence[WebhookSender] = (),
+    proxies: BackendProxies | None = None,
+) -> tuple[CollectorRegistry, TurnMetricsRecorder]:
     registry = CollectorRegistry()
     registry.register(_NodeCollector(node))
+    registry.register(_HooksCollector(webhook_senders, proxies))
     return registry, TurnMetricsRecorder(registry)

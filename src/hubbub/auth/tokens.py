@@ -95,7 +95,14 @@ def _principal_from_claims(
         return TokenRejected("invalid", "exp must be a number")
     if exp - EXPIRY_MARGIN_S <= now:
         return TokenRejected("expired", "token expired")
+    return scoped_principal(claims, key, sub, now, math.floor(exp))
 
+
+def scoped_principal(
+    claims: dict[str, Any], key: ApiKey, peer_id: str, now: float, expires_at: int | None
+) -> Principal | TokenRejected:
+    """The principal that ``channels``, ``permissions``, ``metadata`` and ``peerMetadata``
+    claims describe, narrowed by ``key``: a JWT's claims, or a connect proxy's answer."""
     layers = [key.patterns]
     channels = claims.get("channels")
     if channels is not None:
@@ -120,17 +127,17 @@ def _principal_from_claims(
         return TokenRejected("invalid", str(exc))
     # The key's ICE servers go into the welcome unless the token brought its own (spec 3.1).
     claimed = claims.get("metadata")
-    injected = with_ice_servers(claimed, key.config, sub, now)
+    injected = with_ice_servers(claimed, key.config, peer_id, now)
     if injected is not claimed:
         metadata = _encode_json(injected)
 
     return Principal(
         app_id=key.app_id,
-        peer_id=sub,
+        peer_id=peer_id,
         key_id=key.id,
         actions=actions,
         scope=ChannelScope(tuple(layers)),
-        expires_at=math.floor(exp),
+        expires_at=expires_at,
         welcome_metadata=metadata,
         peer_metadata=peer_metadata,
     )

@@ -1,7 +1,9 @@
 """Single-process backends: the default, and the reference the conformance suite holds Redis to.
 
 Nothing here awaits anything, so each call completes atomically on the event loop; the node's
-ordering guarantees therefore hold without further coordination.
+ordering guarantees therefore hold without further coordination. The presence store decides
+the channel lifecycle events (occupied, vacated, member added and removed) in the same step
+that changes the membership, and tells its :class:`~hubbub.core.events.EventSink`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hubbub.core.broker import (
     UsageSnapshot,
     UsageStore,
 )
+from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
 
 
 class MemoryBroker(Broker):
@@ -76,15 +79,22 @@ class MemoryBroker(Broker):
 
 
 class MemoryPresenceStore(PresenceStore):
-    def __init__(self) -> None:
+    def __init__(self, events: EventSink = NO_EVENTS) -> None:
         # (app, channel) -> peer -> (entry, connection ids); dicts keep join order.
         self._channels: dict[tuple[str, str], dict[str, tuple[PresenceEntry, set[str]]]] = {}
+        self._events = events
 
     async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
-        peers = self._channels.setdefault((app_id, channel), {})
+        peers = self._channels.get((app_id, channel))
+        if peers is None:
+            peers = self._channels[(app_id, channel)] = {}
+            self._events.emit(ChannelEvent(ChannelEventName.CHANNEL_OCCUPIED, app_id, channel))
         found = peers.get(entry.peer_id)
         if found is None:
             peers[entry.peer_id] = (entry, {connection_id})
+            self._events.emit(
+                ChannelEvent(ChannelEventName.MEMBER_ADDED, app_id, channel, entry.peer_id)
+            )
             return 0
         before = len(found[1])
         found[1].add(connection_id)
@@ -102,8 +112,10 @@ class MemoryPresenceStore(PresenceStore):
         if connections:
             return len(connections)
         del peers[peer_id]
+        self._events.emit(ChannelEvent(ChannelEventName.MEMBER_REMOVED, app_id, channel, peer_id))
         if not peers:
             del self._channels[key]
+            self._events.emit(ChannelEvent(ChannelEventName.CHANNEL_VACATED, app_id, channel))
         return 0
 
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:

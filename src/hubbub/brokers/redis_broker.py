@@ -34,6 +34,9 @@ Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``pres
 every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and
 removes their presence (emitting ``left`` everywhere) and their connection counts. A node
 starting with a fixed id first reaps what a previous incarnation left behind.
+
+Webhooks. With a :class:`~hubbub.brokers.redis_events.RedisEventRouter`, lifecycle events
+are handed to the node that sends their channel's webhooks over its reply channel.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import re
 from typing import Any
 
 from hubbub.brokers import redis_codec as codec
+from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisShards
 from hubbub.brokers.redis_sender import all_answers, discard_outcome, stop_task
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
@@ -60,6 +64,7 @@ from hubbub.core.broker import (
     PresenceDelta,
     Publication,
 )
+from hubbub.core.events import ChannelEvent
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,12 @@ class RedisBroker(Broker):
         node_id: str,
         prefix: str,
         presence_ttl_s: float,
+        events: RedisEventRouter | None = None,
     ) -> None:
         self._shards = shards
+        self._events = events
+        if events is not None:
+            events.attach(self._forward_event, presence.claim_sender)
         self._home = shards.first  # liveness lives there
         self._presence = presence
         self._usage = usage
@@ -391,6 +400,8 @@ class RedisBroker(Broker):
                 query, asked = codec.decode_question(payload)
                 answer = handler.answer_query(query)
                 self._reply(origin, codec.encode_answer(self._node_id, asked, answer))
+            elif event == codec.CHANNEL_EVENT and self._events is not None:
+                self._events.receive(codec.decode_channel_event(payload))
         except (codec.EnvelopeError, UnicodeDecodeError):
             log.warning("ignored a malformed envelope on redis channel %r", name[:200])
         except Exception:
@@ -457,6 +468,13 @@ class RedisBroker(Broker):
             await self.publish_presence(delta)
         client = self._home.client
         await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))
+
+    # --- webhooks ---------------------------------------------------------------------------
+
+    def _forward_event(self, node_id: str, event: ChannelEvent) -> asyncio.Future[Any]:
+        name = self._replies_of(node_id)
+        payload = codec.encode_channel_event(self._node_id, event)
+        return self._shards.for_key(name).call(self._publish_command, name, payload)
 
     async def _recover(self) -> None:
         """Redis is back (maybe empty): announce this node and what it holds again."""

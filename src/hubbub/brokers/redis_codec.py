@@ -22,6 +22,7 @@ from hubbub.core.broker import (
     PresenceEntry,
     Publication,
 )
+from hubbub.core.events import ChannelEvent, ChannelEventName
 
 PUBLICATION: Final = ord("P")
 DIRECT: Final = ord("D")
@@ -30,6 +31,7 @@ DISCONNECT: Final = ord("K")
 COUNT: Final = ord("N")
 QUESTION: Final = ord("Q")
 ANSWER: Final = ord("A")
+CHANNEL_EVENT: Final = ord("H")
 
 _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
@@ -254,3 +256,32 @@ def decode_count(payload: bytes) -> tuple[bytes, int]:
         return tally, int(count)
     except ValueError:
         raise EnvelopeError("bad count") from None
+
+
+def encode_channel_event(node_id: str, event: ChannelEvent) -> bytes:
+    """A lifecycle event handed to the node that sends its channel's webhooks."""
+    parts = _head(CHANNEL_EVENT, node_id)
+    _put(parts, event.name.value.encode())
+    _put(parts, event.app_id.encode())
+    _put(parts, event.channel.encode())
+    _put(parts, None if event.user_id is None else event.user_id.encode())
+    _put(parts, event.data)
+    _put(parts, None if event.seq is None else str(event.seq).encode())
+    return b"".join(parts)
+
+
+def decode_channel_event(payload: bytes) -> ChannelEvent:
+    r = _body(payload)
+    raw_name, app_id, channel, user_id, data, seq = (
+        r.text(),
+        r.text(),
+        r.text(),
+        r.optional_text(),
+        r.optional(),
+        r.optional_text(),
+    )
+    try:
+        name = ChannelEventName(raw_name)
+        return ChannelEvent(name, app_id, channel, user_id, data, None if seq is None else int(seq))
+    except ValueError:
+        raise EnvelopeError("bad channel event") from None

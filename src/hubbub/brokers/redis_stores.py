@@ -17,9 +17,11 @@ persistence) ``restore`` writes it again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
+from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_sender import all_answers, discard_outcome
 from hubbub.core.broker import (
@@ -31,16 +33,58 @@ from hubbub.core.broker import (
     UsageSnapshot,
     UsageStore,
 )
+from hubbub.core.events import LIFECYCLE_EVENTS, ChannelEvent, ChannelEventName
 
 log = logging.getLogger(__name__)
 
-_ADD = """
+# Lifecycle events (spec 16.3) are decided here, in the step that changes the membership, so
+# each is decided exactly once however many nodes race: bit 1 of the answer's flags is
+# channel_occupied / channel_vacated, bit 2 member_added / member_removed. When webhooks want
+# them (the "wanted" argument), the channel's event counter (``hseq``) numbers them and the
+# answer names the node that sends the channel's events (``sender``: the first node that
+# decided one, see ``redis_events``); both records live an hour past the last event.
+_NUMBER_EVENTS = """
+local function number_events(flags, wanted, me)
+  if flags == 0 or wanted ~= '1' then
+    return {0, ''}
+  end
+  local count = (flags == 3) and 2 or 1
+  local last = redis.call('INCRBY', KEYS[6], count)
+  redis.call('PEXPIRE', KEYS[6], 3600000)
+  local sender = redis.call('GET', KEYS[7])
+  if not sender then
+    sender = me
+  end
+  redis.call('SET', KEYS[7], sender, 'PX', 3600000)
+  return {last, sender}
+end
+"""
+
+# A sender that did not hear a hand-over is replaced by the first node that claims the
+# channel; later claims (and claims against a sender already replaced) get the winner.
+_CLAIM_SENDER = """
+local sender = redis.call('GET', KEYS[1])
+if (not sender) or sender == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', 3600000)
+  return ARGV[2]
+end
+return sender
+"""
+
+_ADD = (
+    _NUMBER_EVENTS
+    + """
 if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then
-  return tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '1') - 1
+  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '1') - 1, 0, 0, ''}
 end
 local before = redis.call('HINCRBY', KEYS[3], ARGV[1], 1) - 1
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+local flags = 0
 if before == 0 then
+  if redis.call('ZCARD', KEYS[1]) == 0 then
+    flags = 1
+  end
+  flags = flags + 2
   redis.call('ZADD', KEYS[1], 'NX', redis.call('INCR', KEYS[5]), ARGV[1])
 end
 if ARGV[3] == '1' then
@@ -48,26 +92,35 @@ if ARGV[3] == '1' then
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
-return before
+local numbered = number_events(flags, ARGV[5], ARGV[6])
+return {before, flags, numbered[1], numbered[2]}
 """
+)
 
-_REMOVE = """
+# A connection removed twice (two reapers, a retried removal) decides nothing the second time.
+_REMOVE = (
+    _NUMBER_EVENTS
+    + """
 if redis.call('HDEL', KEYS[4], ARGV[2]) == 0 then
-  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false}
+  return {tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0'), false, 0, 0, ''}
 end
 local remaining = redis.call('HINCRBY', KEYS[3], ARGV[1], -1)
 if remaining > 0 then
-  return {remaining, false}
+  return {remaining, false, 0, 0, ''}
 end
 local metadata = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+local flags = 2
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[5])
+  flags = 3
 end
-return {0, metadata}
+local numbered = number_events(flags, ARGV[3], ARGV[4])
+return {0, metadata, flags, numbered[1], numbered[2]}
 """
+)
 
 _MEMBERS = """
 local peers = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -102,6 +155,9 @@ end
 return 1
 """
 
+_OCCUPANCY_FLAG = 1
+_MEMBERSHIP_FLAG = 2
+
 _SEPARATOR = "\x00"  # cannot occur in channel names or peer ids (both refuse control bytes)
 
 
@@ -120,14 +176,23 @@ def slot_group(base: str) -> str:
 
 
 class RedisPresenceStore(PresenceStore):
-    def __init__(self, shards: RedisShards, prefix: str, node_id: str) -> None:
+    def __init__(
+        self,
+        shards: RedisShards,
+        prefix: str,
+        node_id: str,
+        events: RedisEventRouter | None = None,
+    ) -> None:
+        """``events``: where lifecycle events go (None: no webhook wants them)."""
         self._shards = shards
+        self._events = events
         self._home = shards.first  # holds the per-node index
         self._prefix = prefix
         self._node_id = node_id
         self._add = [link.client.register_script(_ADD) for link in shards.links]
         self._remove = [link.client.register_script(_REMOVE) for link in shards.links]
         self._members = [link.client.register_script(_MEMBERS) for link in shards.links]
+        self._claim = [link.client.register_script(_CLAIM_SENDER) for link in shards.links]
         # What this node has listed: (app, channel, connection) -> entry, to restore after a
         # Redis restart; removals Redis missed during an outage are retried then.
         self._local: dict[tuple[str, str, str], PresenceEntry] = {}
@@ -139,12 +204,61 @@ class RedisPresenceStore(PresenceStore):
     def _keys(self, app_id: str, channel: str) -> tuple[int, list[str]]:
         """The shard holding a channel's presence, and its keys there."""
         base = slot_group(scoped(self._prefix, "pr", app_id, channel))
-        suffixes = ("order", "meta", "count", "conns", "seq")
+        suffixes = ("order", "meta", "count", "conns", "seq", "hseq", "sender")
         return self._shards.index_of(base), [f"{base}:{suffix}" for suffix in suffixes]
 
     @staticmethod
     def _index_member(app_id: str, channel: str, peer_id: str, connection_id: str) -> str:
         return _SEPARATOR.join((app_id, channel, peer_id, connection_id))
+
+    def _numbered(self, app_id: str) -> str:
+        """Whether the scripts should number this app's lifecycle events (webhooks want them)."""
+        events = self._events
+        wanted = events is not None and any(events.wants(app_id, n) for n in LIFECYCLE_EVENTS)
+        return "1" if wanted else "0"
+
+    def _announce(
+        self,
+        app_id: str,
+        channel: str,
+        peer_id: str,
+        answer: tuple[Any, Any, Any],
+        joined: bool,
+    ) -> None:
+        """Route what a script decided, in order: occupied before added, removed before
+        vacated. ``answer`` is (flags, number of the last event or 0, sending node)."""
+        raw_flags, raw_last, raw_sender = answer
+        flags, last_seq = int(raw_flags), int(raw_last)
+        events = self._events
+        if not flags or events is None:
+            return
+        sender = raw_sender.decode() if isinstance(raw_sender, bytes) else str(raw_sender)
+        names: list[ChannelEventName] = []
+        if joined:
+            if flags & _OCCUPANCY_FLAG:
+                names.append(ChannelEventName.CHANNEL_OCCUPIED)
+            if flags & _MEMBERSHIP_FLAG:
+                names.append(ChannelEventName.MEMBER_ADDED)
+        else:
+            if flags & _MEMBERSHIP_FLAG:
+                names.append(ChannelEventName.MEMBER_REMOVED)
+            if flags & _OCCUPANCY_FLAG:
+                names.append(ChannelEventName.CHANNEL_VACATED)
+        first_seq = last_seq - len(names) + 1
+        for i, name in enumerate(names):
+            member = name in (ChannelEventName.MEMBER_ADDED, ChannelEventName.MEMBER_REMOVED)
+            event = ChannelEvent(name, app_id, channel, user_id=peer_id if member else None)
+            if last_seq:
+                events.decided(dataclasses.replace(event, seq=first_seq + i), sender)
+            else:
+                events.emit(event)
+
+    async def claim_sender(self, app_id: str, channel: str, unheard: str) -> str:
+        """Take over sending a channel's events from ``unheard``; the sender after the claim."""
+        shard, keys = self._keys(app_id, channel)
+        link = self._shards.links[shard]
+        sender = await link.run(self._claim[shard](keys=[keys[6]], args=[unheard, self._node_id]))
+        return sender.decode() if isinstance(sender, bytes) else str(sender)
 
     async def _run_add(
         self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str
@@ -154,6 +268,8 @@ class RedisPresenceStore(PresenceStore):
             connection_id,
             "0" if entry.metadata is None else "1",
             entry.metadata or b"",
+            self._numbered(app_id),
+            self._node_id,
         ]
         # Indexed first: a crash between the two leaves an index entry to nothing (harmless)
         # rather than a listing no reaper can find.
@@ -161,19 +277,21 @@ class RedisPresenceStore(PresenceStore):
         await self._home.run(self._home.client.sadd(self.node_index(self._node_id), member))
         shard, keys = self._keys(app_id, channel)
         link = self._shards.links[shard]
-        before: int = await link.run(self._add[shard](keys=keys, args=args))
-        return before
+        answer = await link.run(self._add[shard](keys=keys, args=args))
+        self._announce(app_id, channel, entry.peer_id, (answer[1], answer[2], answer[3]), True)
+        return int(answer[0])
 
     async def _run_remove(
         self, app_id: str, channel: str, peer_id: str, connection_id: str, node_id: str
     ) -> tuple[int, bytes | None]:
-        args = [peer_id, connection_id]
+        args = [peer_id, connection_id, self._numbered(app_id), self._node_id]
         shard, keys = self._keys(app_id, channel)
         link = self._shards.links[shard]
-        found = await link.run(self._remove[shard](keys=keys, args=args))
+        answer = await link.run(self._remove[shard](keys=keys, args=args))
+        remaining, metadata = answer[0], answer[1]
+        self._announce(app_id, channel, peer_id, (answer[2], answer[3], answer[4]), False)
         member = self._index_member(app_id, channel, peer_id, connection_id)
         await self._home.run(self._home.client.srem(self.node_index(node_id), member))
-        remaining, metadata = found
         return int(remaining), metadata or None
 
     async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:

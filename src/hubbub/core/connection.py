@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hubbub.core.broker import PresenceEntry
+from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.protocol.frames import ClientFrame
 from hubbub.protocol.patterns import ChannelPattern
 
 
@@ -33,6 +35,8 @@ class Connection:
     presence_entry: PresenceEntry
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     expiry_timer: Cancellable | None = None
+    # Frames handled off the reading path, in order (only when a backend proxy decides).
+    lane: FrameLane[ClientFrame] | None = None
     # closing: the node decided to close it (frames still buffered are ignored);
     # closed: the transport reported it gone and its state was released.
     closing: bool = False

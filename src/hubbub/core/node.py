@@ -23,6 +23,7 @@ from typing import Final, Protocol
 
 from hubbub.core import listing
 from hubbub.core.activity import ChannelActivity
+from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import (
     AppQuota,
     Broker,
@@ -39,6 +40,8 @@ from hubbub.core.broker import (
     UsageStore,
 )
 from hubbub.core.connection import Cancellable, Connection, Subscription
+from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
+from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
@@ -47,6 +50,7 @@ from hubbub.core.stats import NodeStats
 from hubbub.protocol import frames
 from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
+    ClientFrame,
     FrameError,
     Ping,
     Publish,
@@ -76,6 +80,8 @@ class NodeLimits:
     rate_burst: int = 200
     max_message_bytes: int = 65536
     max_channels: int = 100
+    # Frames a proxied connection may have waiting for its backend before reading pauses.
+    max_pending_frames: int = 32
 
 
 def _detail(code: ErrorCode, channel: str) -> str | None:
@@ -95,6 +101,8 @@ class Node:
         quotas: Mapping[str, AppQuota],
         clock: Callable[[], float],
         scheduler: Scheduler,
+        events: EventSink = NO_EVENTS,
+        authorizer: Authorizer = NO_AUTHORIZER,
     ) -> None:
         self.node_id = node_id
         self._broker = broker
@@ -104,6 +112,8 @@ class Node:
         self._quotas = quotas
         self._clock = clock
         self._scheduler = scheduler
+        self._events = events
+        self._authorizer = authorizer
         self._next_connection = 0
         self._connections: set[Connection] = set()
         self._local = LocalRoutes()
@@ -162,6 +172,11 @@ class Node:
             frames_out=1,  # the welcome
         )
         self._connections.add(conn)
+        authorizer = self._authorizer
+        if authorizer.covers_subscribe(principal) or authorizer.covers_publish(principal):
+            conn.lane = FrameLane(
+                lambda frame: self._handle_queued(conn, frame), limits.max_pending_frames
+            )
         sink.push(
             OutFrame(
                 frames.welcome(
@@ -210,6 +225,8 @@ class Node:
         conn.closed = True
         if conn.expiry_timer is not None:
             conn.expiry_timer.cancel()
+        if conn.lane is not None:
+            await conn.lane.stop()  # the frame a backend is deciding completes first
         subscriptions, conn.subscriptions = conn.subscriptions, {}
         for channel, sub in subscriptions.items():
             try:
@@ -253,6 +270,18 @@ class Node:
         if isinstance(frame, FrameError):
             self._reply_error(conn, frame.code, frame.request_id, frame.message)
             return
+        if conn.lane is not None:
+            await conn.lane.put(frame)
+            return
+        await self._handle(conn, frame)
+
+    async def _handle_queued(self, conn: Connection, frame: ClientFrame) -> None:
+        if not (conn.closed or conn.closing):
+            await self._handle(conn, frame)
+
+    async def _handle(self, conn: Connection, frame: ClientFrame) -> None:
+        if isinstance(frame, Ping):
+            return
         try:
             if isinstance(frame, Publish):
                 await self._publish(conn, frame)
@@ -288,6 +317,17 @@ class Node:
         conn.frames_out += 1
         conn.sink.push(OutFrame(frames.error(code, text, request_id)))
 
+    def _reply_verdict(self, conn: Connection, code: str, request_id: str | None) -> None:
+        """A backend's refusal: its code may be one the protocol does not define."""
+        try:
+            self._reply_error(conn, ErrorCode(code), request_id)
+            return
+        except ValueError:
+            pass
+        self.stats.errors[code] += 1
+        conn.frames_out += 1
+        conn.sink.push(OutFrame(frames.error(code, "refused by the backend", request_id)))
+
     def _ack(self, conn: Connection, request_id: str | None) -> None:
         if request_id is not None:
             conn.frames_out += 1
@@ -308,6 +348,14 @@ class Node:
         if refusal is not None:
             self._reply_error(conn, refusal, frame.request_id, _detail(refusal, frame.channel))
             return
+        data = frame.data
+        if self._authorizer.covers_publish(conn.principal):
+            verdict = await self._authorizer.publish(conn.principal, frame.channel, data)
+            if verdict.code is not None:
+                self._reply_verdict(conn, verdict.code, frame.request_id)
+                return
+            if verdict.data is not None:
+                data = verdict.data
         if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
             self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
             return
@@ -316,7 +364,7 @@ class Node:
                 app_id=conn.app_id,
                 channel=frame.channel,
                 sender=conn.peer_id,
-                data=frame.data,
+                data=data,
                 sender_metadata=conn.principal.peer_metadata,
                 origin_connection=conn.id,
             )
@@ -324,6 +372,16 @@ class Node:
         self.stats.publications += 1
         self._activity.published(conn.app_id, frame.channel)
         self._ack(conn, frame.request_id)
+        if self._events.wants(conn.app_id, ChannelEventName.CLIENT_EVENT):
+            self._events.emit(
+                ChannelEvent(
+                    ChannelEventName.CLIENT_EVENT,
+                    conn.app_id,
+                    frame.channel,
+                    user_id=conn.peer_id,
+                    data=data,
+                )
+            )
 
     async def _send(self, conn: Connection, frame: Send) -> None:
         if "send" not in conn.principal.actions:
@@ -385,6 +443,13 @@ class Node:
         if max_channels and len(conn.subscriptions) >= max_channels:
             self._reply_error(conn, ErrorCode.CHANNEL_LIMIT_EXCEEDED, frame.request_id)
             return
+        if self._authorizer.covers_subscribe(conn.principal):
+            verdict = await self._authorizer.subscribe(conn.principal, channel)
+            if verdict.code is not None:
+                self._reply_verdict(conn, verdict.code, frame.request_id)
+                return
+            if conn.closed:
+                return
 
         sub = Subscription(frame.include_sender_metadata, pattern)
         conn.subscriptions[channel] = sub

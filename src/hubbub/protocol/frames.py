@@ -183,8 +183,9 @@ def ack(request_id: str) -> bytes:
     return b'{"type":"ack","requestId":' + _json.encode(request_id) + b"}"
 
 
-def error(code: ErrorCode, message: str, request_id: str | None) -> bytes:
-    body = b'{"type":"error","code":' + _json.encode(code.value)
+def error(code: ErrorCode | str, message: str, request_id: str | None) -> bytes:
+    """``code`` is an :class:`ErrorCode`, or a code a backend proxy chose (spec 16.4)."""
+    body = b'{"type":"error","code":' + _json.encode(str(code))
     body += b',"message":' + _json.encode(message)
     if request_id is not None:
         body += b',"requestId":' + _json.encode(request_id)

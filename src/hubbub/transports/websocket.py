@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.auth.connect import CloseRejection, HttpRejection, authenticate
+from hubbub.auth.connect import (
+    CloseRejection,
+    ConnectAttempt,
+    ConnectProxy,
+    HttpRejection,
+    authenticate_connect,
+)
 from hubbub.auth.keys import KeyRing
 from hubbub.core.connection import Connection
 from hubbub.core.node import Node
@@ -67,8 +73,10 @@ class RealtimeEndpoint:
         keys: KeyRing,
         settings: WebSocketSettings,
         trusted_proxies: TrustedProxies,
+        connect_proxy: ConnectProxy | None = None,
     ) -> None:
         self._node = node
+        self._connect_proxy = connect_proxy
         self._keys = keys
         self._settings = settings
         self._trusted = trusted_proxies
@@ -88,13 +96,15 @@ class RealtimeEndpoint:
                 extra={"event": "connect_refused", "remote": ip, "status": 429},
             )
             return web.Response(status=429, text="too_many_connections")
-        outcome = authenticate(
-            self._keys,
-            request.query.get("key"),
-            request.query.get("token"),
-            request.headers.get("Origin"),
-            time.time(),
+        attempt = ConnectAttempt(
+            key=request.query.get("key"),
+            token=request.query.get("token"),
+            origin=request.headers.get("Origin"),
+            remote_addr=ip,
+            headers=request.headers,
+            query=request.query,
         )
+        outcome = await authenticate_connect(self._keys, attempt, time.time(), self._connect_proxy)
         if isinstance(outcome, HttpRejection):
             _log_auth_failure(ip, outcome.body, status=outcome.status)
             return web.Response(status=outcome.status, text=outcome.body)

@@ -10,6 +10,7 @@ from typing import Any
 
 from hubbub.conversation.protocol import ids
 from hubbub.conversation.protocol.pushes import ConversationEvent, Push, optional
+from hubbub.conversation.runtime.backend_events import backend_event
 from hubbub.conversation.runtime.data import ConversationData
 from hubbub.conversation.runtime.services import EngineServices
 from hubbub.conversation.runtime.store import EventRecord
@@ -54,6 +55,8 @@ class Journal:
             services.on_message_event(data)
         self._seq += 1
         services.store.append_event(record)
+        if services.events is not None:
+            self._tell_backend(event_type, data)
         self._publish(
             ConversationEvent(
                 conversation_id=self._data.id,
@@ -63,6 +66,15 @@ class Journal:
                 output_turn_id=optional(output_turn_id),
             )
         )
+
+    def _tell_backend(self, event_type: str, data: dict[str, Any]) -> None:
+        events = self._services.events
+        found = backend_event(event_type, data, self._data.record)
+        if events is None or found is None or not events.wants_conversation_event(found[0]):
+            return
+        name, fields = found
+        record = self._data.record
+        events.emit_conversation_event(name, record.project_id, record.id, fields)
 
     def persist(self) -> None:
         record = self._data.record

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.runtime.backend_events import ConversationEventSink
 from hubbub.conversation.runtime.store import ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner
 from hubbub.conversation.voice.providers.base import LlmProvider
@@ -23,3 +24,5 @@ class EngineServices:
     base_url: str = ""  # where this server listens, for templates that call Hubbub itself
     # Gets the data of every ``message`` event (its timing figures feed the metrics).
     on_message_event: Callable[[Mapping[str, Any]], None] | None = None
+    # Gets conversation_started / conversation_ended / tool_called (webhooks), if configured.
+    events: ConversationEventSink | None = None

@@ -16,6 +16,7 @@ from hubbub.conversation.project.loader import LoadedProject
 from hubbub.conversation.project.schema import ApiKey, LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.protocol import errors, ids
+from hubbub.conversation.runtime.backend_events import ConversationEventSink
 from hubbub.conversation.runtime.engine import Conversation
 from hubbub.conversation.runtime.services import EngineServices
 from hubbub.conversation.runtime.states import TERMINAL, State
@@ -54,6 +55,7 @@ class ConversationService:
         monotonic: Callable[[], float] = time.monotonic,
         speech: SpeechStack | None = None,
         on_message_event: Callable[[Mapping[str, Any]], None] | None = None,
+        events: ConversationEventSink | None = None,
     ) -> None:
         self.projects = {p.id: p for p in projects}
         self._keys: dict[str, tuple[LoadedProject, ApiKey]] = {
@@ -69,6 +71,7 @@ class ConversationService:
         renderer = renderer or TemplateRenderer()
         self.services = EngineServices(
             on_message_event=on_message_event,
+            events=events,
             store=store,
             renderer=renderer,
             tools=ToolRunner(renderer, self._webhooks, python_tools),
