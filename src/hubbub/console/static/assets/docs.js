@@ -37,6 +37,23 @@ function cells(line) {
   return line.trim().replace(/^\||\|$/g, "").split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, "|"));
 }
 
+function renderList(items) {
+  let html = "";
+  const stack = [];
+  for (const item of items) {
+    while (stack.length && item.indent < stack[stack.length - 1].indent) html += `</li></${stack.pop().tag}>`;
+    if (!stack.length || item.indent > stack[stack.length - 1].indent) {
+      stack.push(item);
+      html += `<${item.tag}>`;
+    } else {
+      html += "</li>";
+    }
+    html += `<li>${inline(item.text)}`;
+  }
+  while (stack.length) html += `</li></${stack.pop().tag}>`;
+  return html;
+}
+
 export function render(markdown) {
   const lines = markdown.replace(/\r\n/g, "\n").split("\n");
   const out = [];
@@ -91,35 +108,20 @@ export function render(markdown) {
     }
     if (/^\s*([*+-]|\d+\.)\s+/.test(line)) {
       flush();
-      // A list, nested by indentation; a line that continues an item is joined to it.
-      const stack = [];
-      let html = "";
+      // A list, nested by indentation; a line that continues an item belongs to its text.
+      const items = [];
       while (i < lines.length) {
         const item = /^(\s*)([*+-]|\d+\.)\s+(.*)$/.exec(lines[i]);
-        if (!item) {
-          if (/^\s+\S/.test(lines[i]) && stack.length) {
-            html = html.replace(/<\/li>$/, "") + " " + inline(lines[i].trim()) + "</li>";
-            i += 1;
-            continue;
-          }
+        if (item) {
+          items.push({ indent: item[1].length, tag: /\d/.test(item[2]) ? "ol" : "ul", text: item[3] });
+        } else if (/^\s+\S/.test(lines[i]) && items.length) {
+          items[items.length - 1].text += ` ${lines[i].trim()}`;
+        } else {
           break;
         }
-        const indent = item[1].length;
-        const tag = /\d/.test(item[2]) ? "ol" : "ul";
-        while (stack.length && indent < stack[stack.length - 1].indent) html += `</${stack.pop().tag}></li>`;
-        if (!stack.length || indent > stack[stack.length - 1].indent) {
-          if (stack.length) html = html.replace(/<\/li>$/, "");
-          stack.push({ indent, tag });
-          html += `<${tag}>`;
-        }
-        html += `<li>${inline(item[3])}</li>`;
         i += 1;
       }
-      while (stack.length) {
-        html += `</${stack.pop().tag}>`;
-        if (stack.length) html += "</li>";
-      }
-      out.push(html);
+      out.push(renderList(items));
       continue;
     }
     if (!line.trim()) {

@@ -6,7 +6,13 @@ const DOC_TITLES = {
   "conversation-protocol": "Conversation protocol",
   "conversation-projects": "Conversation projects",
   benchmarks: "Benchmarks",
+  "webhooks-and-proxies": "Webhooks and backend proxies",
 };
+
+function title(name) {
+  const words = name.replace(/-/g, " ");
+  return DOC_TITLES[name] || words.charAt(0).toUpperCase() + words.slice(1);
+}
 
 async function main() {
   const response = await fetch("/info");
@@ -49,7 +55,7 @@ async function main() {
     const item = document.createElement("li");
     const link = document.createElement("a");
     link.href = `/docs/${name}`;
-    link.textContent = DOC_TITLES[name] || name;
+    link.textContent = title(name);
     item.append(link);
     list.append(item);
   }
