@@ -42,8 +42,9 @@ async def finished_conversation(ws_url: str) -> str:
             await client.send_text(text)
             await client.next_turn()
         await client.wait_for(
-            lambda m: m.get("type") == "conversation_event"
-            and m.get("eventType") == "conversation_end"
+            lambda m: (
+                m.get("type") == "conversation_event" and m.get("eventType") == "conversation_end"
+            )
         )
     return conversation_id
 
