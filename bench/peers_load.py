@@ -1,0 +1,959 @@
+"""Load generator for ``bench/peers.py``: one process, raw WebSocket clients on uvloop protocols.
+
+Run by the orchestrator (pinned to CPU 1), which reads the one JSON line it prints on stdout:
+
+    python bench/peers_load.py --dialect hubbub --url ws://127.0.0.1:PORT/v1 \\
+        --server-pid PID --scenario suite
+
+The clients speak just enough RFC 6455 (masked client frames, unmasked server frames, ping,
+close) and of each peer's own protocol (a *dialect*) to connect with credentials, subscribe,
+publish and count deliveries. Counting scans each read's bytes for frame headers and the
+dialect's delivery prefix, without a task or an allocation per delivery (~1 µs of CPU each),
+so the load generator is not what limits a server (docs/benchmarks.md).
+
+Dialects, all with the same scenario: subscribers of one channel, a publisher that is not
+subscribed, every publication delivered to every subscriber.
+
+* ``hubbub`` and ``node-ws`` (``bench/baseline/ws_broadcast.mjs``): the realtime protocol,
+  ``?token=<JWT>`` on connect, ``welcome``, ``subscribe`` / ``publish`` with ``requestId`` ->
+  ``ack``, deliveries are ``{"type":"message"...}`` frames.
+* ``socketio`` (Socket.IO 4 on Node, and python-socketio): Engine.IO 4 over a WebSocket only,
+  the JWT in the namespace CONNECT packet's auth payload, events ``subscribe`` / ``publish``
+  with acknowledgements, deliveries are ``42["message",...]`` packets, ping ``2`` -> pong ``3``.
+* ``nats``: the NATS client protocol over NATS' WebSocket listener, ``auth_token`` in CONNECT
+  (NATS' own JWT auth needs an operator setup with nkeys; a token is its shared-secret
+  equivalent), ``SUB``, ``PUB``, a ``PING`` after each command whose ``PONG`` is the ack,
+  deliveries are ``MSG`` lines (several can share one WebSocket frame, so this dialect parses
+  the byte stream).
+
+Scenarios (``--scenario``): ``suite`` runs idle RSS, burst + paced fan-out, connect churn and
+the connect storm against one server; ``idle`` opens ``--count`` subscribed connections from
+several loopback source addresses and reports the server's RSS; ``storm-clients`` is the storm's
+second process (started by ``suite`` itself, so the existing subscribers are read by a process
+that is not busy with 10,000 handshakes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import jwt
+import uvloop
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+STAMP_KEY = b'"t":'
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+IP_BIND_ADDRESS_NO_PORT = 24  # Linux; lets connect() pick the port per 4-tuple after bind()
+JWT_SECRET = "bench-secret-0123456789abcdef0123456789"
+JWT_KID = "sk_bench"
+NATS_TOKEN = "bench-token"
+PAD = "x" * 24
+
+
+def masked_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+    """A final client frame, masked with a fresh key (RFC 6455 section 5.3)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x80 | opcode, 0x80 | length))
+    elif length < 65536:
+        header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
+    key = os.urandom(4)
+    repeated = (key * (length // 4 + 1))[:length]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+        length, "big"
+    )
+    return header + key + masked
+
+
+def make_token(peer: str, lifetime_s: float = 3600.0) -> str:
+    claims = {"sub": peer, "exp": int(time.time() + lifetime_s)}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256", headers={"kid": JWT_KID})
+
+
+def stamp_of(buf: bytes, start: int, stop: int) -> float | None:
+    """The ``"t":<seconds>`` value inside a delivery, if it carries one."""
+    at = buf.find(STAMP_KEY, start, stop)
+    if at < 0:
+        return None
+    at += len(STAMP_KEY)
+    end = at
+    while end < stop and buf[end] in b"0123456789.e-+":
+        end += 1
+    return float(buf[at:end])
+
+
+class Tally:
+    """Deliveries across all subscribers of a phase."""
+
+    __slots__ = ("done", "last_at", "latencies", "received", "target")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.target = 0
+        self.last_at = 0.0
+        self.latencies: list[float] | None = None
+        self.done: asyncio.Event | None = None
+
+    def reset(self, target: int, latencies: bool = False) -> None:
+        self.received, self.target, self.last_at = 0, target, 0.0
+        self.latencies = [] if latencies else None
+        self.done = asyncio.Event()
+
+    def add(self, count: int, now: float) -> None:
+        self.received += count
+        self.last_at = now
+        if self.done is not None and self.received >= self.target:
+            self.done.set()
+
+
+# ---------------------------------------------------------------------------------- dialects
+
+
+class Dialect:
+    """What differs between peers: the path, the control frames and the delivery marker."""
+
+    name = ""
+    delivery_prefix = b""
+    opcode = OP_TEXT
+    stream = False  # deliveries are parsed from the concatenated payloads (NATS)
+
+    def path(self, base_path: str, credential: str) -> str:
+        raise NotImplementedError
+
+    def on_open(self, client: Client) -> None:
+        """Called once the upgrade is done."""
+
+    def control(self, client: Client, payload: bytes) -> None:
+        """A frame that is not a delivery: welcome, acks, errors, keepalives."""
+        raise NotImplementedError
+
+    def subscribe(self, channel: str, seq: int) -> bytes:
+        raise NotImplementedError
+
+    def publish(self, channel: str, seq: int, sent_at: float) -> bytes:
+        raise NotImplementedError
+
+    def credential(self, peer: str) -> str:
+        return make_token(peer)
+
+
+class RealtimeDialect(Dialect):
+    name = "hubbub"
+    delivery_prefix = b'{"type":"message"'
+
+    def path(self, base_path: str, credential: str) -> str:
+        return f"{base_path}?token={credential}"
+
+    def control(self, client: Client, payload: bytes) -> None:
+        if payload.startswith(b'{"type":"ack"'):
+            client.event("ack", payload)
+        elif payload.startswith(b'{"type":"welcome"'):
+            client.event("welcome", payload)
+        elif payload.startswith(b'{"type":"error"'):
+            client.event("error", payload)
+
+    def subscribe(self, channel: str, seq: int) -> bytes:
+        body = f'{{"type":"subscribe","channel":"{channel}","requestId":"s{seq}"}}'
+        return masked_frame(body.encode())
+
+    def publish(self, channel: str, seq: int, sent_at: float) -> bytes:
+        body = (
+            f'{{"type":"publish","channel":"{channel}","requestId":"p{seq}",'
+            f'"data":{{"seq":{seq},"pad":"{PAD}","t":{sent_at!r}}}}}'
+        )
+        return masked_frame(body.encode())
+
+
+class SocketIoDialect(Dialect):
+    name = "socketio"
+    delivery_prefix = b'42["message"'
+
+    def path(self, base_path: str, credential: str) -> str:
+        return "/socket.io/?EIO=4&transport=websocket"
+
+    def control(self, client: Client, payload: bytes) -> None:
+        if payload == b"2":  # Engine.IO ping
+            client.send(masked_frame(b"3"))
+        elif payload.startswith(b"43"):
+            client.event("ack", payload)
+        elif payload.startswith(b"40"):
+            client.event("welcome", payload)
+        elif payload.startswith(b"0"):  # Engine.IO open: now CONNECT to the namespace
+            auth = json.dumps({"token": client.credential}, separators=(",", ":"))
+            client.send(masked_frame(b"40" + auth.encode()))
+        elif payload.startswith((b"44", b"41", b"1")):
+            client.event("error", payload)
+
+    def subscribe(self, channel: str, seq: int) -> bytes:
+        return masked_frame(f'42{seq}["subscribe","{channel}"]'.encode())
+
+    def publish(self, channel: str, seq: int, sent_at: float) -> bytes:
+        data = f'{{"seq":{seq},"pad":"{PAD}","t":{sent_at!r}}}'
+        return masked_frame(f'42{seq}["publish","{channel}",{data}]'.encode())
+
+
+class NatsDialect(Dialect):
+    name = "nats"
+    opcode = OP_BINARY
+    stream = True
+
+    def path(self, base_path: str, credential: str) -> str:
+        return "/"
+
+    def credential(self, peer: str) -> str:
+        return NATS_TOKEN
+
+    def control(self, client: Client, payload: bytes) -> None:
+        if payload.startswith(b"PONG"):
+            client.event("welcome" if not client.welcomed else "ack", payload)
+        elif payload.startswith(b"PING"):
+            client.send(masked_frame(b"PONG\r\n", OP_BINARY))
+        elif payload.startswith(b"INFO"):
+            connect = json.dumps(
+                {
+                    "verbose": False,
+                    "pedantic": False,
+                    "auth_token": client.credential,
+                    "no_echo": True,
+                    "protocol": 1,
+                    "headers": False,
+                },
+                separators=(",", ":"),
+            )
+            client.send(masked_frame(f"CONNECT {connect}\r\nPING\r\n".encode(), OP_BINARY))
+        elif payload.startswith(b"-ERR"):
+            client.event("error", payload)
+
+    def subscribe(self, channel: str, seq: int) -> bytes:
+        return masked_frame(f"SUB {channel} {seq + 1}\r\nPING\r\n".encode(), OP_BINARY)
+
+    def publish(self, channel: str, seq: int, sent_at: float) -> bytes:
+        data = f'{{"seq":{seq},"pad":"{PAD}","t":{sent_at!r}}}'.encode()
+        return masked_frame(
+            f"PUB {channel} {len(data)}\r\n".encode() + data + b"\r\nPING\r\n", OP_BINARY
+        )
+
+
+DIALECTS: dict[str, Dialect] = {
+    "hubbub": RealtimeDialect(),
+    "socketio": SocketIoDialect(),
+    "nats": NatsDialect(),
+}
+
+
+# ----------------------------------------------------------------------------------- client
+
+
+class Client(asyncio.Protocol):
+    """One raw WebSocket connection; deliveries are counted in place, the rest are events."""
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_events",
+        "_key",
+        "_reading",
+        "_request",
+        "_stream",
+        "_waiter",
+        "_writes",
+        "credential",
+        "dialect",
+        "listener",
+        "messages",
+        "tally",
+        "transport",
+        "upgraded",
+        "welcomed",
+    )
+
+    def __init__(self, dialect: Dialect, tally: Tally, host: str, path: str, cred: str) -> None:
+        self.dialect = dialect
+        self.tally = tally
+        self.credential = cred
+        self.messages = 0
+        self.upgraded = False
+        self.welcomed = False
+        self.listener: Callable[[str, bytes], None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self._key = base64.b64encode(os.urandom(16))
+        self._request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {self._key.decode()}\r\n\r\n"
+        ).encode()
+        self._buffer = b""
+        self._stream = b""
+        self._events: deque[tuple[str, bytes]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._reading = False
+        self._writes: list[bytes] = []
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._request)
+        self._request = b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.event("lost", b"")
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.upgraded:
+            data = self._finish_handshake(data)
+            if not data:
+                return
+        buf = self._buffer + data if self._buffer else data
+        end, pos, counted = len(buf), 0, 0
+        prefix, stream = self.dialect.delivery_prefix, self.dialect.stream
+        tally = self.tally
+        latencies = tally.latencies
+        now = time.perf_counter()
+        self._reading = True
+        while end - pos >= 2:
+            length = buf[pos + 1] & 0x7F
+            start = pos + 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                start = pos + 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                start = pos + 10
+            stop = start + length
+            if stop > end:
+                break
+            opcode = buf[pos] & 0x0F
+            pos = stop
+            if opcode in (OP_TEXT, OP_BINARY, 0):
+                if stream:
+                    counted += self._stream_received(buf[start:stop], latencies, now)
+                elif buf.startswith(prefix, start):
+                    counted += 1
+                    if latencies is not None:
+                        sent_at = stamp_of(buf, start, stop)
+                        if sent_at is not None:
+                            latencies.append(now - sent_at)
+                else:
+                    self.dialect.control(self, buf[start:stop])
+            elif opcode == OP_PING:
+                self.send(masked_frame(buf[start:stop], OP_PONG))
+            elif opcode == OP_CLOSE:
+                self.send(masked_frame(buf[start : start + 2], OP_CLOSE))
+                self.event("closed", buf[start:stop])
+        self._reading = False
+        self._buffer = buf[pos:] if pos < end else b""
+        if self._writes and self.transport is not None:
+            self.transport.write(b"".join(self._writes))
+            self._writes.clear()
+        if counted:
+            self.messages += counted
+            tally.add(counted, now)
+
+    def _stream_received(self, chunk: bytes, latencies: list[float] | None, now: float) -> int:
+        """NATS: parse protocol lines; ``MSG <subject> <sid> <size>`` is followed by a payload."""
+        data = self._stream + chunk if self._stream else chunk
+        pos, end, counted = 0, len(data), 0
+        while pos < end:
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            if data.startswith(b"MSG ", pos):
+                size = int(data[data.rfind(b" ", pos, eol) + 1 : eol])
+                stop = eol + 2 + size
+                if stop + 2 > end:
+                    break
+                counted += 1
+                if latencies is not None:
+                    sent_at = stamp_of(data, eol + 2, stop)
+                    if sent_at is not None:
+                        latencies.append(now - sent_at)
+                pos = stop + 2
+            else:
+                self.dialect.control(self, data[pos : eol + 2])
+                pos = eol + 2
+        self._stream = data[pos:] if pos < end else b""
+        return counted
+
+    def _finish_handshake(self, data: bytes) -> bytes:
+        data = self._buffer + data
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            self._buffer = data
+            return b""
+        head, rest = data[:end].decode("latin-1"), data[end + 4 :]
+        self._buffer = b""
+        expected = base64.b64encode(hashlib.sha1(self._key + WS_GUID).digest()).decode()
+        status = head.split("\r\n", 1)[0]
+        if " 101 " not in status + " " or expected not in head:
+            self.event("error", status.encode())
+            if self.transport is not None:
+                self.transport.close()
+            return b""
+        self.upgraded = True
+        self.dialect.on_open(self)
+        return rest
+
+    # -- used by the scenarios
+
+    def send(self, frame: bytes) -> None:
+        if self._reading:
+            self._writes.append(frame)
+        elif self.transport is not None:
+            self.transport.write(frame)
+
+    def event(self, kind: str, payload: bytes) -> None:
+        if kind == "welcome":
+            self.welcomed = True
+        if self.listener is not None:
+            self.listener(kind, payload)
+            return
+        self._events.append((kind, payload))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def expect(self, kind: str) -> bytes:
+        """The next event, which must be ``kind``."""
+        while not self._events:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        got, payload = self._events.popleft()
+        if got != kind:
+            raise ConnectionError(f"expected {kind}, got {got}: {payload[:200]!r}")
+        return payload
+
+    async def close(self, timeout_s: float) -> None:
+        """A clean close: close frame, then wait for the server to end the TCP connection."""
+        if self.transport is None:
+            return
+        self._closed = asyncio.get_running_loop().create_future()
+        self.transport.write(masked_frame(b"\x03\xe8", OP_CLOSE))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._closed
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Target:
+    """Where and how to connect."""
+
+    def __init__(self, dialect: Dialect, url: str, sources: list[str]) -> None:
+        parts = urlsplit(url)
+        self.dialect = dialect
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.base_path = parts.path or "/"
+        self.sources = sources
+        self.created = 0
+
+    async def connect(self, tally: Tally, timeout_s: float, welcome: bool = True) -> Client:
+        peer = f"peer-{os.getpid()}-{self.created}"
+        source = self.sources[self.created % len(self.sources)] if self.sources else None
+        self.created += 1
+        credential = self.dialect.credential(peer)
+        path = self.dialect.path(self.base_path, credential)
+        loop = asyncio.get_running_loop()
+
+        def factory() -> Client:
+            return Client(self.dialect, tally, f"{self.host}:{self.port}", path, credential)
+
+        async with asyncio.timeout(timeout_s):
+            if source is None:
+                _, client = await loop.create_connection(factory, self.host, self.port)
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.setblocking(False)
+                sock.bind((source, 0))
+                try:
+                    await loop.sock_connect(sock, (self.host, self.port))
+                except BaseException:
+                    sock.close()
+                    raise
+                _, client = await loop.create_connection(factory, sock=sock)
+            if welcome:
+                await client.expect("welcome")
+        return client
+
+    async def subscriber(self, tally: Tally, channel: str, seq: int, timeout_s: float) -> Client:
+        client = await self.connect(tally, timeout_s)
+        client.send(self.dialect.subscribe(channel, seq))
+        async with asyncio.timeout(timeout_s):
+            await client.expect("ack")
+        return client
+
+
+async def many(count: int, parallel: int, make: Callable[[int], Any]) -> list[Any]:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(index: int) -> Any:
+        async with gate:
+            return await make(index)
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+# --------------------------------------------------------------------------------- measuring
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * PAGE_KIB
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000.0
+
+
+def log(text: str) -> None:
+    print(f"[load] {text}", file=sys.stderr, flush=True)
+
+
+async def settle_rss(pid: int, seconds: float) -> int:
+    """RSS once it stops moving (allocators and GCs settle after a wave of connects)."""
+    await asyncio.sleep(seconds)
+    return rss_kib(pid)
+
+
+async def measure_idle_rss(
+    target: Target, pid: int, count: int, parallel: int, timeout_s: float
+) -> dict[str, Any]:
+    tally = Tally()
+    # One warm connection first, so lazily created server state is not charged to the count.
+    warm = await target.subscriber(tally, "idle-0", 0, timeout_s)
+    before = await settle_rss(pid, 1.0)
+    began = time.perf_counter()
+    cpu_before = cpu_seconds(pid)
+
+    async def one(i: int) -> Client:
+        return await target.subscriber(tally, f"idle-{i % 100}", i, timeout_s)
+
+    clients = await many(count, parallel, one)
+    connect_s = time.perf_counter() - began
+    connect_cpu = cpu_seconds(pid) - cpu_before
+    after = await settle_rss(pid, 2.0)
+    for client in [*clients, warm]:
+        client.abort()
+    await asyncio.sleep(1.0)
+    return {
+        "connections": count,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / count,
+        "connect_s": connect_s,
+        "connect_cpu_s": connect_cpu,
+    }
+
+
+async def run_burst(
+    publisher: Client,
+    subscribers: list[Client],
+    tally: Tally,
+    dialect: Dialect,
+    pid: int,
+    messages: int,
+    window: int,
+    timeout_s: float,
+) -> dict[str, Any]:
+    for sub in subscribers:
+        sub.messages = 0
+    tally.reset(messages * len(subscribers))
+    frames = [dialect.publish("bench", seq, 0.0) for seq in range(messages)]
+    state = {"sent": min(window, messages), "acked": 0}
+    all_acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_event(kind: str, payload: bytes) -> None:
+        if kind != "ack":
+            if not all_acked.done():
+                all_acked.set_exception(RuntimeError(f"publish failed: {kind} {payload[:200]!r}"))
+            return
+        state["acked"] += 1
+        if state["sent"] < messages:
+            publisher.send(frames[state["sent"]])
+            state["sent"] += 1
+        elif state["acked"] == messages and not all_acked.done():
+            all_acked.set_result(None)
+
+    publisher.listener = on_event
+    cpu_before = cpu_seconds(pid)
+    started = time.perf_counter()
+    publisher.send(b"".join(frames[: state["sent"]]))
+    timed_out = False
+    try:
+        async with asyncio.timeout(timeout_s):
+            await all_acked
+            assert tally.done is not None
+            await tally.done.wait()
+    except TimeoutError:
+        timed_out = True
+    finally:
+        publisher.listener = None
+    elapsed = (tally.last_at or time.perf_counter()) - started
+    cpu = cpu_seconds(pid) - cpu_before
+    delivered = sum(sub.messages for sub in subscribers)
+    return {
+        "messages": messages,
+        "deliveries": delivered,
+        "loss": messages * len(subscribers) - delivered,
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu,
+        "us_per_delivery": cpu / max(1, delivered) * 1e6,
+        "deliveries_per_s": delivered / elapsed if elapsed > 0 else 0.0,
+        "timed_out": timed_out,
+    }
+
+
+async def run_paced(
+    publisher: Client,
+    subscribers: list[Client],
+    tally: Tally,
+    dialect: Dialect,
+    pid: int,
+    rate: float,
+    seconds: float,
+    timeout_s: float,
+) -> dict[str, Any]:
+    count = max(1, int(rate * seconds))
+    tally.reset(count * len(subscribers), latencies=True)
+    publisher.listener = lambda kind, payload: None
+    cpu_before = cpu_seconds(pid)
+    started = time.perf_counter()
+    timed_out = False
+    try:
+        for seq in range(count):
+            delay = started + seq / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            publisher.send(dialect.publish("bench", seq, time.perf_counter()))
+        async with asyncio.timeout(timeout_s):
+            assert tally.done is not None
+            await tally.done.wait()
+    except TimeoutError:
+        timed_out = True
+    finally:
+        publisher.listener = None
+    cpu = cpu_seconds(pid) - cpu_before
+    latencies = tally.latencies or []
+    tally.latencies = None
+    delivered = tally.received
+    return {
+        "messages": count,
+        "deliveries": delivered,
+        "loss": count * len(subscribers) - delivered,
+        "server_cpu_s": cpu,
+        "us_per_delivery": cpu / max(1, delivered) * 1e6,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "timed_out": timed_out,
+    }
+
+
+async def run_churn(
+    target: Target, pid: int, count: int, parallel: int, timeout_s: float
+) -> dict[str, Any]:
+    """Connect (with credentials), subscribe, close cleanly; server CPU per cycle."""
+    tally = Tally()
+    failures = 0
+
+    async def cycle(i: int) -> None:
+        nonlocal failures
+        try:
+            client = await target.subscriber(tally, f"churn-{i % 50}", i, timeout_s)
+            await client.close(timeout_s)
+        except (OSError, TimeoutError, ConnectionError):
+            failures += 1
+
+    await asyncio.sleep(0.5)
+    cpu_before = cpu_seconds(pid)
+    began = time.perf_counter()
+    await many(count, parallel, cycle)
+    elapsed = time.perf_counter() - began
+    await asyncio.sleep(0.3)  # the server's part of the last closes
+    cpu = cpu_seconds(pid) - cpu_before
+    done = count - failures
+    return {
+        "cycles": count,
+        "failures": failures,
+        "elapsed_s": elapsed,
+        "server_cpu_s": cpu,
+        "per_cpu_second": done / cpu if cpu > 0 else float("inf"),
+        "per_second": done / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+async def run_storm(
+    args: argparse.Namespace,
+    publisher: Client,
+    subscribers: list[Client],
+    tally: Tally,
+    dialect: Dialect,
+    pid: int,
+) -> dict[str, Any]:
+    """Existing subscribers get paced messages while another process connects N at once."""
+    command = [
+        sys.executable,
+        __file__,
+        "--scenario=storm-clients",
+        f"--dialect={args.dialect}",
+        f"--url={args.url}",
+        f"--server-pid={pid}",
+        f"--count={args.storm}",
+        f"--timeout={args.storm_timeout}",
+    ]
+    if args.sources:
+        command.append(f"--sources={args.sources}")
+    # The storm's clients run niced, so the existing subscribers' reads (this process) come
+    # first on the shared core and their latency is the server's, not the load generator's.
+    storm = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=lambda: os.nice(10)
+    )
+    assert storm.stdout is not None and storm.stdin is not None
+    loop = asyncio.get_running_loop()
+    ready = await loop.run_in_executor(None, storm.stdout.readline)
+    if ready.strip() != b"ready":
+        raise RuntimeError(f"storm process failed to start: {ready!r}")
+    tally.reset(1 << 62, latencies=True)
+    publisher.listener = lambda kind, payload: None
+    stop = asyncio.Event()
+
+    async def pace() -> int:
+        seq, started = 0, time.perf_counter()
+        while not stop.is_set():
+            delay = started + seq / args.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            publisher.send(dialect.publish("bench", 100_000 + seq, time.perf_counter()))
+            seq += 1
+        return seq
+
+    pacer = asyncio.create_task(pace())
+    await asyncio.sleep(1.0)  # paced traffic before the storm
+    cpu_before = cpu_seconds(pid)
+    storm.stdin.write(b"go\n")
+    storm.stdin.flush()
+    line = await loop.run_in_executor(None, storm.stdout.readline)
+    report: dict[str, Any] = json.loads(line)
+    cpu = cpu_seconds(pid) - cpu_before
+    await asyncio.sleep(0.5)
+    stop.set()
+    sent = await pacer
+    await asyncio.sleep(0.5)
+    latencies = tally.latencies or []
+    tally.latencies = None
+    storm.stdin.write(b"close\n")
+    storm.stdin.flush()
+    await loop.run_in_executor(None, storm.wait)
+    publisher.listener = None
+    report.update(
+        {
+            "server_cpu_s": cpu,
+            "existing_p50_ms": percentile(latencies, 0.50),
+            "existing_p99_ms": percentile(latencies, 0.99),
+            "existing_max_ms": percentile(latencies, 1.0),
+            "existing_deliveries": len(latencies),
+            "existing_expected": sent * len(subscribers),
+        }
+    )
+    return report
+
+
+async def storm_clients(target: Target, count: int, timeout_s: float) -> None:
+    """The storm's own process: on "go", open ``count`` connections at once."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("ready", flush=True)
+    await reader.readline()
+    tally = Tally()
+    began = time.perf_counter()
+    welcomed_at: list[float] = []
+    failures: list[str] = []
+    clients: list[Client] = []
+
+    async def one() -> None:
+        try:
+            clients.append(await target.connect(tally, timeout_s))
+            welcomed_at.append(time.perf_counter() - began)
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            failures.append(type(exc).__name__)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    report = {
+        "clients": count,
+        "welcomed": len(welcomed_at),
+        "failures": len(failures),
+        "failure_kinds": sorted(set(failures)),
+        "all_welcomed_s": max(welcomed_at) if welcomed_at else float("nan"),
+        "p50_welcome_s": percentile(welcomed_at, 0.5) / 1000.0,
+        "storm_process_cpu_s": time.process_time(),
+    }
+    print(json.dumps(report), flush=True)
+    await reader.readline()
+    for client in clients:
+        client.abort()
+
+
+async def suite(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    pid, timeout_s = args.server_pid, args.timeout
+    results: dict[str, Any] = {}
+    rows = set(args.rows.split(","))
+    if "rss" in rows:
+        log(f"idle RSS: {args.idle} connections")
+        results["rss"] = await measure_idle_rss(target, pid, args.idle, 64, timeout_s)
+        log(f"  {results['rss']['kib_per_connection']:.1f} KiB/connection")
+    tally = Tally()
+    if rows & {"burst", "paced", "storm"}:
+        began = time.perf_counter()
+
+        async def one(i: int) -> Client:
+            return await target.subscriber(tally, "bench", i, timeout_s)
+
+        subscribers = await many(args.subscribers, 64, one)
+        publisher = await target.connect(tally, timeout_s)
+        log(f"{len(subscribers)} subscribers in {time.perf_counter() - began:.1f} s")
+        dialect = target.dialect
+        await run_burst(publisher, subscribers, tally, dialect, pid, 50, args.window, timeout_s)
+        if "burst" in rows:
+            results["burst"] = await run_burst(
+                publisher, subscribers, tally, dialect, pid, args.messages, args.window, timeout_s
+            )
+            log(f"  burst {results['burst']['us_per_delivery']:.2f} µs/delivery")
+        if "paced" in rows:
+            results["paced"] = await run_paced(
+                publisher, subscribers, tally, dialect, pid, args.rate, args.paced_s, timeout_s
+            )
+            log(f"  paced {results['paced']['us_per_delivery']:.2f} µs/delivery")
+        if "storm" in rows:
+            log(f"storm: {args.storm} clients at once")
+            results["storm"] = await run_storm(args, publisher, subscribers, tally, dialect, pid)
+            log(f"  storm {results['storm']}")
+        for client in [*subscribers, publisher]:
+            client.abort()
+        await asyncio.sleep(1.0)
+    if "churn" in rows:
+        log(f"churn: {args.churn} connect + subscribe + close")
+        results["churn"] = await run_churn(target, pid, args.churn, args.churn_parallel, timeout_s)
+        log(f"  {results['churn']['per_cpu_second']:.0f} per server CPU-second")
+    return results
+
+
+async def idle(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """Many idle subscribed connections from several source addresses; the server's RSS."""
+    pid = args.server_pid
+    tally = Tally()
+    before = await settle_rss(pid, 0.5)
+    began = time.perf_counter()
+    cpu_before = cpu_seconds(pid)
+    clients: list[Client] = []
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        try:
+            clients.append(await target.subscriber(tally, f"idle-{i % 1000}", i, args.timeout))
+        except (OSError, TimeoutError, ConnectionError):
+            failures += 1
+        if (i + 1) % 10_000 == 0:
+            log(f"  {i + 1} attempted, {len(clients)} open, RSS {rss_kib(pid) / 1024:.0f} MiB")
+
+    await many(args.count, 256, one)
+    connect_s = time.perf_counter() - began
+    cpu = cpu_seconds(pid) - cpu_before
+    after = await settle_rss(pid, 3.0)
+    # Still open and answering a minute later? (keepalives run in the meantime)
+    await asyncio.sleep(args.hold)
+    still_open = sum(1 for c in clients if c.transport is not None)
+    held = rss_kib(pid)
+    for client in clients:
+        client.abort()
+    return {
+        "connections": len(clients),
+        "failures": failures,
+        "connect_s": connect_s,
+        "connect_cpu_s": cpu,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_held_kib": held,
+        "still_open": still_open,
+        "kib_per_connection": (after - before) / max(1, len(clients)),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    dialect = DIALECTS[args.dialect]
+    sources = [s for s in args.sources.split(",") if s] if args.sources else []
+    target = Target(dialect, args.url, sources)
+    if args.scenario == "storm-clients":
+        await storm_clients(target, args.count, args.timeout)
+        return
+    outcome = await (suite(args, target) if args.scenario == "suite" else idle(args, target))
+    outcome["load_cpu_s"] = time.process_time()
+    print(json.dumps(outcome), flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dialect", choices=sorted(DIALECTS), required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--scenario", choices=["suite", "idle", "storm-clients"], default="suite")
+    parser.add_argument("--rows", default="rss,burst,paced,churn,storm")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--paced-s", type=float, default=5.0)
+    parser.add_argument("--idle", type=int, default=5000, help="connections for idle RSS")
+    parser.add_argument("--churn", type=int, default=1000)
+    parser.add_argument("--churn-parallel", type=int, default=16)
+    parser.add_argument("--storm", type=int, default=10_000)
+    parser.add_argument("--storm-timeout", type=float, default=60.0)
+    parser.add_argument("--count", type=int, default=100_000, help="idle / storm-clients")
+    parser.add_argument("--hold", type=float, default=5.0, help="idle: seconds held open")
+    parser.add_argument("--sources", default="", help="source addresses, comma-separated")
+    parser.add_argument("--timeout", type=float, default=60.0)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    uvloop.run(main(parse_args()))
