@@ -538,6 +538,18 @@ def rss_kib(pid: int) -> int:
         return int(statm.read().split()[1]) * PAGE_KIB
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (all
+    sockets on the machine, so other people's tests can add to it)."""
+    with open("/proc/net/netstat") as netstat:
+        lines = netstat.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(table["ListenOverflows"])
+    return 0
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -805,6 +817,7 @@ async def storm_clients(target: Target, count: int, timeout_s: float) -> None:
     print("ready", flush=True)
     await reader.readline()
     tally = Tally()
+    overflows = listen_overflows()
     began = time.perf_counter()
     welcomed_at: list[float] = []
     failures: list[str] = []
@@ -823,6 +836,7 @@ async def storm_clients(target: Target, count: int, timeout_s: float) -> None:
         "welcomed": len(welcomed_at),
         "failures": len(failures),
         "failure_kinds": sorted(set(failures)),
+        "listen_overflows": listen_overflows() - overflows,
         "all_welcomed_s": max(welcomed_at) if welcomed_at else float("nan"),
         "p50_welcome_s": percentile(welcomed_at, 0.5) / 1000.0,
         "storm_process_cpu_s": time.process_time(),
@@ -882,17 +896,17 @@ async def idle(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     pid = args.server_pid
     tally = Tally()
     before = await settle_rss(pid, 0.5)
+    overflows = listen_overflows()
     began = time.perf_counter()
     cpu_before = cpu_seconds(pid)
     clients: list[Client] = []
-    failures = 0
+    failures: list[str] = []
 
     async def one(i: int) -> None:
-        nonlocal failures
         try:
             clients.append(await target.subscriber(tally, f"idle-{i % 1000}", i, args.timeout))
-        except (OSError, TimeoutError, ConnectionError):
-            failures += 1
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            failures.append(f"{type(exc).__name__}: {exc}"[:120])
         if (i + 1) % 10_000 == 0:
             log(f"  {i + 1} attempted, {len(clients)} open, RSS {rss_kib(pid) / 1024:.0f} MiB")
 
@@ -908,7 +922,9 @@ async def idle(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         client.abort()
     return {
         "connections": len(clients),
-        "failures": failures,
+        "failures": len(failures),
+        "failure_kinds": sorted(set(failures))[:5],
+        "listen_overflows": listen_overflows() - overflows,
         "connect_s": connect_s,
         "connect_cpu_s": cpu,
         "rss_before_kib": before,
