@@ -935,12 +935,31 @@ async def idle(args: argparse.Namespace, target: Target) -> dict[str, Any]:
     }
 
 
+async def hold(args: argparse.Namespace, target: Target) -> None:
+    """Open ``--count`` subscribed connections, say "ready", keep them until stdin closes
+    (bench/census.py measures the server meanwhile)."""
+    tally = Tally()
+
+    async def one(i: int) -> Client:
+        return await target.subscriber(tally, f"idle-{i % 100}", i, args.timeout)
+
+    clients = await many(args.count, 64, one)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    for client in clients:
+        client.abort()
+
+
 async def main(args: argparse.Namespace) -> None:
     dialect = DIALECTS[args.dialect]
     sources = [s for s in args.sources.split(",") if s] if args.sources else []
     target = Target(dialect, args.url, sources)
     if args.scenario == "storm-clients":
         await storm_clients(target, args.count, args.timeout)
+        return
+    if args.scenario == "hold":
+        await hold(args, target)
         return
     outcome = await (suite(args, target) if args.scenario == "suite" else idle(args, target))
     outcome["load_cpu_s"] = time.process_time()
@@ -952,7 +971,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dialect", choices=sorted(DIALECTS), required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--server-pid", type=int, required=True)
-    parser.add_argument("--scenario", choices=["suite", "idle", "storm-clients"], default="suite")
+    parser.add_argument(
+        "--scenario", choices=["suite", "idle", "storm-clients", "hold"], default="suite"
+    )
     parser.add_argument("--rows", default="rss,burst,paced,churn,storm")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=300)
