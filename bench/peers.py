@@ -89,6 +89,8 @@ websocket {{
 }}
 """
 
+LEAN_IMPLS = ("aiohttp", "websockets", "wsproto", "raw", "picows", "picows-small", "sniff")
+
 GOALS = {
     "kib": 8.0,
     "paced_us": 10.0,
@@ -169,6 +171,19 @@ def peers(tmp: Path) -> dict[str, Peer]:
             "/",
             jwt_env,
         ),
+        **{
+            # Candidate WebSocket layers for a lean /v1 (bench/lean/server.py), same fan-out.
+            f"lean-{impl}": Peer(
+                ServerSpec(
+                    f"lean-{impl}",
+                    [sys.executable, str(BENCH / "lean" / "server.py"), impl, "0"],
+                    listening,
+                ),
+                "hubbub",
+                "/v1",
+            )
+            for impl in LEAN_IMPLS
+        },
     }
 
 
