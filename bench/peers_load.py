@@ -685,6 +685,7 @@ async def run_paced(
     tally.reset(count * len(subscribers), latencies=True)
     publisher.listener = lambda kind, payload: None
     await quiesce(pid)
+    log("paced phase starts")
     cpu_before = cpu_seconds(pid)
     started = time.perf_counter()
     timed_out = False
