@@ -299,7 +299,10 @@ def render(
         rows.append((label, cells))
 
     row("burst fan-out, server CPU µs/delivery", lambda r: fmt(r["burst"]["us_per_delivery"], 2))
-    row("  burst loss", lambda r: str(r["burst"]["loss"]))
+    row(
+        "  burst loss",
+        lambda r: str(r["burst"]["loss"]) + (" (timed out)" if r["burst"]["timed_out"] else ""),
+    )
     row(
         "paced fan-out 20 msg/s, server CPU µs/delivery",
         lambda r: fmt(r["paced"]["us_per_delivery"], 2),
@@ -308,7 +311,10 @@ def render(
         "  paced p50 / p99 ms",
         lambda r: f"{fmt(r['paced']['p50_ms'])} / {fmt(r['paced']['p99_ms'])}",
     )
-    row("  paced loss", lambda r: str(r["paced"]["loss"]))
+    row(
+        "  paced loss",
+        lambda r: str(r["paced"]["loss"]) + (" (timed out)" if r["paced"]["timed_out"] else ""),
+    )
     row("RSS per idle subscribed connection, KiB", lambda r: fmt(r["rss"]["kib_per_connection"]))
     row(
         "connect + subscribe + close per server CPU-s",
@@ -489,7 +495,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--churn", type=int, default=1000)
     parser.add_argument("--storm", type=int, default=10_000)
-    parser.add_argument("--timeout", type=float, default=300.0, help="per server, seconds")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per server, seconds")
     parser.add_argument("--quick", action="store_true", help="small counts, no 100k run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -102,7 +102,7 @@ def stamp_of(buf: bytes, start: int, stop: int) -> float | None:
 class Tally:
     """Deliveries across all subscribers of a phase."""
 
-    __slots__ = ("done", "last_at", "latencies", "received", "target")
+    __slots__ = ("done", "last_at", "latencies", "received", "since", "target")
 
     def __init__(self) -> None:
         self.received = 0
@@ -357,7 +357,7 @@ class Client(asyncio.Protocol):
                     counted += 1
                     if latencies is not None:
                         sent_at = stamp_of(buf, start, stop)
-                        if sent_at is not None:
+                        if sent_at:  # burst frames carry 0.0: not timed
                             latencies.append(now - sent_at)
                 else:
                     self.dialect.control(self, buf[start:stop])
@@ -391,7 +391,7 @@ class Client(asyncio.Protocol):
                 counted += 1
                 if latencies is not None:
                     sent_at = stamp_of(data, eol + 2, stop)
-                    if sent_at is not None:
+                    if sent_at:
                         latencies.append(now - sent_at)
                 pos = stop + 2
             else:
@@ -561,7 +561,7 @@ def log(text: str) -> None:
     print(f"[load] {text}", file=sys.stderr, flush=True)
 
 
-async def quiesce(pid: int, limit_s: float = 30.0) -> None:
+async def quiesce(pid: int, limit_s: float = 120.0) -> None:
     """Wait until the server is idle (under 2% of a core over 0.5 s): a phase must not be
     charged for the previous one's leftovers, such as 10,000 disconnects after the storm."""
     deadline = time.perf_counter() + limit_s
@@ -705,7 +705,7 @@ async def run_paced(
     cpu = cpu_seconds(pid) - cpu_before
     latencies = tally.latencies or []
     tally.latencies = None
-    delivered = tally.received
+    delivered = len(latencies)  # every paced delivery carries its send time
     return {
         "messages": count,
         "deliveries": delivered,
@@ -885,17 +885,18 @@ async def suite(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         publisher = await target.connect(tally, timeout_s)
         log(f"{len(subscribers)} subscribers in {time.perf_counter() - began:.1f} s")
         dialect = target.dialect
-        await run_burst(publisher, subscribers, tally, dialect, pid, 50, args.window, timeout_s)
+        phase_s = args.phase_timeout
+        await run_burst(publisher, subscribers, tally, dialect, pid, 50, args.window, phase_s)
         log("warm-up done")
         await asyncio.sleep(args.settle)  # bench/callgrind_paced.py starts counting meanwhile
         if "burst" in rows:
             results["burst"] = await run_burst(
-                publisher, subscribers, tally, dialect, pid, args.messages, args.window, timeout_s
+                publisher, subscribers, tally, dialect, pid, args.messages, args.window, phase_s
             )
             log(f"  burst {results['burst']['us_per_delivery']:.2f} µs/delivery")
         if "paced" in rows:
             results["paced"] = await run_paced(
-                publisher, subscribers, tally, dialect, pid, args.rate, args.paced_s, timeout_s
+                publisher, subscribers, tally, dialect, pid, args.rate, args.paced_s, phase_s
             )
             log(f"  paced {results['paced']['us_per_delivery']:.2f} µs/delivery")
         if "storm" in rows:
@@ -1010,6 +1011,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold", type=float, default=5.0, help="idle: seconds held open")
     parser.add_argument("--sources", default="", help="source addresses, comma-separated")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--phase-timeout", type=float, default=300.0, help="burst, paced")
     parser.add_argument("--settle", type=float, default=0.0, help="pause after the warm-up")
     return parser.parse_args(argv)
 
