@@ -7,8 +7,10 @@ Covered: the opening handshake (GET, ``Upgrade: websocket``, ``Connection: upgra
 RSV bits must be clear (1002); control frames are final and at most 125 bytes (1002);
 fragmented messages are reassembled (continuation without a start, or a new start inside one:
 1002); text must be UTF-8 (1007); messages above the limit: 1009; ping -> pong with the same
-payload; a close frame is answered with the same code and the TCP connection closed. A read
-buffer exists only while a frame is incomplete.
+payload; a close frame is answered with the same code and the TCP connection closed; after a
+violation the close frame is sent and the peer's remaining bytes are read and dropped (for at
+most 2 s) so the close is not turned into a reset. A read buffer exists only while a frame
+is incomplete. ``check_raw.py`` exercises each of these.
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ def upgrade_response(head: bytes) -> bytes | None:
 class RawWebSocket(asyncio.Protocol):
     __slots__ = (
         "_buffer",
+        "_closing",
         "_fragments",
         "_open",
+        "_received_close",
         "channels",
         "heard",
         "hub",
@@ -103,6 +107,8 @@ class RawWebSocket(asyncio.Protocol):
         self._buffer = b""
         self._fragments: list[bytes] | None = None
         self._open = False
+        self._closing = False
+        self._received_close = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -115,6 +121,8 @@ class RawWebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        if self._closing:
+            return  # after our close frame: read and drop until the peer closes or time runs out
         if self._buffer:
             data, self._buffer = self._buffer + data, b""
         if not self._open:
@@ -178,6 +186,7 @@ class RawWebSocket(asyncio.Protocol):
                 self.write_frame(control_frame(OP_PONG, payload))
             elif opcode == OP_CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+                self._received_close = True
                 self.close_with(code if 1000 <= code < 5000 else 1002, "")
                 return False
             elif opcode != OP_PONG:
@@ -230,7 +239,17 @@ class RawWebSocket(asyncio.Protocol):
         self.write_frame(control_frame(OP_PING, b""))
 
     def close_with(self, code: int, reason: str) -> None:
-        if self.transport is not None:
-            self.transport.write(close_frame(code, reason))
-            self.transport.close()
+        """Send a close frame. After a peer's close the TCP connection ends at once; after a
+        violation the peer may still be sending, and closing with unread bytes would reset the
+        connection before the peer reads the close frame, so the rest is read and dropped
+        until the peer closes (or 2 s pass: a timer only for a closing connection)."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        transport.write(close_frame(code, reason))
+        if self._received_close:
+            transport.close()
             self.transport = None
+            return
+        self._closing = True
+        asyncio.get_running_loop().call_later(2.0, transport.abort)
