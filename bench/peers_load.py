@@ -416,8 +416,8 @@ async def suite(args: argparse.Namespace, target: Target) -> dict[str, Any]:
         log(f"idle RSS: {args.idle} connections")
         results["rss"] = await measure_idle_rss(target, pid, args.idle, 64, timeout_s)
         log(f"  {results['rss']['kib_per_connection']:.1f} KiB/connection")
-    # Connects before the storm: after 10,000 connects at once (some of them failing), a
-    # server's connect cost was seen to stay up for a while (docs/benchmarks.md).
+    # Connects first, on a server that has seen no storm yet (moving them here did not change
+    # Hubbub's figure, which follows the machine's load instead: docs/benchmarks.md).
     if "churn" in rows:
         log(f"churn: {args.churn} connect + subscribe + close")
         results["churn"] = await run_churn(target, pid, args.churn, args.churn_parallel, timeout_s)
