@@ -20,7 +20,9 @@ from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.memory_history import MemoryHistoryStore
 from hubbub.brokers.redis_broker import RedisBroker
+from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import Config, ConfigError
@@ -35,8 +37,10 @@ from hubbub.conversation.store import ConversationStore
 from hubbub.conversation.templates import TemplateRenderer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable
+from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
 from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.webhook_client import AiohttpWebhookClient
@@ -57,15 +61,22 @@ class _LoopScheduler:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
-def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, UsageStore]:
+def _backends(
+    config: Config, node_id: str
+) -> tuple[Broker, PresenceStore, UsageStore, HistoryStore]:
     settings = config.broker
     if settings.kind == "memory":
-        return MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore()
+        history = MemoryHistoryStore(
+            max_bytes=config.server.history_memory_bytes,
+            max_message_ids=config.server.dedup_memory_ids,
+        )
+        return MemoryBroker(history), MemoryPresenceStore(), MemoryUsageStore(), history
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
     shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
     prefix = settings.key_prefix
     presence = RedisPresenceStore(shards, prefix, node_id)
     usage = RedisUsageStore(shards, prefix, node_id)
+    redis_history = RedisHistoryStore(shards, prefix)
     broker = RedisBroker(
         shards,
         presence,
@@ -73,14 +84,32 @@ def _backends(config: Config, node_id: str) -> tuple[Broker, PresenceStore, Usag
         node_id=node_id,
         prefix=prefix,
         presence_ttl_s=settings.presence_ttl_s,
+        history=redis_history,
     )
-    return broker, presence, usage
+    return broker, presence, usage, redis_history
+
+
+def retention_rules(config: Config) -> RetentionRules:
+    """``[[apps.channels]]`` in file order (the first match wins)."""
+    return RetentionRules(
+        {
+            app.id: [
+                RetentionRule(
+                    compile_pattern(entry.pattern),
+                    Retention(entry.history_size, entry.history_ttl_s),
+                )
+                for entry in app.channels
+            ]
+            for app in config.apps
+            if app.channels
+        }
+    )
 
 
 def build_node(config: Config) -> Node:
     limits = config.limits
     node_id = config.broker.node_id or uuid.uuid4().hex[:12]
-    broker, presence, usage = _backends(config, node_id)
+    broker, presence, usage, history = _backends(config, node_id)
     return Node(
         node_id=node_id,
         broker=broker,
@@ -102,6 +131,9 @@ def build_node(config: Config) -> Node:
         },
         clock=time.time,
         scheduler=_LoopScheduler(),
+        history=history,
+        retention=retention_rules(config),
+        dedup_window_s=config.server.dedup_window_s,
     )
 
 
