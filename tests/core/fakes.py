@@ -17,6 +17,7 @@ from typing import Any
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Connection
+from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
@@ -186,9 +187,23 @@ class Hub:
     presence: PresenceStore = field(default_factory=MemoryPresenceStore)
     usage: UsageStore = field(default_factory=MemoryUsageStore)
     clock: FakeClock = field(default_factory=FakeClock)
+    # app -> [(pattern, history_size, history_ttl_s)], first match wins ([[apps.channels]]).
+    channels: Mapping[str, list[tuple[str, int, float]]] = field(default_factory=dict)
+    history: HistoryStore | None = None
+    dedup_window_s: float = 120.0
 
     def __post_init__(self) -> None:
         self.scheduler = FakeScheduler(self.clock)
+        if self.history is None and isinstance(self.broker, MemoryBroker):
+            self.history = self.broker.history
+        rules = RetentionRules(
+            {
+                app: [
+                    RetentionRule(compile_pattern(p), Retention(size, ttl)) for p, size, ttl in rows
+                ]
+                for app, rows in self.channels.items()
+            }
+        )
         self.node = Node(
             node_id="n1",
             broker=self.broker,
@@ -198,6 +213,9 @@ class Hub:
             quotas=self.quotas,
             clock=self.clock,
             scheduler=self.scheduler,
+            history=self.history,
+            retention=rules,
+            dedup_window_s=self.dedup_window_s,
         )
         self._anonymous = 0
         self.journal: list[tuple[str, Event]] = []
