@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hubbub.core.history import HistoryStats
 from hubbub.core.node import Node
 
 # Milliseconds are the protocol's unit; Prometheus convention is seconds.
@@ -57,12 +58,51 @@ class _NodeCollector(Collector):
         for code, count in sorted(stats.errors.items()):
             errors.add_metric([code], count)
         yield errors
+        history = node.history_stats
+        if history is not None:
+            yield from _history_metrics(history)
         closes = CounterMetricFamily(
             "hubbub_server_closes", "Connections the server closed", labels=["code"]
         )
         for close_code, count in sorted(stats.closes.items()):
             closes.add_metric([str(int(close_code))], count)
         yield closes
+
+
+def _history_metrics(stats: HistoryStats) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "hubbub_history_appended", "Publications recorded in channel history", value=stats.appended
+    )
+    yield CounterMetricFamily(
+        "hubbub_publish_duplicates",
+        "Publishes not delivered again: their messageId was seen within dedup_window_s",
+        value=stats.duplicates,
+    )
+    evicted = CounterMetricFamily(
+        "hubbub_history_evicted",
+        "Publications dropped from history, by reason (size: history_size, ttl: history_ttl_s, "
+        "cap: the memory broker's history_memory_bytes)",
+        labels=["reason"],
+    )
+    evicted.add_metric(["size"], stats.evicted_by_size)
+    evicted.add_metric(["ttl"], stats.evicted_by_ttl)
+    evicted.add_metric(["cap"], stats.evicted_by_cap)
+    yield evicted
+    yield CounterMetricFamily(
+        "hubbub_history_channels_evicted",
+        "Channels whose whole history (and epoch) the memory cap dropped",
+        value=stats.channels_evicted,
+    )
+    yield CounterMetricFamily(
+        "hubbub_dedup_ids_evicted",
+        "Message ids forgotten before their window ended (the memory broker's dedup_memory_ids)",
+        value=stats.dedup_ids_evicted,
+    )
+    yield GaugeMetricFamily(
+        "hubbub_history_retained_bytes",
+        "History held in memory (estimated; memory broker only)",
+        stats.retained_bytes,
+    )
 
 
 class TurnMetricsRecorder:

@@ -10,9 +10,9 @@ from typing import Any, Final
 
 from hubbub.api.bodies import (
     DEFAULT_SENDER,
-    MAX_HISTORY_LIMIT,
     DEFAULT_TOKEN_TTL_S,
     MAX_BODY_BYTES,
+    MAX_HISTORY_LIMIT,
     MAX_TOKEN_CHANNELS,
     MAX_TOKEN_PERMISSIONS,
     MAX_TOKEN_TTL_S,
@@ -93,9 +93,9 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         "version": "1",
         "description": (
             "Mint tokens, publish from the server, list channel members, read channel "
-            "history, disconnect peers and read usage. Authenticate with a secret key: `Authorization: Bearer "
-            "<key id>:<secret>` (or a bare `sk_live_…` secret). Every error body is "
-            '`{"error": <code>, "message": <text>}`.'
+            "history, disconnect peers and read usage. Authenticate with a secret key: "
+            "`Authorization: Bearer <key id>:<secret>` (or a bare `sk_live_…` secret). "
+            'Every error body is `{"error": <code>, "message": <text>}`.'
         ),
     },
     "servers": [{"url": "/"}],

@@ -273,9 +273,12 @@ class RedisBroker(Broker):
             raise
         position = StreamPosition(int(offset), epoch.decode()) if recorded else None
         if duplicate:
+            self.history.stats.duplicates += 1
             if tally is not None:
                 del self._tallies[tally.token]
             return Published(0, position, duplicate=True)
+        if recorded:
+            self.history.stats.appended += 1
         copies: list[asyncio.Future[Any]] = [_settled(int(listeners))]
         if self._sharded:
             wildcard = self._app_interest(publication.app_id)

@@ -101,7 +101,23 @@ class HistoryPage:
     complete: bool
 
 
+@dataclass(slots=True)
+class HistoryStats:
+    """Counters an implementation keeps (exported at /metrics)."""
+
+    appended: int = 0
+    duplicates: int = 0
+    evicted_by_size: int = 0  # publications dropped for the channel's history_size
+    evicted_by_ttl: int = 0  # publications dropped for the channel's history_ttl_s
+    evicted_by_cap: int = 0  # publications dropped by the store's global memory cap
+    channels_evicted: int = 0  # channels whose history (and epoch) the cap dropped
+    dedup_ids_evicted: int = 0  # message ids forgotten early by the dedup map's bound
+    retained_bytes: int = 0  # gauge: what the store holds now (memory store only)
+
+
 class HistoryStore(ABC):
+    stats: HistoryStats  # kept up to date by the implementation (and its broker)
+
     @abstractmethod
     async def read(
         self,
@@ -119,20 +135,6 @@ class HistoryStore(ABC):
         the newest ``limit`` records (none when ``limit`` is None or 0). Creates the channel's
         epoch when it has none. Raises ``BrokerUnavailable`` when the store is unreachable.
         """
-
-
-@dataclass(slots=True)
-class HistoryStats:
-    """Counters an implementation keeps (exported at /metrics)."""
-
-    appended: int = 0
-    duplicates: int = 0
-    evicted_by_size: int = 0  # publications dropped for the channel's history_size
-    evicted_by_ttl: int = 0  # publications dropped for the channel's history_ttl_s
-    evicted_by_cap: int = 0  # publications dropped by the store's global memory cap
-    channels_evicted: int = 0  # channels whose history (and epoch) the cap dropped
-    dedup_ids_evicted: int = 0  # message ids forgotten early by the dedup map's bound
-    retained_bytes: int = 0  # gauge: what the store holds now (memory store only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from hubbub.core.connection import Cancellable, Connection, Subscription
 from hubbub.core.history import (
     DEFAULT_DEDUP_WINDOW_S,
     HistoryPage,
+    HistoryStats,
     HistoryStore,
     Published,
     Recording,
@@ -134,6 +135,10 @@ class Node:
 
     async def stop(self) -> None:
         await self._broker.stop()
+
+    @property
+    def history_stats(self) -> HistoryStats | None:
+        return self._history.stats if self._history is not None else None
 
     @property
     def connection_count(self) -> int:
