@@ -54,6 +54,7 @@ from hubbub.core.history import (
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
 from hubbub.protocol import frames
@@ -330,7 +331,7 @@ class Node:
         )
         published = await self._hand_over(publication, frame.message_id)
         self.stats.publications += 1
-        self._ack(conn, frame.request_id, _published_fields(published))
+        self._ack(conn, frame.request_id, published_fields(published))
 
     async def _hand_over(
         self, publication: Publication, message_id: str | None, *, count_everywhere: bool = False
@@ -402,11 +403,11 @@ class Node:
             if retention is not None and wants_history:
                 existing.held_messages = []
                 try:
-                    replay = await self._read_for(conn, channel, retention, frame)
+                    replay = await read_for(self._history, conn, channel, retention, frame)
                 except BaseException:
-                    self._release_held(conn, channel, existing, None)
+                    release_held(conn, channel, existing, None)
                     raise
-            self._ack(conn, frame.request_id, _subscribe_fields(frame, retention, replay))
+            self._ack(conn, frame.request_id, subscribe_fields(frame, retention, replay))
             try:
                 if existing.pattern is not None:
                     self._queue_empty_snapshot(conn, channel)
@@ -414,7 +415,7 @@ class Node:
                     await self._queue_snapshot(conn, channel, existing)
             finally:
                 if replay is not None:
-                    self._release_held(conn, channel, existing, replay)
+                    release_held(conn, channel, existing, replay)
             return
         max_channels = self._limits.max_channels
         if max_channels and len(conn.subscriptions) >= max_channels:
@@ -428,7 +429,7 @@ class Node:
         try:
             if pattern is not None:
                 await self._add_pattern_member(conn, pattern, sub)
-                self._ack(conn, frame.request_id, _subscribe_fields(frame, None, None))
+                self._ack(conn, frame.request_id, subscribe_fields(frame, None, None))
                 self._queue_empty_snapshot(conn, channel)
                 return
             sub.held_presence = []
@@ -444,7 +445,7 @@ class Node:
             )
             if retention is not None:
                 # Read after the node watches the channel: what is not in the page arrives live.
-                page = await self._read_for(conn, channel, retention, frame)
+                page = await read_for(self._history, conn, channel, retention, frame)
         except Exception:
             # Undo what was done (whatever failed: a broker fault or a bug) so the client can
             # simply retry the subscribe, instead of being left listed but never announced.
@@ -456,59 +457,12 @@ class Node:
             except BrokerUnavailable:
                 pass
             raise
-        self._ack(conn, frame.request_id, _subscribe_fields(frame, retention, page))
+        self._ack(conn, frame.request_id, subscribe_fields(frame, retention, page))
         try:
             await self._queue_snapshot(conn, channel, sub)
         finally:
             if page is not None:
-                self._release_held(conn, channel, sub, page)
-
-    async def _read_for(
-        self, conn: Connection, channel: str, retention: Retention, frame: Subscribe
-    ) -> HistoryPage:
-        """The history a subscribe asked for: after ``since``, the newest ``rewind``, or (a
-        plain subscribe) only the channel's position."""
-        assert self._history is not None
-        if frame.since is not None:
-            page = await self._history.read(
-                conn.app_id, channel, retention, after=frame.since.offset
-            )
-            if page.position.epoch != frame.since.epoch:
-                # Offsets of another epoch mean nothing here: the client must resync.
-                return HistoryPage(page.position, (), False)
-            return page
-        return await self._history.read(conn.app_id, channel, retention, limit=frame.rewind)
-
-    def _release_held(
-        self, conn: Connection, channel: str, sub: Subscription, page: HistoryPage | None
-    ) -> None:
-        """Queue the replay, then the live messages held meanwhile that it does not cover."""
-        held, sub.held_messages = sub.held_messages or [], None
-        if page is None:  # the read failed: deliver what was held, as if never held
-            for _, frame in held:
-                conn.sink.push(frame)
-            return
-        position = page.position
-        sub.replayed_through, sub.replayed_epoch = position.offset, position.epoch
-        if conn.closed:
-            return
-        metadata_wanted = sub.include_sender_metadata
-        for record in page.records:
-            conn.sink.push(
-                OutFrame(
-                    frames.message(
-                        channel,
-                        record.sender,
-                        record.data,
-                        record.sender_metadata if metadata_wanted else None,
-                        record.offset,
-                        position.epoch,
-                    )
-                )
-            )
-        for offset, frame in held:
-            if offset > position.offset:
-                conn.sink.push(frame)
+                release_held(conn, channel, sub, page)
 
     def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
         if conn.sees_presence:
@@ -635,32 +589,3 @@ class Node:
 
     async def usage(self, app_id: str) -> UsageSnapshot:
         return await self._usage.snapshot(app_id, self.quota(app_id), self._clock())
-
-
-def _published_fields(published: Published) -> dict[str, object] | None:
-    """A publish ack's extension fields: the publication's place in the history, and whether
-    it was a duplicate (spec 16.1, 16.2). None for a plain publish (the hosted ack)."""
-    fields: dict[str, object] = {}
-    if published.position is not None:
-        fields["offset"] = published.position.offset
-        fields["epoch"] = published.position.epoch
-    if published.duplicate:
-        fields["duplicate"] = True
-    return fields or None
-
-
-def _subscribe_fields(
-    frame: Subscribe, retention: Retention | None, page: HistoryPage | None
-) -> dict[str, object] | None:
-    """A subscribe ack's extension fields (spec 16.1). Without history: ``recovered: false``
-    when the client asked for ``since``/``rewind``, nothing otherwise."""
-    fields: dict[str, object] = {}
-    if page is None:
-        if frame.since is not None or frame.rewind is not None:
-            fields["recovered"] = False
-        return fields or None
-    if frame.since is not None:
-        fields["recovered"] = page.complete
-    fields["offset"] = page.position.offset
-    fields["epoch"] = page.position.epoch
-    return fields
