@@ -149,10 +149,9 @@ class Subscriber:
         for frame in self.sinks[-1].frames if self.sinks else ():
             if frame["type"] == "message":
                 self.last = (frame["offset"], frame["epoch"])
-            elif frame["type"] == "ack" and "offset" in frame:
-                if self.last is None:
-                    self.first_offset = frame["offset"]
-                    self.last = (frame["offset"], frame["epoch"])
+            elif frame["type"] == "ack" and "offset" in frame and self.last is None:
+                self.first_offset = frame["offset"]
+                self.last = (frame["offset"], frame["epoch"])
 
     async def subscribe(self, node: Node) -> None:
         self.remember()
@@ -222,7 +221,7 @@ async def run(kind: str, program: list[tuple[str, int, int]]) -> None:
         # Publications from the first subscribe on (which any of them may have preceded).
         def caught_up() -> bool:
             seen = subscriber.offsets()
-            return last == first or bool(seen) and seen[-1] >= last
+            return last == first or (bool(seen) and seen[-1] >= last)
 
         async with asyncio.timeout(WAIT_S):
             while not caught_up():
