@@ -269,7 +269,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with private_redis() as redis, aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(limit=0)  # one session, 510 sockets
+    async with private_redis() as redis, aiohttp.ClientSession(connector=connector) as session:
         with tempfile.TemporaryDirectory(prefix="hubbub-rolling-") as tmp:
             nodes = []
             for name in ("node-1", "node-2"):

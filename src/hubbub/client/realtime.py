@@ -31,6 +31,9 @@ What it does for you (spec sections 3, 4, 16.1, 16.2):
   ``backend_error``, so a retried publish can never be delivered twice.
 * **Presence** frames are events; :meth:`members` is the current membership of a channel.
 
+Many clients may share one ``session``; give it ``aiohttp.TCPConnector(limit=0)``, since
+aiohttp's default connector holds at most 100 connections (each client keeps one).
+
 Errors: :class:`RealtimeError` (with the server's ``code``) for a refused request;
 :class:`DisconnectedError` when the client is closed, or stopped reconnecting, before an answer.
 """
