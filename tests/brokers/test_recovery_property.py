@@ -2,7 +2,8 @@
 
 Random programs interleave publish bursts (from two nodes, running concurrently with everything
 else), disconnects of one subscriber and its resubscribes with ``since`` (on either node), over
-the memory backend (one node) and real Redis (two nodes). Whatever the interleaving, the
+the memory backend (one node) and two nodes on real Redis: one server, two shards and a Redis
+Cluster. Whatever the interleaving, the
 subscriber's messages, over all its connections in arrival order, are exactly offsets
 ``first + 1 .. last`` once each: no gap, no duplicate, and every resubscribe says
 ``recovered: true`` (the history is large enough to hold everything).
@@ -35,7 +36,13 @@ from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.patterns import compile_pattern
 from tests.core.fakes import FakeClock, FakeScheduler
-from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
+from tests.support.redis import (
+    SHARED_URL,
+    delete_prefix,
+    private_redis,
+    redis_cluster,
+    unique_prefix,
+)
 
 CHANNEL = "chat/room"
 WAIT_S = 10.0
@@ -96,11 +103,11 @@ def make_node(node_id: str, broker: Any, presence: Any, usage: Any, history: His
 
 
 @contextlib.asynccontextmanager
-async def nodes(kind: str) -> AsyncIterator[list[Node]]:
+async def nodes(kind: str, urls: list[str] | None = None) -> AsyncIterator[list[Node]]:
     made: list[Node] = []
     prefix = unique_prefix()
     try:
-        if kind == "memory":
+        if urls is None:
             history = MemoryHistoryStore()
             made.append(
                 make_node(
@@ -109,7 +116,7 @@ async def nodes(kind: str) -> AsyncIterator[list[Node]]:
             )
         else:
             for n in range(2):
-                shards = RedisShards([RedisLink(SHARED_URL)])
+                shards = RedisShards([RedisLink(url, cluster=kind == "cluster") for url in urls])
                 node_id = f"n{n}-{uuid.uuid4().hex[:6]}"
                 presence = RedisPresenceStore(shards, prefix, node_id)
                 usage = RedisUsageStore(shards, prefix, node_id)
@@ -130,7 +137,7 @@ async def nodes(kind: str) -> AsyncIterator[list[Node]]:
     finally:
         for node in made:
             await node.stop()
-        if kind != "memory":
+        if urls == [SHARED_URL]:
             await delete_prefix(6379, prefix)
 
 
@@ -187,8 +194,10 @@ async def publish(node: Node, conn: Connection, count: int) -> None:
         )
 
 
-async def run(kind: str, program: list[tuple[str, int, int]]) -> None:
-    async with nodes(kind) as hubs:
+async def run(
+    kind: str, program: list[tuple[str, int, int]], urls: list[str] | None = None
+) -> None:
+    async with nodes(kind, urls) as hubs:
         publishers = []
         for n, node in enumerate(hubs):
             conn = await node.open_connection(principal(f"pub{n}"), WatchedSink())
@@ -241,10 +250,28 @@ async def test_no_gap_or_duplicate_across_resubscribes_in_memory(
     await run("memory", program)
 
 
+@pytest.fixture(params=["one-redis", "2-shards", "redis-cluster"])
+async def redis_urls(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, list[str]]]:
+    """Servers shared by all examples of a test (each example uses its own key prefix)."""
+    if request.param == "one-redis":
+        yield "redis", [SHARED_URL]
+    elif request.param == "2-shards":
+        async with private_redis() as second:
+            yield "redis", [SHARED_URL, second.url]
+    else:
+        async with redis_cluster() as servers:
+            yield "cluster", [servers[0].url]
+
+
 @pytest.mark.integration
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(program=operations)
 async def test_no_gap_or_duplicate_across_resubscribes_on_two_redis_nodes(
-    program: list[tuple[str, int, int]],
+    redis_urls: tuple[str, list[str]], program: list[tuple[str, int, int]]
 ) -> None:
-    await run("redis", program)
+    kind, urls = redis_urls
+    await run(kind, program, urls)
