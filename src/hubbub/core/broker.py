@@ -18,6 +18,8 @@ Contract for every Broker:
 * Messages from one sender are delivered in the order they were handed to the broker.
 * ``publish_presence`` delivers a delta to every node watching the channel, ordered with
   the sender's later publishes and directs.
+* ``publish_recorded`` records a publication in the channel's history and/or claims its
+  message id, atomically with delivering it (the contract is in :mod:`hubbub.core.history`).
 * A failure to hand a request over raises :class:`BrokerUnavailable` (clients see
   ``backend_error``); the node's local state stays consistent.
 """
@@ -27,6 +29,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol
+
+from hubbub.core.history import Published, Recording, StreamPosition
 
 
 class BrokerUnavailable(Exception):
@@ -41,6 +45,8 @@ class Publication:
     data: bytes  # raw JSON
     sender_metadata: bytes | None  # raw JSON object, or None
     origin_connection: str | None  # the publishing connection, which gets no echo
+    # On channels with history: the publication's offset and epoch (spec 16.1).
+    position: StreamPosition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,13 @@ class Broker(ABC):
         """Deliver everywhere; returns how many connections it was written to on this node,
         or with ``count_everywhere`` on every node (as many as answered within a short wait,
         for brokers that span nodes)."""
+
+    @abstractmethod
+    async def publish_recorded(
+        self, publication: Publication, recording: Recording, *, count_everywhere: bool = False
+    ) -> Published:
+        """Claim the message id and/or append to the channel's history, then deliver like
+        ``publish`` (see :mod:`hubbub.core.history` for the contract)."""
 
     @abstractmethod
     async def publish_presence(self, delta: PresenceDelta) -> None: ...
