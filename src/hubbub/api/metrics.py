@@ -144,6 +144,8 @@ class _HooksCollector(Collector):
                 [proxy], _histogram_buckets(histogram), sum_value=histogram.sum_s
             )
         yield from (proxy_requests, proxy_latency)
+
+
 def _history_metrics(stats: HistoryStats) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "hubbub_history_appended", "Publications recorded in channel history", value=stats.appended
