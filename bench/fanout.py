@@ -17,6 +17,11 @@ For each server the load generator measures
 
 Numbers on a shared machine are noisy; the ratio between the two servers in the same run is
 what the benchmark reports on (the goal: Hubbub >= 1.5x the baseline's deliveries/s, no loss).
+
+History cost (issue 12): ``--servers hubbub,hubbub-history,hubbub-redis,hubbub-redis-history``
+runs Hubbub without and with ``[[apps.channels]] pattern = "**"`` (history_size 100) on the
+memory broker and on the Redis broker (a private redis-server on a free port), side by side,
+and reports how much server CPU per delivery history adds (goal: memory <= 10 %).
 """
 
 from __future__ import annotations
@@ -39,6 +44,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 KEY = "pk_bench"
+sys.path.insert(0, str(ROOT))
+
+from tests.support.redis import private_redis  # noqa: E402
+
+HISTORY_CHANNELS = """
+[[apps.channels]]
+pattern = "**"
+history_size = 100
+history_ttl_s = 600
+"""
 
 HUBBUB_CONFIG = f"""
 [server]
@@ -71,19 +86,25 @@ class ServerSpec:
     ready: re.Pattern[bytes]
 
 
-def server_specs(config_path: Path) -> dict[str, ServerSpec]:
-    return {
-        "hubbub": ServerSpec(
-            "hubbub",
-            [sys.executable, "-m", "hubbub", "serve", "--config", str(config_path)],
-            re.compile(rb"Hubbub listening on http://[^:]+:(\d+)"),
-        ),
-        "node-ws": ServerSpec(
-            "node-ws",
-            ["node", str(BENCH / "baseline" / "ws_broadcast.mjs"), "0"],
-            re.compile(rb"listening on (\d+)"),
-        ),
-    }
+def server_specs(config_dir: Path, redis_url: str | None) -> dict[str, ServerSpec]:
+    configs = {"hubbub": HUBBUB_CONFIG, "hubbub-history": HUBBUB_CONFIG + HISTORY_CHANNELS}
+    if redis_url is not None:
+        broker = f'\n[broker]\nkind = "redis"\nurl = "{redis_url}"\n'
+        configs["hubbub-redis"] = HUBBUB_CONFIG + broker
+        configs["hubbub-redis-history"] = HUBBUB_CONFIG + broker + HISTORY_CHANNELS
+    ready = re.compile(rb"Hubbub listening on http://[^:]+:(\d+)")
+    specs: dict[str, ServerSpec] = {}
+    for name, text in configs.items():
+        path = config_dir / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        command = [sys.executable, "-m", "hubbub", "serve", "--config", str(path)]
+        specs[name] = ServerSpec(name, command, ready)
+    specs["node-ws"] = ServerSpec(
+        "node-ws",
+        ["node", str(BENCH / "baseline" / "ws_broadcast.mjs"), "0"],
+        re.compile(rb"listening on (\d+)"),
+    )
+    return specs
 
 
 def pinned(command: list[str], cpu: int | None) -> list[str]:
@@ -226,6 +247,19 @@ def render(results: dict[str, dict[str, Any]], baseline: str = "node-ws") -> str
 
     out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in rows]
+    for plain, recorded, label in (
+        ("hubbub", "hubbub-history", "memory"),
+        ("hubbub-redis", "hubbub-redis-history", "redis"),
+    ):
+        if plain in results and recorded in results:
+            off = cpu_us_per_delivery(results[plain]["throughput"])
+            on = cpu_us_per_delivery(results[recorded]["throughput"])
+            goal = " (goal: <= 10 %)" if label == "memory" else ""
+            out.append("")
+            out.append(
+                f"History on/off ({label}), server CPU per delivery: {on:.2f} / {off:.2f} µs "
+                f"= {on / off:.2f}x, {100 * (on / off - 1):+.1f} %{goal}"
+            )
     if "hubbub" in results and baseline in results:
         hub = results["hubbub"]["throughput"]["deliveries_per_s"]
         base = results[baseline]["throughput"]["deliveries_per_s"]
@@ -250,10 +284,12 @@ async def main(args: argparse.Namespace) -> int:
     cpus = choose_cpus()
     names = args.servers.split(",")
     rounds: list[dict[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="hubbub-bench-") as tmp:
-        config_path = Path(tmp) / "bench.toml"
-        config_path.write_text(HUBBUB_CONFIG, encoding="utf-8")
-        specs = server_specs(config_path)
+    async with contextlib.AsyncExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hubbub-bench-"))
+        redis_url = None
+        if any("redis" in name for name in names):
+            redis_url = (await stack.enter_async_context(private_redis())).url
+        specs = server_specs(Path(tmp), redis_url)
         unknown = [n for n in names if n not in specs]
         if unknown:
             print(f"unknown server(s): {', '.join(unknown)}", file=sys.stderr)

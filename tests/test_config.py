@@ -171,3 +171,62 @@ def test_serve_with_a_missing_config_exits_2(
 ) -> None:
     assert cli.main(["serve", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml: (file): cannot read" in capsys.readouterr().err
+
+
+CHANNELS_APP = """
+[[apps]]
+id = "a"
+{channels}
+"""
+
+
+def _channels(*entries: str) -> str:
+    return CHANNELS_APP.format(channels="".join(f"\n[[apps.channels]]\n{e}\n" for e in entries))
+
+
+def test_channel_history_entries_and_server_defaults() -> None:
+    config = parse_config(
+        _channels(
+            'pattern = "chat/quiet/*"\nhistory_size = 0',
+            'pattern = "chat/**"\nhistory_size = 100\nhistory_ttl_s = 60',
+        )
+    )
+    quiet, chat = config.apps[0].channels
+    assert (quiet.pattern, quiet.history_size) == ("chat/quiet/*", 0)
+    assert (chat.history_size, chat.history_ttl_s) == (100, 60)
+    assert parse_config("").server.dedup_window_s == 120
+    assert parse_config(_channels('pattern = "x"')).apps[0].channels[0].history_ttl_s == 600
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        (_channels('pattern = "a/\\\\"'), "apps[0].channels[0].pattern", "backslash"),
+        (_channels('pattern = "a"\nhistory_size = -1'), "apps[0].channels[0].history_size", "0 to"),
+        (
+            _channels('pattern = "a"\nhistory_size = 10001'),
+            "apps[0].channels[0].history_size",
+            "10000",
+        ),
+        (
+            _channels('pattern = "a"\nhistory_ttl_s = 0'),
+            "apps[0].channels[0].history_ttl_s",
+            "positive",
+        ),
+        (
+            _channels(
+                'pattern = "chat/**"\nhistory_size = 5', 'pattern = "chat/*"\nhistory_size = 9'
+            ),
+            "apps[0].channels[1].pattern",
+            "never used",
+        ),
+        (_channels("history_size = 5"), "apps[0].channels[0]", "pattern"),
+        ("[server]\ndedup_window_s = 0", "server.dedup_window_s", "positive"),
+        ("[server]\nhistory_memory_bytes = 0", "server.history_memory_bytes", "positive"),
+    ],
+)
+def test_bad_channel_history_config(text: str, field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.field.startswith(field), caught.value
+    assert problem in caught.value.problem, caught.value

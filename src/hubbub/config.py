@@ -30,7 +30,7 @@ from hubbub.config_hooks import (
 from hubbub.config_shape import UNUSABLE, check_struct
 from hubbub.config_sources import ENV_SOURCE, apply_environment, resolve_secrets
 from hubbub.console import demo_projects_dir
-from hubbub.protocol.patterns import PatternError, compile_pattern
+from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, covers
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
 
 ALL_ACTIONS = ["publish", "subscribe", "presence", "send"]
@@ -43,6 +43,8 @@ MAX_ICE_SERVERS = 16
 MAX_ICE_URL_LENGTH = 512
 MAX_ICE_CREDENTIAL_LENGTH = 1024
 ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+# A subscribe with ``since`` replays up to a whole history in one go: keep that bounded.
+MAX_HISTORY_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,12 @@ class ServerConfig(_Section):
     slow_consumer_bytes: int = 1_048_576
     # Pause between a subscribe's ack and its presence snapshot (see spec section 13).
     snapshot_delay_ms: float = 5.0
+    # A publish repeating a messageId within this window is not delivered again (spec 16.2).
+    dedup_window_s: float = 120.0
+    # The memory broker's bounds: retained history (bytes, estimated) and remembered message
+    # ids; beyond them the least recently used channels / oldest ids are evicted (counted).
+    history_memory_bytes: int = 64 * 1024 * 1024
+    dedup_memory_ids: int = 200_000
 
 
 class LimitsConfig(_Section):
@@ -173,9 +181,21 @@ class BrokerConfig(_Section):
     cluster: bool = False
 
 
+class ChannelConfig(_Section):
+    """``[[apps.channels]]``: history for the channels matching ``pattern`` (spec 16.1).
+
+    Entries are tried in file order and the first match wins; ``history_size = 0`` means no
+    history, so a narrow entry placed first can exempt channels from a broad one."""
+
+    pattern: str
+    history_size: int = 0
+    history_ttl_s: float = 600.0
+
+
 class AppConfig(_Section):
     id: str
     keys: list[KeyConfig] = []
+    channels: list[ChannelConfig] = []
     # Plan limits (None = unlimited): close 4010 at connect, over_message_quota on publish/send.
     max_concurrent_connections: int | None = None
     max_messages_per_period: int | None = None
@@ -379,6 +399,9 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
     for name in ("connect_attempts_per_ip", "slow_consumer_bytes", "shutdown_drain_s"):
         if getattr(server, name) < 0:
             fail(f"server.{name}", "must not be negative")
+    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids"):
+        if getattr(server, name) <= 0:
+            fail(f"server.{name}", "must be positive")
     for name in ("rate_per_second", "rate_burst", "max_message_bytes", "max_channels"):
         if getattr(limits, name) < 0:
             fail(f"limits.{name}", "must not be negative (0 disables the limit)")
@@ -450,6 +473,7 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                 fail(f"{where}.conversation_projects[{j}]", 'must be a project id or "*"')
         for w, hook in enumerate(app.webhooks):
             check_webhook(hook, f"{where}.webhooks[{w}]", fail, webhook_names)
+        _check_channels(app.channels, f"{where}.channels", fail)
         for k, key in enumerate(app.keys):
             kwhere = f"{where}.keys[{k}]"
             if not is_valid_peer_id(key.id) or ":" in key.id:
@@ -512,6 +536,32 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
         fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
     if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):
         fail("broker.key_prefix", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+
+
+def _check_channels(
+    channels: list[ChannelConfig], where: str, fail: Callable[[str, str], None]
+) -> None:
+    """Patterns compile, bounds hold, and no entry is hidden behind an earlier one (first
+    match wins, so an entry whose every channel an earlier pattern matches is a mistake)."""
+    earlier: list[ChannelPattern] = []
+    for c, entry in enumerate(channels):
+        cwhere = f"{where}[{c}]"
+        try:
+            pattern = compile_pattern(entry.pattern)
+        except PatternError as exc:
+            fail(f"{cwhere}.pattern", str(exc))
+            continue
+        if earlier and covers(earlier, pattern):
+            fail(
+                f"{cwhere}.pattern",
+                f"never used: an earlier entry already matches every channel {entry.pattern!r} "
+                "matches (the first match wins)",
+            )
+        earlier.append(pattern)
+        if not 0 <= entry.history_size <= MAX_HISTORY_SIZE:
+            fail(f"{cwhere}.history_size", f"must be from 0 to {MAX_HISTORY_SIZE}")
+        if entry.history_ttl_s <= 0:
+            fail(f"{cwhere}.history_ttl_s", "must be positive")
 
 
 def _check_ice(key: KeyConfig, where: str, fail: Callable[[str, str], None]) -> None:

@@ -25,8 +25,10 @@ from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.memory_history import MemoryHistoryStore
 from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_events import RedisEventRouter
+from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
@@ -45,11 +47,13 @@ from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Cancellable
 from hubbub.core.events import NO_EVENTS, EventSink
+from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
 from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
 from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.webhook_client import AiohttpWebhookClient
@@ -72,10 +76,14 @@ class _LoopScheduler:
 
 def _backends(
     config: Config, node_id: str, events: EventSink
-) -> tuple[Broker, PresenceStore, UsageStore]:
+) -> tuple[Broker, PresenceStore, UsageStore, HistoryStore]:
     settings = config.broker
     if settings.kind == "memory":
-        return MemoryBroker(), MemoryPresenceStore(events), MemoryUsageStore()
+        history = MemoryHistoryStore(
+            max_bytes=config.server.history_memory_bytes,
+            max_message_ids=config.server.dedup_memory_ids,
+        )
+        return MemoryBroker(history), MemoryPresenceStore(events), MemoryUsageStore(), history
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
     shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
     prefix = settings.key_prefix
@@ -83,6 +91,7 @@ def _backends(
     router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
     presence = RedisPresenceStore(shards, prefix, node_id, router)
     usage = RedisUsageStore(shards, prefix, node_id)
+    redis_history = RedisHistoryStore(shards, prefix)
     broker = RedisBroker(
         shards,
         presence,
@@ -91,8 +100,26 @@ def _backends(
         prefix=prefix,
         presence_ttl_s=settings.presence_ttl_s,
         events=router,
+        history=redis_history,
     )
-    return broker, presence, usage
+    return broker, presence, usage, redis_history
+
+
+def retention_rules(config: Config) -> RetentionRules:
+    """``[[apps.channels]]`` in file order (the first match wins)."""
+    return RetentionRules(
+        {
+            app.id: [
+                RetentionRule(
+                    compile_pattern(entry.pattern),
+                    Retention(entry.history_size, entry.history_ttl_s),
+                )
+                for entry in app.channels
+            ]
+            for app in config.apps
+            if app.channels
+        }
+    )
 
 
 def _webhook_settings(
@@ -161,7 +188,7 @@ def build_node(
 ) -> Node:
     limits = config.limits
     node_id = config.broker.node_id or uuid.uuid4().hex[:12]
-    broker, presence, usage = _backends(config, node_id, events)
+    broker, presence, usage, history = _backends(config, node_id, events)
     return Node(
         node_id=node_id,
         broker=broker,
@@ -185,6 +212,9 @@ def build_node(
         scheduler=_LoopScheduler(),
         events=events,
         authorizer=authorizer,
+        history=history,
+        retention=retention_rules(config),
+        dedup_window_s=config.server.dedup_window_s,
     )
 
 

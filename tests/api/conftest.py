@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from hubbub.config import parse_config
 from hubbub.server import build_app
+from tests.support.server import with_history_everywhere
 
 SK = "Bearer sk_id_acme:sk_secret_acme_0123456789abcdefghijkl"
 TURN_SECRET = "turn-shared-secret"
@@ -103,7 +104,7 @@ async def serve_app(app: web.Application) -> AsyncIterator[Served]:
 
 @contextlib.asynccontextmanager
 async def serve(config_toml: str = API_TOML) -> AsyncIterator[Served]:
-    async with serve_app(build_app(parse_config(config_toml))) as served:
+    async with serve_app(build_app(parse_config(with_history_everywhere(config_toml)))) as served:
         yield served
 
 

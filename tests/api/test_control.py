@@ -199,6 +199,7 @@ async def test_the_openapi_document_is_public() -> None:
             "/v1/tokens",
             "/v1/channels/{channel}/peers",
             "/v1/channels/{channel}/publish",
+            "/v1/channels/{channel}/history",
             "/v1/peers/{peerId}",
             "/v1/usage",
             "/v1/openapi.json",

@@ -56,3 +56,53 @@ def test_turn_timings_become_histograms_in_seconds() -> None:
     assert "hubbub_conversation_turn_duration_seconds_count 1.0" in text
     # Missing figures (no speech in a text turn) are not observed as zero.
     assert "hubbub_conversation_tts_duration_seconds_count 0.0" in text
+
+
+HISTORY_TOML = """
+[server]
+history_memory_bytes = 20000
+
+[[apps]]
+id = "demo"
+
+[[apps.keys]]
+id = "pk_live_demo"
+kind = "publishable"
+actions = ["publish", "subscribe", "presence"]
+
+[[apps.channels]]
+pattern = "**"
+history_size = 2
+"""
+
+
+async def test_metrics_count_history_evictions_and_duplicates() -> None:
+    async with running_server(HISTORY_TOML) as server, aiohttp.ClientSession() as session:
+        url = f"{server.http_url}/v1?key=pk_live_demo"
+        async with session.ws_connect(url) as alice:
+            assert json.loads((await alice.receive(timeout=5)).data)["type"] == "welcome"
+            # 3 into a history of 2 (one size eviction), a repeated messageId, then channels
+            # enough to pass the 20 kB cap (whole channels evicted).
+            for n in range(3):
+                await alice.send_json(
+                    {"type": "publish", "channel": "a", "data": n, "requestId": f"p{n}"}
+                )
+            for request_id in ("d1", "d2"):
+                await alice.send_json(
+                    {"type": "publish", "channel": "a", "data": 0, "requestId": request_id,
+                     "messageId": "m"}
+                )  # fmt: skip
+            for n in range(40):
+                await alice.send_json(
+                    {"type": "publish", "channel": f"c{n}", "data": "x" * 400, "requestId": "q"}
+                )
+            replies = [json.loads((await alice.receive(timeout=5)).data) for _ in range(45)]
+            assert all(r["type"] == "ack" for r in replies), replies
+            assert replies[4]["duplicate"] is True
+            async with session.get(f"{server.http_url}/metrics") as response:
+                text = await response.text()
+    assert _value(text, "hubbub_history_appended_total") == 44
+    assert _value(text, "hubbub_publish_duplicates_total") == 1
+    assert 'hubbub_history_evicted_total{reason="size"} 2.0' in text
+    assert _value(text, "hubbub_history_channels_evicted_total") > 0
+    assert 0 < _value(text, "hubbub_history_retained_bytes") <= 20000

@@ -45,6 +45,17 @@ id = "sk_id_fuzz"
 kind = "secret"
 secret = "{SECRET}"
 turn = {{ urls = ["turn:127.0.0.1:3478"], shared_secret = "fuzz-turn" }}
+
+# Most channels keep history (so publish answers carry offsets and history pages fill up);
+# channels starting with "n" keep none (the null-epoch answer).
+[[apps.channels]]
+pattern = "n*"
+history_size = 0
+
+[[apps.channels]]
+pattern = "**"
+history_size = 50
+history_ttl_s = 600
 """
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
+from hubbub.brokers.memory_history import MemoryHistoryStore
 from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_events import RedisEventRouter
+from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.core.broker import (
@@ -31,9 +33,28 @@ from hubbub.core.broker import (
     UsageStore,
 )
 from hubbub.core.events import EventSink
-from tests.support.redis import SHARED_URL, delete_prefix, private_redis, unique_prefix
+from hubbub.core.history import HistoryStore
+from tests.support.redis import (
+    SHARED_URL,
+    PrivateRedis,
+    delete_prefix,
+    private_redis,
+    redis_cluster,
+    unique_prefix,
+)
 
 EVENT_TIMEOUT_S = 5.0
+START_TIME = 1_700_000_000.0
+
+
+class FakeClock:
+    """Wall-clock seconds moved by hand (history TTLs and timestamps read it)."""
+
+    def __init__(self, now: float = START_TIME) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -95,12 +116,14 @@ class BackendNode:
     presence: PresenceStore
     usage: UsageStore
     handler: RecordingHandler
+    history: HistoryStore
     events: RedisEventRouter | None = None
 
 
 class Backend:
     kind: str
     multi_node: bool
+    clock: FakeClock
 
     async def node(self, node_id: str | None = None) -> BackendNode:
         raise NotImplementedError
@@ -112,15 +135,36 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self.made = 0
+        self.clock = FakeClock()
+        self.nodes: list[BackendNode] = []
 
     async def node(self, node_id: str | None = None) -> BackendNode:
         assert self.made == 0, "the memory broker is one node"
         self.made += 1
+        history = MemoryHistoryStore(clock=self.clock)
         node = BackendNode(
-            MemoryBroker(), MemoryPresenceStore(), MemoryUsageStore(), RecordingHandler()
+            MemoryBroker(history),
+            MemoryPresenceStore(),
+            MemoryUsageStore(),
+            RecordingHandler(),
+            history,
         )
         await node.broker.start(node.handler)
+        self.nodes.append(node)
         return node
+
+    async def restart(self) -> BackendNode:
+        """The single node restarts: everything it kept in memory is gone."""
+        for node in self.nodes:
+            await node.broker.stop()
+        self.nodes.clear()
+        self.made = 0
+        return await self.node()
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.broker.stop()
+        self.nodes.clear()
 
 
 class RedisBackend(Backend):
@@ -134,6 +178,7 @@ class RedisBackend(Backend):
         self.prefix = prefix
         self.presence_ttl_s = presence_ttl_s
         self.nodes: list[BackendNode] = []
+        self.clock = FakeClock()
 
     async def node(
         self, node_id: str | None = None, events: EventSink | None = None
@@ -144,6 +189,7 @@ class RedisBackend(Backend):
         router = RedisEventRouter(node_id, events) if events is not None else None
         presence = RedisPresenceStore(shards, self.prefix, node_id, router)
         usage = RedisUsageStore(shards, self.prefix, node_id)
+        history = RedisHistoryStore(shards, self.prefix, clock=self.clock)
         broker = RedisBroker(
             shards,
             presence,
@@ -152,8 +198,11 @@ class RedisBackend(Backend):
             prefix=self.prefix,
             presence_ttl_s=self.presence_ttl_s,
             events=router,
+            history=history,
         )
-        node = BackendNode(broker, presence, usage, RecordingHandler(node_id=node_id), router)
+        node = BackendNode(
+            broker, presence, usage, RecordingHandler(node_id=node_id), history, router
+        )
         await broker.start(node.handler)
         self.nodes.append(node)
         return node
@@ -164,14 +213,30 @@ class RedisBackend(Backend):
         self.nodes.clear()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-2-shards"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        yield MemoryBackend()
+class ClusterBackend(RedisBackend):
+    cluster = True
+
+
+@contextlib.asynccontextmanager
+async def open_backend(kind: str) -> AsyncIterator[Backend]:
+    if kind == "memory":
+        memory = MemoryBackend()
+        try:
+            yield memory
+        finally:
+            await memory.close()
+        return
+    if kind == "redis-cluster":
+        async with redis_cluster() as servers:
+            cluster = ClusterBackend(servers[0].url, unique_prefix())
+            try:
+                yield cluster
+            finally:
+                await cluster.close()
         return
     async with contextlib.AsyncExitStack() as stack:
         urls = [SHARED_URL]
-        if request.param == "redis-2-shards":
+        if kind == "redis-2-shards":
             urls.append((await stack.enter_async_context(private_redis())).url)
         redis_backend = RedisBackend(urls, unique_prefix())
         try:
@@ -179,6 +244,19 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         finally:
             await redis_backend.close()
             await delete_prefix(6379, redis_backend.prefix)
+
+
+@pytest.fixture(params=["memory", "redis", "redis-2-shards"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    async with open_backend(request.param) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["memory", "redis", "redis-2-shards", "redis-cluster"])
+async def history_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """The history cases run on a Redis Cluster too (its keys share the channel's slot)."""
+    async with open_backend(request.param) as opened:
+        yield opened
 
 
 @pytest.fixture(params=["one-redis", "2-shards"])
@@ -193,3 +271,14 @@ async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBa
         finally:
             await backend.close()
             await delete_prefix(6379, backend.prefix)
+
+
+@pytest.fixture
+async def private_backend() -> AsyncIterator[tuple[RedisBackend, PrivateRedis]]:
+    """Redis nodes on a private server, which a test may flush (never the shared one)."""
+    async with private_redis() as server:
+        redis_backend = RedisBackend(server.url, unique_prefix())
+        try:
+            yield redis_backend, server
+        finally:
+            await redis_backend.close()

@@ -5,6 +5,8 @@ Each test uses the nodes of one backend; with Redis every test runs on a fresh k
 
 from __future__ import annotations
 
+import asyncio
+
 from hubbub.core.broker import (
     AppQuota,
     Direct,
@@ -13,7 +15,9 @@ from hubbub.core.broker import (
     PresenceEntry,
     Publication,
 )
-from tests.brokers.conftest import Backend
+from hubbub.core.history import Published, Recording, Retention, StreamPosition
+from tests.brokers.conftest import Backend, MemoryBackend, RedisBackend
+from tests.support.redis import PrivateRedis, redis_cli
 
 # With two shards this app lives on the second one, away from the liveness keys.
 APP = "tenant-a"
@@ -155,3 +159,211 @@ async def test_message_quota_per_period(backend: Backend) -> None:
     # A new period starts from zero.
     assert await node.usage.count_message(APP, quota, now + 100)
     assert (await node.usage.snapshot(APP, quota, now + 100)).messages_used == 1
+
+
+# --- history and idempotent publish (spec 16.1, 16.2; contract in hubbub.core.history) -------
+
+KEEP = Retention(size=100, ttl_s=600.0)
+
+
+def recorded(
+    retention: Retention | None = KEEP, message_id: str | None = None, window_s: float = 120.0
+) -> Recording:
+    return Recording(retention, message_id, window_s)
+
+
+def numbered(n: int, channel: str = "room") -> Publication:
+    return publication(channel, str(n).encode())
+
+
+def offsets_of(items: list[object]) -> list[int]:
+    found = []
+    for item in items:
+        assert isinstance(item, Publication) and item.position is not None
+        found.append(item.position.offset)
+    return found
+
+
+async def test_history_offsets_count_up_and_travel_with_the_publication(
+    history_backend: Backend,
+) -> None:
+    node = await history_backend.node()
+    await node.broker.watch_channel(APP, "room")
+    empty = await node.history.read(APP, "room", KEEP, after=0)
+    epoch = empty.position.epoch
+    assert epoch and empty.position.offset == 0 and empty.records == () and empty.complete
+    outcomes = [await node.broker.publish_recorded(numbered(n), recorded()) for n in range(3)]
+    assert [o.position for o in outcomes] == [StreamPosition(n, epoch) for n in (1, 2, 3)]
+    assert not any(o.duplicate for o in outcomes)
+    await node.handler.wait_for(lambda: len(node.handler.of("publication")) == 3)
+    assert offsets_of(node.handler.of("publication")) == [1, 2, 3]
+
+    page = await node.history.read(APP, "room", KEEP, after=0)
+    assert page.position == StreamPosition(3, epoch) and page.complete
+    expected_ms = int(history_backend.clock.now * 1000)
+    assert [
+        (r.offset, r.data, r.sender, r.sender_metadata, r.timestamp_ms) for r in page.records
+    ] == [(n + 1, str(n).encode(), "alice", b'{"name":"Alice"}', expected_ms) for n in range(3)]
+    latest = await node.history.read(APP, "room", KEEP, limit=2)
+    assert [r.offset for r in latest.records] == [2, 3]
+    assert [
+        r.offset for r in (await node.history.read(APP, "room", KEEP, after=1, limit=1)).records
+    ] == [2]
+    assert (await node.history.read(APP, "room", KEEP, after=3)).complete
+    # An offset the channel never reached is not "nothing missed".
+    assert not (await node.history.read(APP, "room", KEEP, after=9)).complete
+    # Channels and apps do not share offsets.
+    other = await node.broker.publish_recorded(numbered(0, "other"), recorded())
+    assert other.position is not None and other.position.offset == 1
+
+
+async def test_concurrent_publishers_on_two_nodes_get_unique_consecutive_offsets(
+    history_backend: Backend,
+) -> None:
+    a = await history_backend.node()
+    b = await history_backend.node() if history_backend.multi_node else a
+    watcher = await history_backend.node() if history_backend.multi_node else a
+    await watcher.broker.watch_channel(APP, "room")
+    total = 80
+    outcomes = await asyncio.gather(
+        *(
+            (a if n % 2 else b).broker.publish_recorded(numbered(n), recorded())
+            for n in range(total)
+        )
+    )
+    positions = [o.position for o in outcomes]
+    assert all(p is not None for p in positions)
+    assert sorted(p.offset for p in positions if p) == list(range(1, total + 1))
+    assert len({p.epoch for p in positions if p}) == 1
+    await watcher.handler.wait_for(lambda: len(watcher.handler.of("publication")) == total)
+    # Every node gets the channel's publications in offset order, whoever published them.
+    assert offsets_of(watcher.handler.of("publication")) == list(range(1, total + 1))
+    page = await watcher.history.read(APP, "room", KEEP, after=0)
+    assert [r.offset for r in page.records] == list(range(1, total + 1))
+
+
+async def test_history_keeps_history_size_publications(history_backend: Backend) -> None:
+    node = await history_backend.node()
+    small = Retention(size=3, ttl_s=600.0)
+    for n in range(5):
+        await node.broker.publish_recorded(numbered(n), recorded(small))
+    page = await node.history.read(APP, "room", small, after=0)
+    assert [r.offset for r in page.records] == [3, 4, 5]
+    assert not page.complete  # offsets 1 and 2 are gone
+    assert (await node.history.read(APP, "room", small, after=2)).complete
+    assert [r.offset for r in (await node.history.read(APP, "room", small, limit=10)).records] == [
+        3,
+        4,
+        5,
+    ]
+
+
+async def test_history_drops_publications_older_than_its_ttl(history_backend: Backend) -> None:
+    node = await history_backend.node()
+    short = Retention(size=100, ttl_s=10.0)
+    clock = history_backend.clock
+    await node.broker.publish_recorded(numbered(1), recorded(short))
+    await node.broker.publish_recorded(numbered(2), recorded(short))
+    clock.now += 5
+    await node.broker.publish_recorded(numbered(3), recorded(short))
+    clock.now += 6  # the first two are 11 s old now
+    page = await node.history.read(APP, "room", short, after=0)
+    assert [r.offset for r in page.records] == [3]
+    assert not page.complete and page.position.offset == 3
+    assert (await node.history.read(APP, "room", short, after=2)).complete
+    clock.now += 5
+    page = await node.history.read(APP, "room", short, after=0)
+    assert page.records == () and page.position.offset == 3
+    # The epoch outlives the records: the next publication continues the count.
+    fourth = await node.broker.publish_recorded(numbered(4), recorded(short))
+    assert fourth.position == StreamPosition(4, page.position.epoch)
+
+
+async def test_a_message_id_is_delivered_once_on_every_node(history_backend: Backend) -> None:
+    a = await history_backend.node()
+    b = await history_backend.node() if history_backend.multi_node else a
+    await a.broker.watch_channel(APP, "room")
+    first = await a.broker.publish_recorded(numbered(1), recorded(message_id="m-1"))
+    again = await b.broker.publish_recorded(numbered(1), recorded(message_id="m-1"))
+    assert not first.duplicate and again.duplicate
+    assert again.position == first.position and again.reached == 0
+    # The same id elsewhere (another channel, another app) is another message.
+    elsewhere = await b.broker.publish_recorded(numbered(1, "lobby"), recorded(message_id="m-1"))
+    assert not elsewhere.duplicate
+    other_app = Publication("app2", "room", "alice", b"1", None, None)
+    assert not (await b.broker.publish_recorded(other_app, recorded(message_id="m-1"))).duplicate
+    following = await a.broker.publish_recorded(numbered(2), recorded(message_id="m-2"))
+    assert following.position is not None and first.position is not None
+    assert following.position.offset == first.position.offset + 1  # the duplicate took none
+
+    def in_room() -> list[object]:
+        return [
+            p
+            for p in a.handler.of("publication")
+            if isinstance(p, Publication) and (p.app_id, p.channel) == (APP, "room")
+        ]
+
+    await a.handler.wait_for(lambda: len(in_room()) == 2)
+    assert offsets_of(in_room()) == [1, 2]
+    page = await a.history.read(APP, "room", KEEP, after=0)
+    assert [r.data for r in page.records] == [b"1", b"2"]
+
+
+async def test_a_message_id_on_a_channel_without_history(history_backend: Backend) -> None:
+    a = await history_backend.node()
+    b = await history_backend.node() if history_backend.multi_node else a
+    await a.broker.watch_channel(APP, "plain")
+    a.handler.local_subscribers = 2
+    first = await a.broker.publish_recorded(numbered(1, "plain"), recorded(None, "m-1"))
+    assert first == Published(2, None)
+    again = await b.broker.publish_recorded(numbered(1, "plain"), recorded(None, "m-1"))
+    assert again == Published(0, None, duplicate=True)
+    assert len(a.handler.of("publication")) == 1
+    assert all(p.position is None for p in a.handler.of("publication"))  # type: ignore[attr-defined]
+
+
+async def test_a_message_id_can_be_used_again_after_the_window(history_backend: Backend) -> None:
+    node = await history_backend.node()
+    window_s = 0.2
+    first = await node.broker.publish_recorded(numbered(1), recorded(None, "m-1", window_s))
+    assert not first.duplicate
+    assert (
+        await node.broker.publish_recorded(numbered(1), recorded(None, "m-1", window_s))
+    ).duplicate
+    # Memory follows the store's clock; Redis expires the key by its own (PX).
+    history_backend.clock.now += 1
+    async with asyncio.timeout(5):
+        while (
+            await node.broker.publish_recorded(numbered(1), recorded(None, "m-1", window_s))
+        ).duplicate:
+            await asyncio.sleep(0.05)  # Redis key expiry has no event to await: poll, bounded
+
+
+async def test_a_restarted_memory_node_has_a_new_epoch() -> None:
+    backend = MemoryBackend()
+    try:
+        node = await backend.node()
+        before = await node.broker.publish_recorded(numbered(1), recorded())
+        node = await backend.restart()
+        page = await node.history.read(APP, "room", KEEP, after=1)
+        assert before.position is not None
+        assert page.position.epoch != before.position.epoch and page.position.offset == 0
+        after = await node.broker.publish_recorded(numbered(2), recorded())
+        assert after.position == StreamPosition(1, page.position.epoch)
+    finally:
+        await backend.close()
+
+
+async def test_a_flushed_redis_gives_the_channel_a_new_epoch(
+    private_backend: tuple[RedisBackend, PrivateRedis],
+) -> None:
+    backend, server = private_backend
+    a, b = await backend.node(), await backend.node()
+    before = await a.broker.publish_recorded(numbered(1), recorded(message_id="m-1"))
+    assert before.position is not None
+    assert "OK" in await redis_cli(server.port, "FLUSHALL")
+    page = await b.history.read(APP, "room", KEEP, after=1)
+    assert page.position.epoch != before.position.epoch and page.position.offset == 0
+    assert not page.complete or page.position.epoch != before.position.epoch
+    again = await a.broker.publish_recorded(numbered(1), recorded(message_id="m-1"))
+    assert again.position == StreamPosition(1, page.position.epoch) and not again.duplicate

@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 
-from hubbub.brokers.redis_stores import scoped
+from hubbub.brokers.redis_stores import scoped, slot_group
 from hubbub.core.broker import AppQuota, BrokerUnavailable, Direct, PresenceEntry, Publication
 from tests.brokers.conftest import RedisBackend
 from tests.support.redis import PrivateRedis, redis_cli, redis_cluster, unique_prefix
@@ -95,7 +95,7 @@ async def test_a_channel_whose_slot_moves_is_resubscribed_at_its_new_owner() -> 
             await a.broker.publish(Publication(APP, "room", "alice", b"0", None, None))
             await b.handler.wait_for(lambda: len(b.handler.of("publication")) == 1)
 
-            name = scoped(backend.prefix, "c", APP, "room")
+            name = slot_group(scoped(backend.prefix, "c", APP, "room"))
             target = await move_slot(servers, name)
             # b re-subscribes at the new owner by itself; a's stale slot table is corrected
             # by the MOVED answer to its SPUBLISH. Messages sent while b moves are lost

@@ -126,3 +126,13 @@ def test_a_garbled_question_or_answer_is_an_envelope_error(body: bytes) -> None:
     codec._put(parts, body)
     with pytest.raises(codec.EnvelopeError):
         codec.decode_answer(b"".join(parts))
+
+
+def test_every_kind_of_envelope_has_its_own_byte() -> None:
+    kinds = {
+        name: value
+        for name, value in vars(codec).items()
+        if name.isupper() and isinstance(value, int) and 0 < value < 128
+    }
+    assert {"PUBLICATION", "RECORDED", "QUESTION", "ANSWER", "CHANNEL_EVENT"} <= set(kinds)
+    assert len(set(kinds.values())) == len(kinds), kinds

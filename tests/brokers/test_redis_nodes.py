@@ -11,7 +11,7 @@ import pytest
 
 from hubbub.brokers.redis_broker import TALLY_WAIT_S, RedisBroker
 from hubbub.brokers.redis_link import shard_index
-from hubbub.brokers.redis_stores import scoped
+from hubbub.brokers.redis_stores import scoped, slot_group
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -225,7 +225,7 @@ async def test_a_foreign_payload_is_logged_and_skipped(
 ) -> None:
     a, b = await redis_backend.node(), await redis_backend.node()
     await b.broker.watch_channel(APP, "room")
-    channel = scoped(redis_backend.prefix, "c", APP, "room")
+    channel = slot_group(scoped(redis_backend.prefix, "c", APP, "room"))
     url = redis_backend.urls[shard_index(channel, len(redis_backend.urls))]
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     for junk in ("", "not an envelope", "P"):
@@ -305,7 +305,7 @@ async def test_a_copy_nobody_answers_for_costs_a_counted_publish_a_short_wait(
     redis_backend: RedisBackend,
 ) -> None:
     a = await redis_backend.node()
-    channel = scoped(redis_backend.prefix, "c", APP, "room")
+    channel = slot_group(scoped(redis_backend.prefix, "c", APP, "room"))
     url = redis_backend.urls[shard_index(channel, len(redis_backend.urls))]
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     # A subscriber that is no Hubbub node (or a node that died holding the copy).

@@ -19,6 +19,7 @@ from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.connection import Connection
 from hubbub.core.events import NO_EVENTS, EventSink
+from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
@@ -190,9 +191,23 @@ class Hub:
     clock: FakeClock = field(default_factory=FakeClock)
     events: EventSink = NO_EVENTS
     authorizer: Authorizer = NO_AUTHORIZER
+    # app -> [(pattern, history_size, history_ttl_s)], first match wins ([[apps.channels]]).
+    channels: Mapping[str, list[tuple[str, int, float]]] = field(default_factory=dict)
+    history: HistoryStore | None = None
+    dedup_window_s: float = 120.0
 
     def __post_init__(self) -> None:
         self.scheduler = FakeScheduler(self.clock)
+        if self.history is None and isinstance(self.broker, MemoryBroker):
+            self.history = self.broker.history
+        rules = RetentionRules(
+            {
+                app: [
+                    RetentionRule(compile_pattern(p), Retention(size, ttl)) for p, size, ttl in rows
+                ]
+                for app, rows in self.channels.items()
+            }
+        )
         self.node = Node(
             node_id="n1",
             broker=self.broker,
@@ -204,6 +219,9 @@ class Hub:
             scheduler=self.scheduler,
             events=self.events,
             authorizer=self.authorizer,
+            history=self.history,
+            retention=rules,
+            dedup_window_s=self.dedup_window_s,
         )
         self._anonymous = 0
         self.journal: list[tuple[str, Event]] = []

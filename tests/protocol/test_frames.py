@@ -324,3 +324,78 @@ def test_encode_json_escapes_control_characters() -> None:
 
 def test_every_error_code_has_a_message() -> None:
     assert set(ERROR_MESSAGES) == set(ErrorCode)
+
+
+# --- history and idempotent publish (spec 16.1, 16.2) ---------------------------------------
+
+
+def test_subscribe_with_since_or_rewind() -> None:
+    since = {"type": "subscribe", "channel": "c", "since": {"offset": 7, "epoch": "e1"}}
+    assert decode(since) == Subscribe("c", None, False, frames.Since(7, "e1"))
+    assert decode({"type": "subscribe", "channel": "c", "rewind": 0}) == Subscribe(
+        "c", None, False, None, 0
+    )
+    assert decode({"type": "subscribe", "channel": "c", "since": None, "rewind": None}) == (
+        Subscribe("c", None, False)
+    )
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        {"offset": "1", "epoch": "e"},
+        {"offset": 1.0, "epoch": "e"},
+        {"offset": True, "epoch": "e"},
+        {"offset": -1, "epoch": "e"},
+        {"offset": 2**53, "epoch": "e"},
+        {"offset": 1},
+        {"epoch": "e"},
+        {"offset": 1, "epoch": ""},
+        {"offset": 1, "epoch": "e" * 65},
+        {"offset": 1, "epoch": 5},
+        [1, "e"],
+        "1:e",
+    ],
+)
+def test_bad_since_is_malformed(since: Any) -> None:
+    frame = decode({"type": "subscribe", "channel": "c", "requestId": "r", "since": since})
+    assert frame == FrameError(MALFORMED, "r", frames.BAD_SINCE)
+
+
+@pytest.mark.parametrize("rewind", [-1, 101, 2.5, "3", True, {}])
+def test_bad_rewind_is_malformed(rewind: Any) -> None:
+    frame = decode({"type": "subscribe", "channel": "c", "requestId": "r", "rewind": rewind})
+    assert frame == FrameError(MALFORMED, "r", frames.BAD_REWIND)
+
+
+def test_since_and_rewind_together_are_malformed() -> None:
+    frame = decode(
+        {"type": "subscribe", "channel": "c", "since": {"offset": 1, "epoch": "e"}, "rewind": 1}
+    )
+    assert frame == FrameError(MALFORMED, None, frames.SINCE_AND_REWIND)
+
+
+def test_publish_message_id() -> None:
+    frame = decode({"type": "publish", "channel": "c", "data": 1, "messageId": "m" * 128})
+    assert frame == Publish("c", b"1", None, "m" * 128)
+
+
+@pytest.mark.parametrize("message_id", ["", "m" * 129, 1, ["m"], {"id": "m"}])
+def test_bad_message_id_is_malformed(message_id: Any) -> None:
+    frame = decode(
+        {"type": "publish", "channel": "c", "data": 1, "requestId": "r", "messageId": message_id}
+    )
+    assert frame == FrameError(MALFORMED, "r", frames.BAD_MESSAGE_ID)
+
+
+def test_history_fields_on_server_frames() -> None:
+    assert frames.message("c", "a", b"1", None, 5, "e") == (
+        b'{"type":"message","channel":"c","from":"a","data":1,"offset":5,"epoch":"e"}'
+    )
+    assert frames.message("c", "a", b"1", b"{}", 5, "e") == (
+        b'{"type":"message","channel":"c","from":"a","data":1,"fromMetadata":{},'
+        b'"offset":5,"epoch":"e"}'
+    )
+    assert frames.ack_with("r", {"recovered": True, "offset": 3, "epoch": "e"}) == (
+        b'{"type":"ack","requestId":"r","recovered":true,"offset":3,"epoch":"e"}'
+    )

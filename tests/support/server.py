@@ -20,8 +20,38 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LISTENING = re.compile(rb"Hubbub listening on http://(?P<host>[^:]+):(?P<port>\d+)")
+
+# Set to 1 to give every channel of every app history (spec 16.1): the official SDKs' suites
+# must pass unchanged when every frame carries offsets (see the Makefile's test target).
+HISTORY_EVERYWHERE_ENV = "HUBBUB_TEST_HISTORY_EVERYWHERE"
+_HISTORY_EVERYWHERE = """
+[[apps.channels]]
+pattern = "**"
+history_size = 100
+history_ttl_s = 600
+"""
+
+
+def history_everywhere() -> bool:
+    return os.environ.get(HISTORY_EVERYWHERE_ENV) == "1"
+
+
+def without_history_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """A REST publish answer without the offset/epoch a history channel adds (spec 16.1)."""
+    return {k: v for k, v in body.items() if k not in ("offset", "epoch")}
+
+
+def with_history_everywhere(config_toml: str) -> str:
+    """``config_toml`` with history on every channel of every app, when the environment asks
+    for it (``HUBBUB_TEST_HISTORY_EVERYWHERE=1``); unchanged otherwise."""
+    if not history_everywhere() or "[[apps]]" not in config_toml:
+        return config_toml
+    head, *apps = config_toml.split("[[apps]]")
+    return head + "".join(f"[[apps]]{app.rstrip()}\n{_HISTORY_EVERYWHERE}\n" for app in apps)
+
 
 DEMO_APP_TOML = """
 [[apps]]
@@ -112,7 +142,7 @@ async def running_server(
             args += ["--host", host]
         if config_toml is not None:
             path = Path(tmp) / "hubbub.toml"
-            path.write_text(config_toml, encoding="utf-8")
+            path.write_text(with_history_everywhere(config_toml), encoding="utf-8")
             args += ["--config", str(path)]
         args += list(extra_args)
         process = await asyncio.create_subprocess_exec(

@@ -6,6 +6,7 @@ Every problem is an :class:`ApiError` naming the field, with the status the spec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -13,6 +14,7 @@ import msgspec
 
 from hubbub.api.errors import ApiError, invalid_request
 from hubbub.auth.keys import ApiKey
+from hubbub.protocol.frames import MAX_MESSAGE_ID_LENGTH, MAX_OFFSET, is_valid_message_id
 from hubbub.protocol.patterns import PatternError, compile_pattern, covers
 from hubbub.protocol.validation import (
     ACTIONS,
@@ -29,6 +31,7 @@ MAX_TOKEN_PERMISSIONS: Final = 16
 DEFAULT_TOKEN_TTL_S: Final = 3600
 MAX_TOKEN_TTL_S: Final = 86400
 DEFAULT_SENDER: Final = "server"
+MAX_HISTORY_LIMIT: Final = 100  # spec 16.1: the default and the cap
 
 _encode = msgspec.json.Encoder().encode
 _UNSET: Final = msgspec.UNSET
@@ -47,6 +50,7 @@ class _PublishBody(msgspec.Struct):
     data: msgspec.Raw | msgspec.UnsetType = _UNSET
     sender: object = msgspec.field(name="from", default=_UNSET)
     peerMetadata: object = _UNSET
+    messageId: object = _UNSET
 
 
 _token_decoder: Final = msgspec.json.Decoder(_TokenBody)
@@ -68,6 +72,7 @@ class PublishRequest:
     data: bytes
     sender: str
     sender_metadata: bytes | None
+    message_id: str | None = None
 
 
 _T = TypeVar("_T")
@@ -171,8 +176,40 @@ def parse_publish_request(body: bytes) -> PublishRequest:
         raise invalid_request("from must be 1-128 printable ASCII characters")
     assert isinstance(sender, str)
     metadata = _object(fields.peerMetadata, "peerMetadata", MAX_PEER_METADATA_BYTES)
+    message_id = fields.messageId
+    if message_id is _UNSET or message_id is None:
+        message_id = None
+    elif not is_valid_message_id(message_id):
+        raise invalid_request(
+            f"messageId must be a non-empty string of at most {MAX_MESSAGE_ID_LENGTH} characters"
+        )
+    assert message_id is None or isinstance(message_id, str)
     return PublishRequest(
         data=bytes(fields.data),
         sender=sender,
         sender_metadata=_encode(metadata) if metadata is not None else None,
+        message_id=message_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    since: int | None
+    limit: int
+
+
+def parse_history_query(query: Mapping[str, str]) -> HistoryQuery:
+    """``?limit=K&since=N`` of ``GET /v1/channels/{channel}/history`` (spec 16.1)."""
+
+    def integer(name: str, low: int, high: int) -> int | None:
+        raw = query.get(name)
+        if raw is None:
+            return None
+        if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+            raise invalid_request(f"{name} must be an integer from {low} to {high}")
+        return int(raw)
+
+    limit = integer("limit", 1, MAX_HISTORY_LIMIT)
+    return HistoryQuery(
+        integer("since", 0, MAX_OFFSET), MAX_HISTORY_LIMIT if limit is None else limit
     )

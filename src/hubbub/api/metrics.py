@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from hubbub.core.history import HistoryStats
 from hubbub.core.node import Node
 from hubbub.hooks.proxies import BackendProxies
 from hubbub.hooks.webhook_sender import LatencyHistogram, WebhookSender
@@ -66,6 +67,9 @@ class _NodeCollector(Collector):
         for code, count in sorted(stats.errors.items()):
             errors.add_metric([code], count)
         yield errors
+        history = node.history_stats
+        if history is not None:
+            yield from _history_metrics(history)
         closes = CounterMetricFamily(
             "hubbub_server_closes", "Connections the server closed", labels=["code"]
         )
@@ -140,6 +144,42 @@ class _HooksCollector(Collector):
                 [proxy], _histogram_buckets(histogram), sum_value=histogram.sum_s
             )
         yield from (proxy_requests, proxy_latency)
+
+
+def _history_metrics(stats: HistoryStats) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "hubbub_history_appended", "Publications recorded in channel history", value=stats.appended
+    )
+    yield CounterMetricFamily(
+        "hubbub_publish_duplicates",
+        "Publishes not delivered again: their messageId was seen within dedup_window_s",
+        value=stats.duplicates,
+    )
+    evicted = CounterMetricFamily(
+        "hubbub_history_evicted",
+        "Publications dropped from history, by reason (size: history_size, ttl: history_ttl_s, "
+        "cap: the memory broker's history_memory_bytes)",
+        labels=["reason"],
+    )
+    evicted.add_metric(["size"], stats.evicted_by_size)
+    evicted.add_metric(["ttl"], stats.evicted_by_ttl)
+    evicted.add_metric(["cap"], stats.evicted_by_cap)
+    yield evicted
+    yield CounterMetricFamily(
+        "hubbub_history_channels_evicted",
+        "Channels whose whole history (and epoch) the memory cap dropped",
+        value=stats.channels_evicted,
+    )
+    yield CounterMetricFamily(
+        "hubbub_dedup_ids_evicted",
+        "Message ids forgotten before their window ended (the memory broker's dedup_memory_ids)",
+        value=stats.dedup_ids_evicted,
+    )
+    yield GaugeMetricFamily(
+        "hubbub_history_retained_bytes",
+        "History held in memory (estimated; memory broker only)",
+        stats.retained_bytes,
+    )
 
 
 class TurnMetricsRecorder:

@@ -13,10 +13,12 @@ from hubbub.api.bodies import (
     DEFAULT_SENDER,
     DEFAULT_TOKEN_TTL_S,
     MAX_BODY_BYTES,
+    MAX_HISTORY_LIMIT,
     MAX_TOKEN_CHANNELS,
     MAX_TOKEN_PERMISSIONS,
     MAX_TOKEN_TTL_S,
 )
+from hubbub.protocol.frames import MAX_MESSAGE_ID_LENGTH, MAX_OFFSET
 from hubbub.protocol.validation import (
     MAX_CHANNEL_BYTES,
     MAX_METADATA_BYTES,
@@ -91,11 +93,11 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         "title": "Hubbub REST control plane",
         "version": "1",
         "description": (
-            "Mint tokens, publish from the server, list channel members, disconnect peers, "
-            "read usage, and list connections, channels, nodes and conversations. "
-            "Authenticate with a secret key: `Authorization: Bearer <key id>:<secret>` "
-            "(or a bare `sk_live_…` secret). Every error body is "
-            '`{"error": <code>, "message": <text>}`.'
+            "Mint tokens, publish from the server, list channel members, read channel "
+            "history, disconnect peers, read usage, and list connections, channels, nodes and "
+            "conversations. Authenticate with a secret key: "
+            "`Authorization: Bearer <key id>:<secret>` (or a bare `sk_live_…` secret). "
+            'Every error body is `{"error": <code>, "message": <text>}`.'
         ),
     },
     "servers": [{"url": "/"}],
@@ -145,6 +147,44 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
                     "403": _error("action_not_permitted or channel_not_authorized."),
                     **_COMMON_ERRORS,
                     **_BODY_ERRORS,
+                    **_BACKEND_ERROR,
+                },
+            }
+        },
+        "/v1/channels/{channel}/history": {
+            "get": {
+                "operationId": "getChannelHistory",
+                "summary": "Retained publications of a channel (needs the subscribe action).",
+                "description": (
+                    "Oldest first. With since=N: the publications after offset N (at most "
+                    "limit); without: the newest limit publications. A channel that keeps no "
+                    "history answers an empty list with a null epoch."
+                ),
+                "parameters": [
+                    _CHANNEL_PARAMETER,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_HISTORY_LIMIT,
+                            "default": MAX_HISTORY_LIMIT,
+                        },
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+                    },
+                ],
+                "responses": {
+                    "200": _ok("ChannelHistory"),
+                    "400": _error("invalid_request (channel, limit or since) or channel_reserved."),
+                    "403": _error("action_not_permitted or channel_not_authorized."),
+                    **_COMMON_ERRORS,
                     **_BACKEND_ERROR,
                 },
             }
@@ -267,6 +307,15 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
                             "fromMetadata to subscribers that asked for sender metadata."
                         ),
                     },
+                    "messageId": {
+                        "type": ["string", "null"],
+                        "minLength": 1,
+                        "maxLength": MAX_MESSAGE_ID_LENGTH,
+                        "description": (
+                            "Idempotency key: a repeat within the server's dedup_window_s is "
+                            "not delivered again and is answered with duplicate: true."
+                        ),
+                    },
                 },
             },
             "PublishResponse": {
@@ -277,6 +326,47 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
                     "delivered": {
                         **_COUNT,
                         "description": "Connections the message reached, on every node.",
+                    },
+                    "offset": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "On a channel with history: the publication's offset.",
+                    },
+                    "epoch": {"type": "string", "description": "With offset: its epoch."},
+                    "duplicate": {
+                        "type": "boolean",
+                        "const": True,
+                        "description": "The messageId was seen already: nothing was delivered.",
+                    },
+                },
+            },
+            "ChannelHistory": {
+                "type": "object",
+                "required": ["channel", "epoch", "offset", "publications"],
+                "properties": {
+                    "channel": {"type": "string"},
+                    "epoch": {
+                        "type": ["string", "null"],
+                        "description": "null when the channel keeps no history.",
+                    },
+                    "offset": {**_COUNT, "description": "The channel's newest offset."},
+                    "publications": {
+                        "type": "array",
+                        "maxItems": MAX_HISTORY_LIMIT,
+                        "items": {
+                            "type": "object",
+                            "required": ["offset", "data", "from", "timestamp"],
+                            "properties": {
+                                "offset": {"type": "integer", "minimum": 1},
+                                "data": {"description": "The published JSON value."},
+                                "from": {"type": "string"},
+                                "fromMetadata": {"type": "object"},
+                                "timestamp": {
+                                    "type": "integer",
+                                    "description": "When it was published, Unix milliseconds.",
+                                },
+                            },
+                        },
                     },
                 },
             },

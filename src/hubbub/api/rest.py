@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
-from hubbub.api.bodies import MAX_BODY_BYTES, parse_publish_request, parse_token_request
+from hubbub.api.bodies import (
+    MAX_BODY_BYTES,
+    parse_history_query,
+    parse_publish_request,
+    parse_token_request,
+)
 from hubbub.api.errors import ApiError, guarded, invalid_request, json_response, unauthorized
 from hubbub.api.openapi import OPENAPI_DOCUMENT
 from hubbub.auth.client_ip import TrustedProxies, client_ip
@@ -82,6 +87,7 @@ class RestApi:
         router.add_post("/v1/tokens", guarded(self.create_token))
         router.add_get(r"/v1/channels/{channel:[\s\S]*}/peers", guarded(self.channel_peers))
         router.add_post(r"/v1/channels/{channel:[\s\S]*}/publish", guarded(self.publish))
+        router.add_get(r"/v1/channels/{channel:[\s\S]*}/history", guarded(self.history))
         router.add_delete(r"/v1/peers/{peer_id:[\s\S]*}", guarded(self.kick))
         router.add_get("/v1/usage", guarded(self.usage))
         router.add_get("/v1/openapi.json", guarded(self.openapi))
@@ -178,12 +184,57 @@ class RestApi:
         channel = self._channel(request, key, "publish")
         message = parse_publish_request(await self._body(request))
         try:
-            delivered = await self._node.publish_from_server(
-                key.app_id, channel, message.data, message.sender, message.sender_metadata
+            published = await self._node.publish_as_server(
+                key.app_id,
+                channel,
+                message.data,
+                message.sender,
+                message.sender_metadata,
+                message.message_id,
             )
         except BrokerUnavailable:
             raise _backend_unavailable() from None
-        return json_response({"channel": channel, "delivered": delivered})
+        answer: dict[str, object] = {"channel": channel, "delivered": published.reached}
+        if published.position is not None:
+            answer["offset"] = published.position.offset
+            answer["epoch"] = published.position.epoch
+        if published.duplicate:
+            answer["duplicate"] = True
+        return json_response(answer)
+
+    async def history(self, request: web.Request) -> web.Response:
+        key = self._authorize(request)
+        channel = self._channel(request, key, "subscribe")
+        query = parse_history_query(request.query)
+        try:
+            page = await self._node.channel_history(
+                key.app_id, channel, since=query.since, limit=query.limit
+            )
+        except BrokerUnavailable:
+            raise _backend_unavailable() from None
+        if page is None:  # a channel without history has none to show
+            return json_response(
+                {"channel": channel, "epoch": None, "offset": 0, "publications": []}
+            )
+        publications: list[dict[str, object]] = []
+        for record in page.records:
+            entry: dict[str, object] = {
+                "offset": record.offset,
+                "data": msgspec.Raw(record.data),
+                "from": record.sender,
+                "timestamp": record.timestamp_ms,
+            }
+            if record.sender_metadata is not None:
+                entry["fromMetadata"] = msgspec.Raw(record.sender_metadata)
+            publications.append(entry)
+        return json_response(
+            {
+                "channel": channel,
+                "epoch": page.position.epoch,
+                "offset": page.position.offset,
+                "publications": publications,
+            }
+        )
 
     async def kick(self, request: web.Request) -> web.Response:
         key = self._authorize(request)

@@ -3,13 +3,20 @@
 Nothing here awaits anything, so each call completes atomically on the event loop; the node's
 ordering guarantees therefore hold without further coordination. The presence store decides
 the channel lifecycle events (occupied, vacated, member added and removed) in the same step
-that changes the membership, and tells its :class:`~hubbub.core.events.EventSink`.
+that changes the membership, and tells its :class:`~hubbub.core.events.EventSink`. History and
+message ids live in a :class:`~hubbub.brokers.memory_history.MemoryHistoryStore`, which a small
+task sweeps for expired records while the broker runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from collections import defaultdict
+from typing import Final
 
+from hubbub.brokers.memory_history import MemoryHistoryStore
 from hubbub.core.broker import (
     AppQuota,
     Broker,
@@ -25,11 +32,16 @@ from hubbub.core.broker import (
     UsageStore,
 )
 from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
+from hubbub.core.history import Published, Recording
+
+SWEEP_INTERVAL_S: Final = 5.0
 
 
 class MemoryBroker(Broker):
-    def __init__(self) -> None:
+    def __init__(self, history: MemoryHistoryStore | None = None) -> None:
         self._handler: BrokerHandler | None = None
+        self.history = history if history is not None else MemoryHistoryStore()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _target(self) -> BrokerHandler:
         if self._handler is None:
@@ -38,9 +50,20 @@ class MemoryBroker(Broker):
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         self._handler = None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.history.sweep()
 
     # With one node there is no remote interest to register.
     async def watch_channel(self, app_id: str, channel: str) -> None:
@@ -64,6 +87,23 @@ class MemoryBroker(Broker):
     async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
         # One process: this node is everywhere.
         return self._target().deliver_publication(publication)
+
+    async def publish_recorded(
+        self, publication: Publication, recording: Recording, *, count_everywhere: bool = False
+    ) -> Published:
+        history, handler = self.history, self._target()
+        app_id, channel, message_id = publication.app_id, publication.channel, recording.message_id
+        if message_id is not None:
+            seen, first = history.first_claim(app_id, channel, message_id)
+            if seen:
+                return Published(0, first, duplicate=True)
+        position = None
+        if recording.retention is not None:
+            position = history.append(publication, recording.retention)
+            publication = dataclasses.replace(publication, position=position)
+        if message_id is not None:
+            history.claim(app_id, channel, message_id, recording.dedup_window_s, position)
+        return Published(handler.deliver_publication(publication), position)
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
         self._target().deliver_presence(delta)

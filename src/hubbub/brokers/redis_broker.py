@@ -5,8 +5,13 @@ keeps local delivery working while Redis is down) and published once, as raw byt
 Redis channel; every other node that subscribed decodes it and fans it out to its own
 connections with the node's encode-once path. Nodes skip their own envelopes.
 
-* A channel's publications and presence deltas go to ``<prefix>:c:<app>:<channel>``; a node
-  subscribes to it while it has local subscribers of the channel.
+* A channel's publications and presence deltas go to ``{<prefix>:c:<app>:<channel>}`` (a hash
+  tag: the channel's history keys share its Redis Cluster slot); a node subscribes to it while
+  it has local subscribers of the channel.
+* History and message ids (``publish_recorded``): one script appends, claims the id and
+  publishes (``redis_history``), so every node gets a channel's recorded publications in offset
+  order. For the same reason the publishing node delivers its own recorded publications when
+  its copy comes back from Redis, not before (its local subscribers then see the same order).
 * Wildcards: Hubbub's glob rules are not Redis's, so a node with any pattern subscription in an
   app PSUBSCRIBEs to all of the app's channels (``<prefix>:c:<app>:*``) and lets the node's
   own matcher choose. While that pattern is confirmed, the plain ``message`` copies of the
@@ -51,9 +56,10 @@ from typing import Any
 
 from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_events import RedisEventRouter
+from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisShards
 from hubbub.brokers.redis_sender import all_answers, discard_outcome, stop_task
-from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped
+from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped, slot_group
 from hubbub.core.broker import (
     Broker,
     BrokerHandler,
@@ -65,6 +71,7 @@ from hubbub.core.broker import (
     Publication,
 )
 from hubbub.core.events import ChannelEvent
+from hubbub.core.history import Published, Recording, StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +91,13 @@ class RedisBroker(Broker):
         prefix: str,
         presence_ttl_s: float,
         events: RedisEventRouter | None = None,
+        history: RedisHistoryStore | None = None,
     ) -> None:
         self._shards = shards
         self._events = events
         if events is not None:
             events.attach(self._forward_event, presence.claim_sender)
+        self.history = history if history is not None else RedisHistoryStore(shards, prefix)
         self._home = shards.first  # liveness lives there
         self._presence = presence
         self._usage = usage
@@ -97,7 +106,7 @@ class RedisBroker(Broker):
         self._alive_ttl_ms = max(100, int(presence_ttl_s * 500))
         self._tick_s = presence_ttl_s / 6
         self._handler: BrokerHandler | None = None
-        self._channel_head = f"{prefix}:c:".encode()
+        self._channel_head = slot_group(f"{prefix}:c:")[:-1].encode()
         self._pattern_refs: dict[str, int] = {}
         # (shard, app pattern or wildcard channel) that Redis has confirmed.
         self._covered: set[tuple[int, bytes]] = set()
@@ -119,7 +128,7 @@ class RedisBroker(Broker):
     # --- names ----------------------------------------------------------------------------
 
     def _channel(self, app_id: str, channel: str) -> bytes:
-        return scoped(self._prefix, "c", app_id, channel).encode()
+        return self.history.channel_name(app_id, channel).encode()
 
     def _peer(self, app_id: str, peer_id: str) -> bytes:
         return scoped(self._prefix, "p", app_id, peer_id).encode()
@@ -130,7 +139,8 @@ class RedisBroker(Broker):
         which every publication of the app is also published."""
         if self._sharded:
             return scoped(self._prefix, "w", app_id).encode()
-        return _GLOB_SPECIAL.sub(rb"\\\1", self._channel(app_id, "")) + b"*"
+        stem = self._channel(app_id, "")[:-1]  # without the tag's closing brace
+        return _GLOB_SPECIAL.sub(rb"\\\1", stem) + b"*"
 
     def _askers(self) -> bytes:
         """Where listing questions go: every node listens."""
@@ -257,6 +267,51 @@ class RedisBroker(Broker):
             return reached
         return reached + await self._close_tally(tally, sends)
 
+    async def publish_recorded(
+        self, publication: Publication, recording: Recording, *, count_everywhere: bool = False
+    ) -> Published:
+        tally = self._open_tally() if count_everywhere else None
+        token = None if tally is None else tally.token
+        recorded = recording.retention is not None
+        head = codec.encode_publication(self._node_id, publication, token, recorded=recorded)
+        answer = self.history.append(
+            head,
+            publication.app_id,
+            publication.channel,
+            publication.sender,
+            publication.data,
+            publication.sender_metadata,
+            recording,
+            self._publish_command,
+        )
+        try:
+            duplicate, offset, epoch, listeners = await answer
+        except BaseException:
+            if tally is not None:
+                del self._tallies[tally.token]
+            raise
+        position = StreamPosition(int(offset), epoch.decode()) if recorded else None
+        if duplicate:
+            self.history.stats.duplicates += 1
+            if tally is not None:
+                del self._tallies[tally.token]
+            return Published(0, position, duplicate=True)
+        if recorded:
+            self.history.stats.appended += 1
+        copies: list[asyncio.Future[Any]] = [_settled(int(listeners))]
+        if self._sharded:
+            wildcard = self._app_interest(publication.app_id)
+            envelope = head if position is None else codec.with_position(head, position)
+            copies.append(self._shards.for_key(wildcard).call("SPUBLISH", wildcard, envelope))
+        reached = 0
+        if position is None:
+            reached = self._target().deliver_publication(publication)
+        # else: this node's subscribers get it with its Redis copy, in offset order.
+        if tally is None:
+            await all_answers(copies)
+            return Published(reached, position)
+        return Published(reached + await self._close_tally(tally, copies), position)
+
     async def publish_presence(self, delta: PresenceDelta) -> None:
         sent = self._presence_remote(delta)
         self._target().deliver_presence(delta)
@@ -371,14 +426,24 @@ class RedisBroker(Broker):
                 if tally is not None:
                     tally.add(0, answer)
                 return
-            if origin == self._node_id:
+            if origin == self._node_id and event != codec.RECORDED:
                 if self._tallies:  # our own copy of a counted event: nothing more reached
                     own = codec.tally_of(payload)
                     own_tally = self._tallies.get(own) if own is not None else None
                     if own_tally is not None:
                         own_tally.add(0)
                 return
-            if event == codec.PUBLICATION:
+            if event == codec.RECORDED and origin == self._node_id:
+                # Our own recorded publication: delivered here, in offset order, and counted
+                # into our own tally rather than answered on the reply channel.
+                publication, wanted = codec.decode_publication(payload)
+                reached = 0
+                if not self._is_duplicate(shard, kind, name, publication.app_id):
+                    reached = handler.deliver_publication(publication)
+                own_tally = self._tallies.get(wanted) if wanted is not None else None
+                if own_tally is not None:
+                    own_tally.add(reached)
+            elif event in (codec.PUBLICATION, codec.RECORDED):
                 publication, wanted = codec.decode_publication(payload)
                 reached = 0
                 if not self._is_duplicate(shard, kind, name, publication.app_id):
@@ -488,6 +553,12 @@ class RedisBroker(Broker):
         # Others may have reaped us meanwhile; a duplicate joined is harmless (spec 5.6).
         for delta in joined:
             await self._presence_remote(delta)
+
+
+def _settled(value: Any) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 class _Tally:

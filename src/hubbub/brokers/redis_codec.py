@@ -23,15 +23,19 @@ from hubbub.core.broker import (
     Publication,
 )
 from hubbub.core.events import ChannelEvent, ChannelEventName
+from hubbub.core.history import StreamPosition
 
 PUBLICATION: Final = ord("P")
+# A publication on a channel with history: a PUBLICATION envelope followed by the offset and
+# the epoch, which the history script appends (see ``redis_history``).
+RECORDED: Final = ord("H")
 DIRECT: Final = ord("D")
 PRESENCE: Final = ord("E")
 DISCONNECT: Final = ord("K")
 COUNT: Final = ord("N")
 QUESTION: Final = ord("Q")
 ANSWER: Final = ord("A")
-CHANNEL_EVENT: Final = ord("H")
+CHANNEL_EVENT: Final = ord("L")  # a lifecycle event handed to its sending node
 
 _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
@@ -104,9 +108,12 @@ def _body(payload: bytes) -> _Reader:
     return reader
 
 
-def encode_publication(node_id: str, publication: Publication, tally: bytes | None = None) -> bytes:
-    """``tally``: the publishing node wants every receiving node's count under this token."""
-    parts = _head(PUBLICATION, node_id)
+def encode_publication(
+    node_id: str, publication: Publication, tally: bytes | None = None, *, recorded: bool = False
+) -> bytes:
+    """``tally``: the publishing node wants every receiving node's count under this token.
+    ``recorded``: the head of a RECORDED envelope, to be completed by ``with_position``."""
+    parts = _head(RECORDED if recorded else PUBLICATION, node_id)
     _put(parts, publication.app_id.encode())
     _put(parts, publication.channel.encode())
     _put(parts, publication.sender.encode())
@@ -120,12 +127,25 @@ def encode_publication(node_id: str, publication: Publication, tally: bytes | No
     return b"".join(parts)
 
 
+def with_position(head: bytes, position: StreamPosition) -> bytes:
+    """Complete a RECORDED envelope head (what the history script does in Lua)."""
+    parts = [head]
+    _put(parts, str(position.offset).encode())
+    _put(parts, position.epoch.encode())
+    return b"".join(parts)
+
+
 def decode_publication(payload: bytes) -> tuple[Publication, bytes | None]:
     r = _body(payload)
-    publication = Publication(
-        r.text(), r.text(), r.text(), r.required(), r.optional(), r.optional_text()
-    )
-    return publication, r.optional()
+    app_id, channel, sender = r.text(), r.text(), r.text()
+    data, metadata, origin, tally = r.required(), r.optional(), r.optional_text(), r.optional()
+    position = None
+    if payload[0] == RECORDED:
+        try:
+            position = StreamPosition(int(r.text()), r.text())
+        except ValueError:
+            raise EnvelopeError("bad offset") from None
+    return Publication(app_id, channel, sender, data, metadata, origin, position), tally
 
 
 def encode_direct(node_id: str, direct: Direct) -> bytes:
@@ -195,7 +215,7 @@ def decode_disconnect(payload: bytes) -> tuple[tuple[str, str, int, str], bytes]
 
 def tally_of(payload: bytes) -> bytes | None:
     """The tally token of a publication, disconnect or question (None for other kinds)."""
-    if payload[:1] == bytes((PUBLICATION,)):
+    if payload[:1] in (bytes((PUBLICATION,)), bytes((RECORDED,))):
         return decode_publication(payload)[1]
     if payload[:1] == bytes((DISCONNECT,)):
         return decode_disconnect(payload)[1]

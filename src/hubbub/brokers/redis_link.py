@@ -361,6 +361,10 @@ class RedisLink:
         """Queue one command about channel or key ``name`` on the ordered, pipelined path."""
         return self._sender_for(name).call(command, name, *args)
 
+    def call_routed(self, route: str | bytes, *command: Any) -> asyncio.Future[Any]:
+        """Queue a command (a script, say) whose keys all live where ``route`` does."""
+        return self._sender_for(route).call(*command)
+
     def _sender_for(self, name: str | bytes) -> OrderedSender:
         if not self.sharded:
             found = self._senders.get("main")

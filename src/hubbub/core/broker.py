@@ -18,6 +18,8 @@ Contract for every Broker:
 * Messages from one sender are delivered in the order they were handed to the broker.
 * ``publish_presence`` delivers a delta to every node watching the channel, ordered with
   the sender's later publishes and directs.
+* ``publish_recorded`` records a publication in the channel's history and/or claims its
+  message id, atomically with delivering it (the contract is in :mod:`hubbub.core.history`).
 * ``query_nodes`` asks every node (the calling one included, through
   :meth:`BrokerHandler.answer_query`) about its own connections and returns the answers that
   arrived within a short wait: a node that died holding the question is left out.
@@ -30,6 +32,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from hubbub.core.history import Published, Recording, StreamPosition
 
 
 class BrokerUnavailable(Exception):
@@ -44,6 +48,8 @@ class Publication:
     data: bytes  # raw JSON
     sender_metadata: bytes | None  # raw JSON object, or None
     origin_connection: str | None  # the publishing connection, which gets no echo
+    # On channels with history: the publication's offset and epoch (spec 16.1).
+    position: StreamPosition | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,13 @@ class Broker(ABC):
         """Deliver everywhere; returns how many connections it was written to on this node,
         or with ``count_everywhere`` on every node (as many as answered within a short wait,
         for brokers that span nodes)."""
+
+    @abstractmethod
+    async def publish_recorded(
+        self, publication: Publication, recording: Recording, *, count_everywhere: bool = False
+    ) -> Published:
+        """Claim the message id and/or append to the channel's history, then deliver like
+        ``publish`` (see :mod:`hubbub.core.history` for the contract)."""
 
     @abstractmethod
     async def publish_presence(self, delta: PresenceDelta) -> None: ...

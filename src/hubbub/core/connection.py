@@ -24,6 +24,12 @@ class Subscription:
     pattern: ChannelPattern | None  # None for a concrete channel
     # Presence frames that arrived before this subscription's snapshot was queued.
     held_presence: list[OutFrame] | None = None
+    # History channels (spec 16.1): live messages held, with their offsets, while the
+    # subscription's replay is read; afterwards live copies at or below this offset (already
+    # replayed, or older than the subscription) are dropped, so the seam has no duplicate.
+    held_messages: list[tuple[int, OutFrame]] | None = None
+    replayed_through: int = 0
+    replayed_epoch: str | None = None
 
 
 @dataclass(slots=True, eq=False)

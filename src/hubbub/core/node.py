@@ -11,6 +11,13 @@ are queued, which is how the presence ordering rules of spec section 5 hold:
 
 The node talks to other nodes only through the :class:`Broker` it was given, and the broker
 calls back into it through the :class:`BrokerHandler` methods (``deliver_*``).
+
+History (spec 16.1): on a channel with history, a subscribe is added to the routes with its
+live messages *held*, then the history is read (``since``: everything after the client's
+offset; ``rewind``: the newest K; neither: just the position), then the ack (with
+``recovered``/``offset``/``epoch``), the snapshot, the replay and the held live messages
+newer than what was read are queued, in that order. Live copies at or below the read offset
+are dropped from then on, so the seam has neither a gap nor a duplicate.
 """
 
 from __future__ import annotations
@@ -41,10 +48,21 @@ from hubbub.core.broker import (
 )
 from hubbub.core.connection import Cancellable, Connection, Subscription
 from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
+from hubbub.core.history import (
+    DEFAULT_DEDUP_WINDOW_S,
+    HistoryPage,
+    HistoryStats,
+    HistoryStore,
+    Published,
+    Recording,
+    Retention,
+    RetentionRules,
+)
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
 from hubbub.protocol import frames
@@ -103,6 +121,9 @@ class Node:
         scheduler: Scheduler,
         events: EventSink = NO_EVENTS,
         authorizer: Authorizer = NO_AUTHORIZER,
+        history: HistoryStore | None = None,
+        retention: RetentionRules | None = None,
+        dedup_window_s: float = DEFAULT_DEDUP_WINDOW_S,
     ) -> None:
         self.node_id = node_id
         self._broker = broker
@@ -114,6 +135,9 @@ class Node:
         self._scheduler = scheduler
         self._events = events
         self._authorizer = authorizer
+        self._history = history
+        self._retention = retention if history is not None and retention else RetentionRules()
+        self._dedup_window_s = dedup_window_s
         self._next_connection = 0
         self._connections: set[Connection] = set()
         self._local = LocalRoutes()
@@ -128,6 +152,10 @@ class Node:
 
     async def stop(self) -> None:
         await self._broker.stop()
+
+    @property
+    def history_stats(self) -> HistoryStats | None:
+        return self._history.stats if self._history is not None else None
 
     @property
     def connection_count(self) -> int:
@@ -328,10 +356,17 @@ class Node:
         conn.frames_out += 1
         conn.sink.push(OutFrame(frames.error(code, "refused by the backend", request_id)))
 
-    def _ack(self, conn: Connection, request_id: str | None) -> None:
+    def _ack(
+        self, conn: Connection, request_id: str | None, fields: dict[str, object] | None = None
+    ) -> None:
         if request_id is not None:
+            payload = frames.ack_with(request_id, fields) if fields else frames.ack(request_id)
             conn.frames_out += 1
-            conn.sink.push(OutFrame(frames.ack(request_id)))
+            conn.sink.push(OutFrame(payload))
+
+    def retention(self, app_id: str, channel: str) -> Retention | None:
+        """The history kept for a concrete channel (None: it keeps none)."""
+        return self._retention.for_channel(app_id, channel)
 
     def _channel_refusal(self, conn: Connection, channel: str, action: str) -> ErrorCode | None:
         """The shared checks of subscribe and publish, in the spec's order (4.6: 6-8)."""
@@ -359,20 +394,22 @@ class Node:
         if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
             self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
             return
-        await self._broker.publish(
-            Publication(
-                app_id=conn.app_id,
-                channel=frame.channel,
-                sender=conn.peer_id,
-                data=data,
-                sender_metadata=conn.principal.peer_metadata,
-                origin_connection=conn.id,
-            )
+        publication = Publication(
+            app_id=conn.app_id,
+            channel=frame.channel,
+            sender=conn.peer_id,
+            data=data,
+            sender_metadata=conn.principal.peer_metadata,
+            origin_connection=conn.id,
         )
+        published = await self._hand_over(publication, frame.message_id)
         self.stats.publications += 1
-        self._activity.published(conn.app_id, frame.channel)
-        self._ack(conn, frame.request_id)
-        if self._events.wants(conn.app_id, ChannelEventName.CLIENT_EVENT):
+        if not published.duplicate:
+            self._activity.published(conn.app_id, frame.channel)
+        self._ack(conn, frame.request_id, published_fields(published))
+        if not published.duplicate and self._events.wants(
+            conn.app_id, ChannelEventName.CLIENT_EVENT
+        ):
             self._events.emit(
                 ChannelEvent(
                     ChannelEventName.CLIENT_EVENT,
@@ -382,6 +419,20 @@ class Node:
                     data=data,
                 )
             )
+
+    async def _hand_over(
+        self, publication: Publication, message_id: str | None, *, count_everywhere: bool = False
+    ) -> Published:
+        """Give a publication to the broker: recorded when the channel keeps history or the
+        publish carries a messageId (spec 16.2), plain otherwise."""
+        retention = self.retention(publication.app_id, publication.channel)
+        if retention is None and message_id is None:
+            reached = await self._broker.publish(publication, count_everywhere=count_everywhere)
+            return Published(reached, None)
+        recording = Recording(retention, message_id, self._dedup_window_s)
+        return await self._broker.publish_recorded(
+            publication, recording, count_everywhere=count_everywhere
+        )
 
     async def _send(self, conn: Connection, frame: Send) -> None:
         if "send" not in conn.principal.actions:
@@ -429,15 +480,29 @@ class Node:
             self._reply_error(conn, refusal, frame.request_id, _detail(refusal, channel))
             return
 
+        retention = None if pattern is not None else self.retention(conn.app_id, channel)
+        wants_history = frame.since is not None or frame.rewind is not None
         existing = conn.subscriptions.get(channel)
         if existing is not None:
             # Idempotent: last subscribe wins, and the SDK expects a fresh snapshot.
             existing.include_sender_metadata = frame.include_sender_metadata
-            self._ack(conn, frame.request_id)
-            if existing.pattern is not None:
-                self._queue_empty_snapshot(conn, channel)
-            else:
-                await self._queue_snapshot(conn, channel, existing)
+            replay: HistoryPage | None = None
+            if retention is not None and wants_history:
+                existing.held_messages = []
+                try:
+                    replay = await read_for(self._history, conn, channel, retention, frame)
+                except BaseException:
+                    release_held(conn, channel, existing, None)
+                    raise
+            self._ack(conn, frame.request_id, subscribe_fields(frame, retention, replay))
+            try:
+                if existing.pattern is not None:
+                    self._queue_empty_snapshot(conn, channel)
+                else:
+                    await self._queue_snapshot(conn, channel, existing)
+            finally:
+                if replay is not None:
+                    release_held(conn, channel, existing, replay)
             return
         max_channels = self._limits.max_channels
         if max_channels and len(conn.subscriptions) >= max_channels:
@@ -454,13 +519,16 @@ class Node:
         sub = Subscription(frame.include_sender_metadata, pattern)
         conn.subscriptions[channel] = sub
         listed = False
+        page: HistoryPage | None = None
         try:
             if pattern is not None:
                 await self._add_pattern_member(conn, pattern, sub)
-                self._ack(conn, frame.request_id)
+                self._ack(conn, frame.request_id, subscribe_fields(frame, None, None))
                 self._queue_empty_snapshot(conn, channel)
                 return
             sub.held_presence = []
+            if retention is not None:
+                sub.held_messages = []  # from the moment it is routed, until the replay
             await self._add_channel_member(conn, channel, sub)
             before = await self._presence.add(conn.app_id, channel, conn.presence_entry, conn.id)
             listed = True
@@ -469,6 +537,9 @@ class Node:
             await self._broker.publish_presence(
                 PresenceDelta(conn.app_id, channel, conn.peer_id, entry, entry if before else ())
             )
+            if retention is not None:
+                # Read after the node watches the channel: what is not in the page arrives live.
+                page = await read_for(self._history, conn, channel, retention, frame)
         except Exception:
             # Undo what was done (whatever failed: a broker fault or a bug) so the client can
             # simply retry the subscribe, instead of being left listed but never announced.
@@ -480,8 +551,12 @@ class Node:
             except BrokerUnavailable:
                 pass
             raise
-        self._ack(conn, frame.request_id)
-        await self._queue_snapshot(conn, channel, sub)
+        self._ack(conn, frame.request_id, subscribe_fields(frame, retention, page))
+        try:
+            await self._queue_snapshot(conn, channel, sub)
+        finally:
+            if page is not None:
+                release_held(conn, channel, sub, page)
 
     def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
         if conn.sees_presence:
@@ -580,13 +655,35 @@ class Node:
         sender: str = "server",
         sender_metadata: bytes | None = None,
     ) -> int:
+        published = await self.publish_as_server(app_id, channel, data, sender, sender_metadata)
+        return published.reached
+
+    async def publish_as_server(
+        self,
+        app_id: str,
+        channel: str,
+        data: bytes,
+        sender: str = "server",
+        sender_metadata: bytes | None = None,
+        message_id: str | None = None,
+    ) -> Published:
+        """A REST publish: counted everywhere, recorded like a client's (spec 16.1, 16.2)."""
         await self._usage.count_message(app_id, self.quota(app_id), self._clock())
-        delivered = await self._broker.publish(
-            Publication(app_id, channel, sender, data, sender_metadata, None),
-            count_everywhere=True,
-        )
-        self._activity.published(app_id, channel)
-        return delivered
+        publication = Publication(app_id, channel, sender, data, sender_metadata, None)
+        published = await self._hand_over(publication, message_id, count_everywhere=True)
+        if not published.duplicate:
+            self._activity.published(app_id, channel)
+        return published
+
+    async def channel_history(
+        self, app_id: str, channel: str, *, since: int | None, limit: int
+    ) -> HistoryPage | None:
+        """Retained publications of a channel (REST): after ``since``, else the newest
+        ``limit``; None when the channel keeps no history."""
+        retention = self.retention(app_id, channel)
+        if retention is None or self._history is None:
+            return None
+        return await self._history.read(app_id, channel, retention, after=since, limit=limit)
 
     async def channel_members(self, app_id: str, channel: str) -> list[PresenceEntry]:
         return await self._presence.members(app_id, channel)

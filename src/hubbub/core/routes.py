@@ -143,6 +143,9 @@ class LocalRoutes:
         with_metadata: OutFrame | None = None
         metadata = publication.sender_metadata
         origin = publication.origin_connection
+        position = publication.position
+        # One offset per publication: both variants carry it, each still encoded once.
+        offset, epoch = (position.offset, position.epoch) if position else (0, None)
         seen: set[Connection] | None = set() if len(groups) > 1 else None
         reached = 0
         for members in groups:
@@ -156,17 +159,39 @@ class LocalRoutes:
                 if metadata is not None and sub.include_sender_metadata:
                     if with_metadata is None:
                         with_metadata = OutFrame(
-                            frames.message(channel, publication.sender, publication.data, metadata)
+                            frames.message(
+                                channel,
+                                publication.sender,
+                                publication.data,
+                                metadata,
+                                offset or None,
+                                epoch,
+                            )
                         )
-                    conn.sink.push(with_metadata)
-                    conn.frames_out += 1
+                    frame = with_metadata
                 else:
                     if plain is None:
                         plain = OutFrame(
-                            frames.message(channel, publication.sender, publication.data, None)
+                            frames.message(
+                                channel,
+                                publication.sender,
+                                publication.data,
+                                None,
+                                offset or None,
+                                epoch,
+                            )
                         )
-                    conn.sink.push(plain)
-                    conn.frames_out += 1
+                    frame = plain
+                if offset and (sub.held_messages is not None or offset <= sub.replayed_through):
+                    # A subscription reading its replay holds live copies until it is done;
+                    # copies already replayed are dropped (no duplicate at the seam).
+                    if sub.held_messages is not None:
+                        sub.held_messages.append((offset, frame))
+                        continue
+                    if epoch == sub.replayed_epoch:
+                        continue
+                conn.sink.push(frame)
+                conn.frames_out += 1
                 reached += 1
         return reached
 

@@ -4,6 +4,11 @@ Decoding follows the spec's check order (section 4.6): not JSON / not an object 
 ``type`` -> ``malformed_message``; unknown ``type`` -> ``unknown_type``; then per-type field
 validation. Authorization, limits and routing are the hub's business, not this module's.
 
+Hubbub's extensions (spec 16.1, 16.2) add optional fields: ``subscribe.since`` /
+``subscribe.rewind`` and ``publish.messageId``; a bad value is ``malformed_message`` naming the
+field (the connection stays open). Server frames gain ``offset``/``epoch`` (and ack fields) only
+for channels with history, so every other frame is byte-identical to the hosted service's.
+
 The ``data`` of ``publish``/``send`` is kept as the raw JSON bytes the client sent
 (:class:`msgspec.Raw`) and spliced into outgoing frames unchanged, so a payload is parsed once
 and never re-encoded on the fan-out path.
@@ -33,9 +38,28 @@ class _WireFrame(msgspec.Struct):
     to: object = msgspec.UNSET
     data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     includeSenderMetadata: object = msgspec.UNSET
+    since: object = msgspec.UNSET
+    rewind: object = msgspec.UNSET
+    messageId: object = msgspec.UNSET
 
 
 _decoder: Final = msgspec.json.Decoder(_WireFrame)
+
+
+# Spec 16.1/16.2 bounds.
+MAX_MESSAGE_ID_LENGTH: Final = 128
+MAX_REWIND: Final = 100
+MAX_EPOCH_LENGTH: Final = 64
+# The largest offset a client may name: JSON integers beyond 2**53 lose precision in JS.
+MAX_OFFSET: Final = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """``subscribe.since``: the last publication the client has (its offset and epoch)."""
+
+    offset: int
+    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +67,8 @@ class Subscribe:
     channel: str
     request_id: str | None
     include_sender_metadata: bool
+    since: Since | None = None
+    rewind: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +82,7 @@ class Publish:
     channel: str
     data: bytes
     request_id: str | None
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +165,65 @@ def decode_client_frame(payload: str | bytes) -> ClientFrame | FrameError:
             return _error(
                 ErrorCode.MALFORMED_MESSAGE, request_id, "includeSenderMetadata must be a boolean"
             )
-        return Subscribe(channel, request_id, include)
+        return _subscribe(channel, request_id, include, wire)
     if frame_type == "unsubscribe":
         return Unsubscribe(channel, request_id)
     # publish
     if wire.data is msgspec.UNSET:
         return _error(ErrorCode.MISSING_DATA, request_id)
-    return Publish(channel, bytes(wire.data), request_id)
+    message_id: str | None = None
+    if wire.messageId is not msgspec.UNSET and wire.messageId is not None:
+        if not is_valid_message_id(wire.messageId):
+            return _error(ErrorCode.MALFORMED_MESSAGE, request_id, BAD_MESSAGE_ID)
+        assert isinstance(wire.messageId, str)
+        message_id = wire.messageId
+    return Publish(channel, bytes(wire.data), request_id, message_id)
+
+
+BAD_MESSAGE_ID: Final = (
+    f"messageId must be a non-empty string of at most {MAX_MESSAGE_ID_LENGTH} characters"
+)
+BAD_SINCE: Final = (
+    "since must be an object with an integer offset >= 0 and a non-empty string epoch"
+)
+BAD_REWIND: Final = f"rewind must be an integer from 0 to {MAX_REWIND}"
+SINCE_AND_REWIND: Final = "since and rewind cannot be used together"
+
+
+def is_valid_message_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_MESSAGE_ID_LENGTH
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _subscribe(
+    channel: str, request_id: str | None, include: bool, wire: _WireFrame
+) -> Subscribe | FrameError:
+    since: Since | None = None
+    rewind: int | None = None
+    if wire.since is not msgspec.UNSET and wire.since is not None:
+        raw = wire.since
+        offset = raw.get("offset") if isinstance(raw, dict) else None
+        epoch = raw.get("epoch") if isinstance(raw, dict) else None
+        if (
+            not _is_int(offset)
+            or not 0 <= offset <= MAX_OFFSET  # type: ignore[operator]
+            or not isinstance(epoch, str)
+            or not 0 < len(epoch) <= MAX_EPOCH_LENGTH
+        ):
+            return _error(ErrorCode.MALFORMED_MESSAGE, request_id, BAD_SINCE)
+        assert isinstance(offset, int)
+        since = Since(offset, epoch)
+    if wire.rewind is not msgspec.UNSET and wire.rewind is not None:
+        if not _is_int(wire.rewind) or not 0 <= wire.rewind <= MAX_REWIND:  # type: ignore[operator]
+            return _error(ErrorCode.MALFORMED_MESSAGE, request_id, BAD_REWIND)
+        assert isinstance(wire.rewind, int)
+        rewind = wire.rewind
+    if since is not None and rewind is not None:
+        return _error(ErrorCode.MALFORMED_MESSAGE, request_id, SINCE_AND_REWIND)
+    return Subscribe(channel, request_id, include, since, rewind)
 
 
 # --- server frames --------------------------------------------------------------------------
@@ -183,6 +262,15 @@ def ack(request_id: str) -> bytes:
     return b'{"type":"ack","requestId":' + _json.encode(request_id) + b"}"
 
 
+def ack_with(request_id: str, fields: dict[str, object]) -> bytes:
+    """An ack carrying extension fields (spec 16.1, 16.2), in the order given."""
+    parts = [b'{"type":"ack","requestId":', _json.encode(request_id)]
+    for name, value in fields.items():
+        parts += [b',"', name.encode(), b'":', _json.encode(value)]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
 def error(code: ErrorCode | str, message: str, request_id: str | None) -> bytes:
     """``code`` is an :class:`ErrorCode`, or a code a backend proxy chose (spec 16.4)."""
     body = b'{"type":"error","code":' + _json.encode(str(code))
@@ -192,7 +280,15 @@ def error(code: ErrorCode | str, message: str, request_id: str | None) -> bytes:
     return body + b"}"
 
 
-def message(channel: str, sender: str, data: bytes, sender_metadata: bytes | None) -> bytes:
+def message(
+    channel: str,
+    sender: str,
+    data: bytes,
+    sender_metadata: bytes | None,
+    offset: int | None = None,
+    epoch: str | None = None,
+) -> bytes:
+    """A channel message; ``offset``/``epoch`` only on channels with history (spec 16.1)."""
     parts = [
         b'{"type":"message","channel":',
         _json.encode(channel),
@@ -203,6 +299,8 @@ def message(channel: str, sender: str, data: bytes, sender_metadata: bytes | Non
     ]
     if sender_metadata is not None:
         parts += [b',"fromMetadata":', sender_metadata]
+    if offset is not None:
+        parts += [b',"offset":', _json.encode(offset), b',"epoch":', _json.encode(epoch)]
     parts.append(b"}")
     return b"".join(parts)
 
