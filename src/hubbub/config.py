@@ -311,6 +311,12 @@ app = "demo"
 id = "demo"
 conversation_projects = ["support-desk"]
 
+# The chat demo's rooms keep their last 100 messages for an hour (the console reads them).
+[[apps.channels]]
+pattern = "chat/**"
+history_size = 100
+history_ttl_s = 3600
+
 [[apps.keys]]
 id = "pk_live_demo"
 kind = "publishable"

@@ -153,6 +153,10 @@ try {
     await page.click("#publish-button");
     await page.waitForFunction(() => document.getElementById("publish-result").textContent.startsWith("delivered to 2"), null, WAIT);
     await ada.waitForFunction(() => document.getElementById("messages").textContent.includes("hello from the console"), null, WAIT);
+    // Demo mode keeps chat history: the channel panel shows what was said.
+    await page.waitForFunction(() => document.getElementById("history").textContent.includes("hello from REST"), null, WAIT);
+    await page.locator("#channel-card").scrollIntoViewIfNeeded();
+    await shot(page, "console-channel", false);
     await page.waitForFunction(() => document.querySelectorAll(".tile").length > 0, null, WAIT);
 
     const kick = `#connections tr[data-peer="${boPeer}"] button`;

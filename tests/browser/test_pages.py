@@ -90,6 +90,7 @@ async def test_every_page_was_screenshotted(run: dict[str, Any]) -> None:
         "chat",
         "chat-kicked",
         "console",
+        "console-channel",
         "console-conversation",
         "call",
         "cursors",

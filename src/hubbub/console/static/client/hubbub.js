@@ -59,6 +59,7 @@ export class HubbubClient {
     this._subscriptions = new Map(); // channel -> {includeSenderMetadata}
     this._members = new Map(); // channel -> Map(peerId -> metadata)
     this._awaitingSnapshot = new Set();
+    this._positions = new Map(); // channel -> {offset, epoch} of the last message (history)
     this._nextRequest = 0;
     this._attempt = 0;
     this._ws = null;
@@ -199,6 +200,9 @@ export class HubbubClient {
         this._settle(frame);
         break;
       case "message":
+        if (typeof frame.offset === "number" && this._subscriptions.has(frame.channel)) {
+          this._positions.set(frame.channel, { offset: frame.offset, epoch: frame.epoch });
+        }
         this._emit("message", frame);
         break;
       case "direct":
@@ -228,7 +232,8 @@ export class HubbubClient {
     } else {
       // A reconnect: subscribe again; each snapshot then replaces what was known.
       for (const [channel, options] of this._subscriptions) {
-        this._request({ type: "subscribe", channel, ...options }, channel).catch((error) =>
+        const since = this._positions.get(channel);
+        this._request({ type: "subscribe", channel, ...options, ...(since ? { since } : {}) }, channel).catch((error) =>
           this._emit("error", { code: error.code, message: `resubscribe ${channel}: ${error.message}` }),
         );
       }
@@ -296,15 +301,22 @@ export class HubbubClient {
 
   // --- requests ------------------------------------------------------------------------------
 
-  /** Subscribe to a channel or a pattern (`devices/*\/events`); presence follows the ack. */
-  async subscribe(channel, { includeSenderMetadata = false } = {}) {
+  /**
+   * Subscribe to a channel or a pattern (`devices/*\/events`); presence follows the ack. On a
+   * channel with history, `rewind: K` first delivers its last K messages (spec 16.1); after a
+   * reconnect the client asks for what it missed (`since` its last offset) instead. Resolves
+   * with the ack (`recovered`, `offset`, `epoch` on a channel with history).
+   */
+  async subscribe(channel, { includeSenderMetadata = false, rewind } = {}) {
     const options = includeSenderMetadata ? { includeSenderMetadata: true } : {};
-    await this._request({ type: "subscribe", channel, ...options }, channel);
+    const ack = await this._request({ type: "subscribe", channel, ...options, ...(rewind ? { rewind } : {}) }, channel);
     this._subscriptions.set(channel, options);
+    return ack;
   }
 
   async unsubscribe(channel) {
     this._subscriptions.delete(channel);
+    this._positions.delete(channel);
     this._members.delete(channel);
     await this._request({ type: "unsubscribe", channel });
   }

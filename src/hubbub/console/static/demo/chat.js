@@ -49,8 +49,11 @@ async function main() {
   });
   client.on("message", (message) => {
     if (message.channel !== channel) return;
-    const fromServer = !message.fromMetadata && !client.members(channel).has(message.from);
-    const line = addLine(fromServer ? "server" : "", displayName(message.from, message.fromMetadata), textOf(message.data));
+    // A replayed message may be this page's own, from before a reload.
+    const mine = message.from === client.peerId;
+    const fromServer = !mine && !message.fromMetadata && !client.members(channel).has(message.from);
+    const kind = mine ? "mine" : fromServer ? "server" : "";
+    const line = addLine(kind, displayName(message.from, message.fromMetadata), textOf(message.data));
     line.dataset.from = message.from;
   });
   client.on("close", ({ code, reason, willReconnect }) => {
@@ -61,7 +64,8 @@ async function main() {
     // Presence is no longer known once the connection is gone for good.
     $("members").replaceChildren(el("li", { className: "muted", textContent: "not connected" }));
   });
-  await client.subscribe(channel, { includeSenderMetadata: true });
+  // The room's recent messages first (demo mode keeps 100 per chat room), then live ones.
+  await client.subscribe(channel, { includeSenderMetadata: true, rewind: 20 });
   renderMembers(client);
   $("text").disabled = $("send").disabled = false;
   $("text").focus();
