@@ -78,6 +78,10 @@ def _serve(args: argparse.Namespace) -> int:
                     '(project support-desk, API key "demo-conversation-key")'
                 )
                 logs.announce(f"Voice demo (WebRTC): http://{where.host}:{where.port}/demo/voice")
+            logs.announce(
+                f"Landing page, console and demos: http://{where.host}:{where.port}/ "
+                "(sign in to /console with sk_id_demo:sk_secret_demo)"
+            )
         logs.announce(
             f"Hubbub listening on http://{where.host}:{where.port}",
             event="listening",
