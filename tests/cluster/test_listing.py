@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from metered_realtime import Message, Presence
 
-from tests.cluster.conftest import demo_token, sdk_client
+from hubbub.client import ConversationClient
+from hubbub.console import demo_projects_dir
+from tests.cluster.conftest import cluster_toml, demo_token, sdk_client
 from tests.cluster.test_rest import rest
-from tests.support.server import ServerProcess
+from tests.support.postgres import postgres_url
+from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
+from tests.support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +87,48 @@ async def test_connections_channels_and_nodes_span_every_node(
                 await asyncio.sleep(0.05)
         status, body = await rest("GET", b, "/v1/channels?prefix=chat/")
         assert [(x["subscribers"], x["peers"]) for x in body["channels"]] == [(1, 1)]
+
+
+async def test_conversations_are_listed_from_any_node_of_a_shared_store() -> None:
+    async for database_url in postgres_url():
+        prefix = unique_prefix()
+        toml = (
+            cluster_toml(SHARED_URL, prefix).replace(
+                'id = "demo"\n', 'id = "demo"\nconversation_projects = ["*"]\n', 1
+            )
+            + f'\n[conversations]\nprojects_dir = "{demo_projects_dir()}"\n'
+            + f'database_url = "{database_url}"\n'
+        )
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                a, b, c = await asyncio.gather(
+                    *(stack.enter_async_context(running_server(toml)) for _ in range(3))
+                )
+                async with await ConversationClient.connect(a.ws_url + "/ws") as client:
+                    await client.auth("demo-conversation-key")
+                    conversation_id = await client.start("cluster-user")
+                    await client.next_turn()
+                    here = await rest("GET", a, f"/v1/conversations/{conversation_id}")
+                    assert (here[0], here[1]["runningHere"]) == (200, True)
+                    # Another node reads it from the shared store.
+                    status, there = await rest("GET", c, f"/v1/conversations/{conversation_id}")
+                    assert (status, there["runningHere"], there["userId"]) == (
+                        200,
+                        False,
+                        "cluster-user",
+                    )
+                    status, live = await rest("GET", b, "/v1/conversations?state=live")
+                    assert [x["conversationId"] for x in live["conversations"]] == [conversation_id]
+                    await client.send_text("bye")
+                    await client.next_turn()
+                async with asyncio.timeout(10):
+                    while True:
+                        status, ended = await rest("GET", b, "/v1/conversations?state=ended")
+                        if ended["conversations"]:
+                            break
+                        await asyncio.sleep(0.1)
+                assert ended["conversations"][0]["state"] == "finished"
+                status, events = await rest("GET", c, f"/v1/conversations/{conversation_id}/events")
+                assert "conversation_end" in [e["eventType"] for e in events["events"]]
+        finally:
+            await delete_prefix(6379, prefix)

@@ -133,9 +133,22 @@ class ConversationStore:
         return cls(create_async_engine(url))
 
     async def start(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        await self._create_tables()
         self._writer = asyncio.create_task(self._write_loop(), name="conversation-store")
+
+    async def _create_tables(self, attempts: int = 5) -> None:
+        """Create what is missing. Nodes of a cluster starting at once on a fresh database
+        race to create the same tables: the losers' CREATE fails, and their next look finds
+        the tables there."""
+        for attempt in range(attempts):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def close(self) -> None:
         await self.flush()
