@@ -108,6 +108,48 @@ try {
     return { tables };
   });
 
+  // The browser client on its own: a dropped socket reconnects and recovers what was missed
+  // (chat rooms keep history in demo mode); an admin's kick is final.
+  await check("client", async () => {
+    const page = await open("/openapi", "client");
+    const channel = `chat/recover-${room}`;
+    const first = await page.evaluate(async (channel) => {
+      const { connect } = await import("/client/hubbub.js");
+      const listener = await connect({ key: "pk_live_demo" });
+      const publisher = await connect({ key: "pk_live_demo" });
+      const got = [];
+      const states = [];
+      listener.on("message", (m) => got.push(m.data));
+      listener.on("state", (s) => states.push(s));
+      await listener.subscribe(channel);
+      await publisher.publish(channel, "m1");
+      const until = (test) => new Promise((resolve, reject) => {
+        const started = Date.now();
+        const poll = setInterval(() => {
+          if (test()) { clearInterval(poll); resolve(); }
+          else if (Date.now() - started > 10000) { clearInterval(poll); reject(new Error(`timeout: ${JSON.stringify({ got, states })}`)); }
+        }, 20);
+      });
+      await until(() => got.length === 1);
+      listener._ws.close(4000, "a dropped link, as far as the client can tell");
+      await until(() => listener.state === "reconnecting");
+      await publisher.publish(channel, "m2");
+      await publisher.publish(channel, "m3");
+      await until(() => got.length === 3);
+      window.listener = listener;
+      return { got, states, peerId: listener.peerId };
+    }, channel);
+    if (JSON.stringify(first.got) !== '["m1","m2","m3"]') throw new Error(`got ${JSON.stringify(first)}`);
+    const kicked = await rest("DELETE", `/v1/peers/${encodeURIComponent(first.peerId)}`);
+    if (kicked.body.closed !== 1) throw new Error(`kick: ${JSON.stringify(kicked)}`);
+    await page.waitForFunction(() => window.listener.state === "closed", null, WAIT);
+    await page.waitForTimeout(1200); // longer than the first reconnect delay: none happens
+    const after = await page.evaluate(() => window.listener.state);
+    if (after !== "closed") throw new Error(`after the kick the client is ${after}`);
+    await page.close();
+    return { ...first, after };
+  });
+
   // Two chat pages see each other's presence (names from peerMetadata) and a REST publish.
   let ada, bo;
   await check("chat", async () => {
@@ -284,7 +326,9 @@ try {
     await page.fill("#text", "1002");
     await page.click("#send");
     await page.waitForFunction(() => document.getElementById("variables").textContent.includes("1002"), null, WAIT);
-    await page.waitForFunction(() => !document.querySelector("#transcript .interim"), null, WAIT);
+    // The order's status, spoken to its end (the turn ends once its audio has gone out).
+    await page.waitForFunction(() => document.querySelectorAll(".ai:not(.interim)").length >= 3
+      && !document.querySelector("#transcript .interim"), null, { timeout: 30000 });
     const stage = await page.textContent("#stage");
     const events = await textOf(page, "#events li b");
     await shot(page, "voice");

@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("pages.mjs")
 CHROMIUM = Path("/usr/bin/chromium")
-CHECKS = ["landing", "openapi", "docs", "chat", "console", "call", "cursors", "devices", "agents"]
-CHECKS.append("voice")
+CHECKS = ["landing", "openapi", "docs", "client", "chat", "console", "call", "cursors", "devices"]
+CHECKS += ["agents", "voice"]
 
 if not CHROMIUM.exists() or not (REPO / "node_modules" / "playwright-core").exists():
     pytest.skip("needs Debian chromium and `npm ci` (playwright-core)", allow_module_level=True)
