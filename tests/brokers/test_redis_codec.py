@@ -83,3 +83,15 @@ def test_arbitrary_bytes_never_raise_anything_else(payload: bytes) -> None:
             decode(payload)
         except (codec.EnvelopeError, UnicodeDecodeError):
             pass
+
+
+def test_every_envelope_kind_has_its_own_byte() -> None:
+    """Two kinds sharing a byte make one of them undecodable (history's and lifecycle events'
+    envelopes once both took "H")."""
+    kinds = {
+        name: value
+        for name, value in vars(codec).items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, int)
+    }
+    assert {"PUBLICATION", "RECORDED", "CHANNEL_EVENT"} <= set(kinds)
+    assert len(set(kinds.values())) == len(kinds), kinds

@@ -23,7 +23,7 @@ DIRECT: Final = ord("D")
 PRESENCE: Final = ord("E")
 DISCONNECT: Final = ord("K")
 COUNT: Final = ord("N")
-CHANNEL_EVENT: Final = ord("H")
+CHANNEL_EVENT: Final = ord("L")  # a lifecycle event handed to its sending node
 
 _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
