@@ -128,11 +128,13 @@ def test_a_garbled_question_or_answer_is_an_envelope_error(body: bytes) -> None:
         codec.decode_answer(b"".join(parts))
 
 
-def test_every_kind_of_envelope_has_its_own_byte() -> None:
+def test_every_envelope_kind_has_its_own_byte() -> None:
+    """Two kinds sharing a byte make one of them undecodable (history's and lifecycle events'
+    envelopes once both took "H")."""
     kinds = {
         name: value
         for name, value in vars(codec).items()
-        if name.isupper() and isinstance(value, int) and 0 < value < 128
+        if name.isupper() and not name.startswith("_") and isinstance(value, int)
     }
-    assert {"PUBLICATION", "RECORDED", "QUESTION", "ANSWER", "CHANNEL_EVENT"} <= set(kinds)
+    assert {"PUBLICATION", "RECORDED", "CHANNEL_EVENT", "QUESTION", "ANSWER"} <= set(kinds)
     assert len(set(kinds.values())) == len(kinds), kinds
