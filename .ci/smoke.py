@@ -4,7 +4,8 @@
 
 Starts ``hubbub serve`` in demo mode (port 0) in the current directory and checks what a new
 user tries first: the realtime welcome with the demo key, a REST call, a demo conversation
-text turn over ``/ws`` and over WebRTC, ``/demo/voice``, ``/healthz``; then SIGTERM and a clean
+text turn over ``/ws`` and over WebRTC, ``/demo/voice``, the landing page, console, demos and
+browser client, ``/healthz``; then SIGTERM and a clean
 exit. It needs only the base dependencies (aiohttp and aiortc) and never imports Hubbub, so
 the server is exactly what the wheel installed. Every wait is bounded.
 """
@@ -186,6 +187,23 @@ async def pages(server: Server, http: aiohttp.ClientSession) -> None:
     async with http.get(f"{server.url}/healthz") as response:
         body = await response.json()
         check(response.status == 200 and body.get("status") == "ok", "/healthz", body)
+    # The landing page, the console, the demos and the browser client are package data too
+    # (in subdirectories of console/static): an installed wheel must serve every one.
+    for path, marker in (
+        ("/", "Hubbub is running"),
+        ("/console", "console.js"),
+        ("/static/console/console.js", "RateChart"),
+        ("/client/hubbub.js", "export async function connect"),
+        ("/demo/chat", "chat.js"),
+        ("/static/demo/chat.js", "demoConnect"),
+        ("/openapi", "openapi.js"),
+    ):
+        async with http.get(f"{server.url}{path}") as response:
+            text = await response.text()
+            check(response.status == 200 and marker in text, f"{path} served", response.status)
+    async with http.get(f"{server.url}/info") as response:
+        info = await response.json()
+        check(info.get("mode") == "demo" and info.get("docs") == [], "/info (no docs in a wheel)", info)
 
 
 async def main(hubbub: str) -> int:

@@ -9,6 +9,7 @@ import pytest
 from hubbub import cli
 from hubbub.config import (
     DEMO_CONFIG_TOML,
+    PUBLIC_DEMO_SECRET_KEY,
     ConfigError,
     demo_config,
     load_config,
@@ -33,6 +34,10 @@ def test_demo_config_is_the_documented_one() -> None:
     assert pk.effective_actions() == {"publish", "subscribe", "presence", "send"}
     assert (sk.id, sk.kind, sk.secret) == ("sk_id_demo", "secret", "sk_secret_demo")
     assert sk.effective_actions() == {"publish", "subscribe", "presence", "send"}
+    # The demo pages' helpers are on, and the demo app reads the demo project's conversations.
+    assert (config.demo.enabled, config.demo.app) == (True, "demo")
+    assert config.apps[0].conversation_projects == ["support-desk"]
+    assert (sk.id, sk.secret) == PUBLIC_DEMO_SECRET_KEY
 
 
 def test_defaults_for_an_empty_file() -> None:
@@ -117,6 +122,11 @@ BAD_FILES = [
     ),
     (APP + KEY + "actions = 'publish'", "apps[0].keys[0].actions", "Expected `array | null`"),
     (APP + KEY + "allowed_origins = [1]", "apps[0].keys[0].allowed_origins[0]", "Expected `str`"),
+    (APP + 'conversation_projects = ["desk", " "]', "apps[0].conversation_projects[1]", '"*"'),
+    (APP + "conversation_projects = 'desk'", "apps[0].conversation_projects", "Expected `array`"),
+    ("[demo]\nenabled = true", "demo.app", "no app 'demo'"),
+    ("[demo]\nenabled = true\napp = 'a'\n" + APP + KEY, "demo.app", "has no secret key"),
+    ("[demo]\nenable = true", "demo", "unknown field `enable`"),
 ]
 
 

@@ -107,8 +107,20 @@ def test_each_scalar_field_is_overridable(setting: Any) -> None:
     if setting.variable.startswith("HUBBUB_API_"):
         text, expected = "7", 7  # a rate and its burst must both be 0 or both set
         environ[setting.variable] = text
-    config = parse_config("", "h.toml", environ=environ)
+    # The demo helpers sign tokens with the demo app's secret key: it must exist.
+    file_text = DEMO_APP_WITH_SECRET if setting.path[0] == "demo" else ""
+    config = parse_config(file_text, "h.toml", environ=environ)
     assert _value_at(config, setting.path) == expected
+
+
+DEMO_APP_WITH_SECRET = """
+[[apps]]
+id = "demo"
+[[apps.keys]]
+id = "sk_id_x"
+kind = "secret"
+secret = "sk_secret_x"
+"""
 
 
 def test_values_are_typed_like_the_file() -> None:

@@ -19,14 +19,9 @@ EXIT_USAGE_ERROR = 1
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from hubbub import version
 
-    try:
-        return version("hubbub")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        from hubbub import __version__
-
-        return __version__
+    return version()
 
 
 def _load(path: str | None) -> Config:
@@ -83,6 +78,10 @@ def _serve(args: argparse.Namespace) -> int:
                     '(project support-desk, API key "demo-conversation-key")'
                 )
                 logs.announce(f"Voice demo (WebRTC): http://{where.host}:{where.port}/demo/voice")
+            logs.announce(
+                f"Landing page, console and demos: http://{where.host}:{where.port}/ "
+                "(sign in to /console with sk_id_demo:sk_secret_demo)"
+            )
         logs.announce(
             f"Hubbub listening on http://{where.host}:{where.port}",
             event="listening",

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -201,6 +201,9 @@ class AppConfig(_Section):
     max_messages_per_period: int | None = None
     message_period_s: int = 30 * 24 * 3600
     plan_name: str | None = None
+    # Conversation projects (by id, "*" for all) whose conversations this app's secret keys
+    # may list and read over REST (GET /v1/conversations...). None by default.
+    conversation_projects: list[str] = []
     webhooks: list[WebhookConfig] = []  # spec 16.3
 
 
@@ -229,6 +232,15 @@ class ConversationsConfig(_Section):
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
     webhooks: list[ConversationWebhookConfig] = []  # conversation events, signed like apps'
+
+
+class DemoConfig(_Section):
+    """The demo pages' helpers (``/demo/api/token``, ``/demo/api/devices/...``, the voice
+    demo's project list). On in demo mode; anywhere else only when asked for, because they
+    hand out tokens of ``app`` to anyone who can reach the server."""
+
+    enabled: bool = False
+    app: str = "demo"  # its first secret key signs the demo pages' tokens
 
 
 class WebRtcConfig(_Section):
@@ -273,7 +285,12 @@ class Config(_Section):
     apps: list[AppConfig] = []
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
     webrtc: WebRtcConfig = msgspec.field(default_factory=WebRtcConfig)
+    demo: DemoConfig = msgspec.field(default_factory=DemoConfig)
 
+
+# The demo app's secret key: printed by the demo banner and in the docs, public by design (the
+# landing page links the console signed in with it, but only while it is this very key).
+PUBLIC_DEMO_SECRET_KEY: Final = ("sk_id_demo", "sk_secret_demo")
 
 DEMO_CONFIG_TOML = """\
 [server]
@@ -286,8 +303,19 @@ rate_burst = 200
 max_message_bytes = 65536
 max_channels = 100
 
+[demo]
+enabled = true
+app = "demo"
+
 [[apps]]
 id = "demo"
+conversation_projects = ["support-desk"]
+
+# The chat demo's rooms keep their last 100 messages for an hour (the console reads them).
+[[apps.channels]]
+pattern = "chat/**"
+history_size = 100
+history_ttl_s = 3600
 
 [[apps.keys]]
 id = "pk_live_demo"
@@ -446,6 +474,9 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                 fail(f"{where}.{name}", "must not be negative (leave it out for no limit)")
         if app.message_period_s <= 0:
             fail(f"{where}.message_period_s", "must be positive")
+        for j, project in enumerate(app.conversation_projects):
+            if not project or not project.strip():
+                fail(f"{where}.conversation_projects[{j}]", 'must be a project id or "*"')
         for w, hook in enumerate(app.webhooks):
             check_webhook(hook, f"{where}.webhooks[{w}]", fail, webhook_names)
         _check_channels(app.channels, f"{where}.channels", fail)
@@ -487,6 +518,14 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+    demo = config.demo
+    if demo.enabled:
+        demo_app = next((a for a in config.apps if a.id == demo.app), None)
+        if demo_app is None:
+            fail("demo.app", f"no app {demo.app!r} (the demo pages need one)")
+        elif not any(k.kind == "secret" for k in demo_app.keys):
+            fail("demo.app", f"app {demo.app!r} has no secret key to sign the demo tokens")
 
 
 def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> None:

@@ -43,6 +43,7 @@ kind = "memory"               # "redis" to run several nodes as one server
 id = "{app_id}"
 # max_concurrent_connections = 1000    # close 4010 above it
 # max_messages_per_period = 5000000
+# conversation_projects = ["*"]        # projects whose conversations its secret keys may read
 
 # Browsers connect with the publishable key: new MeteredPeer({{ apiKey: "{pk_id}", url }}).
 [[apps.keys]]
@@ -66,6 +67,12 @@ actions = ["publish", "subscribe", "presence", "send"]
 # [conversations]
 # projects_dir = "projects"
 # database_url = "sqlite+aiosqlite:///hubbub-conversations.db"
+
+# The demo pages (/demo/chat, /demo/call, ...) and their token helper: off outside demo mode,
+# because they hand out tokens of this app to anyone who can reach the server.
+# [demo]
+# enabled = true
+# app = "{app_id}"
 
 [webrtc]
 max_peer_connections = 100

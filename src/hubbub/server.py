@@ -14,8 +14,13 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hubbub import version
+from hubbub.api.conversations import ConversationReadApi
+from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
+from hubbub.api.listing import ListingApi
 from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
+from hubbub.api.pages import Pages, SiteInfo
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.keys import KeyRing
@@ -26,13 +31,14 @@ from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
-from hubbub.config import Config, ConfigError
+from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
 from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
-from hubbub.console import static_dir
+from hubbub.console import docs_dir, static_dir
 from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.inspect import ConversationInspector
 from hubbub.conversation.session.service import AuthLimits, ConversationService
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
@@ -252,7 +258,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
     api = config.api
-    RestApi(
+    rest = RestApi(
         node,
         keys,
         RestSettings(
@@ -263,7 +269,9 @@ def build_app(config: Config) -> web.Application:
             plan_names={entry.id: entry.plan_name for entry in config.apps},
         ),
         TrustedProxies(server.trusted_proxies),
-    ).add_routes(app)
+    )
+    rest.add_routes(app)
+    ListingApi(node, rest.authorize).add_routes(app)
 
     async def start_node(app: web.Application) -> None:
         webhooks.start()
@@ -277,8 +285,70 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    _add_conversations(app, config, turn_metrics, webhooks)
+    service = _add_conversations(app, config, turn_metrics, webhooks)
+    _add_conversation_reads(app, config, service, rest)
+    _add_pages(app, config, node, keys, service)
     return app
+
+
+def _add_pages(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    keys: KeyRing,
+    service: ConversationService | None,
+) -> None:
+    demo = config.demo
+    demo_keys: dict[str, str] = {}
+    if demo.enabled:
+        own = [key for key in keys.keys() if key.app_id == demo.app]  # noqa: SIM118 (KeyRing)
+        signer = next(key for key in own if key.kind == "secret")  # the config checked it
+        DemoApi(node, signer, lambda: _demo_projects(service)).add_routes(app)
+        if (signer.id, signer.secret) == PUBLIC_DEMO_SECRET_KEY:
+            demo_keys["secret"] = f"{signer.id}:{signer.secret}"
+            publishable = next((key.id for key in own if key.kind == "publishable"), None)
+            if publishable is not None:
+                demo_keys["publishable"] = publishable
+    info = SiteInfo(
+        version=version(),
+        node=node.node_id,
+        mode="demo" if demo.enabled else "configured",
+        broker=config.broker.kind,
+        apps=[entry.id for entry in config.apps],
+        demo_pages=demo.enabled,
+        voice_demo=service is not None,
+        projects=sorted(service.projects) if service is not None else [],
+        demo_keys=demo_keys,
+    )
+    Pages(static_dir(), info, docs_dir()).add_routes(app)
+
+
+def _demo_projects(service: ConversationService | None) -> list[DemoProject]:
+    if service is None:
+        return []
+    found = []
+    for loaded in service.projects.values():
+        key = next((k.key for k in loaded.project.api_keys if k.active), None)
+        if key is not None:
+            found.append(DemoProject(loaded.id, loaded.project.name or loaded.id, key))
+    return sorted(found, key=lambda p: p.id)
+
+
+def _add_conversation_reads(
+    app: web.Application, config: Config, service: ConversationService | None, rest: RestApi
+) -> None:
+    readable = {entry.id: list(entry.conversation_projects) for entry in config.apps}
+    if service is not None:
+        for app_id, projects in readable.items():
+            unknown = sorted(set(projects) - set(service.projects) - {"*"})
+            if unknown:
+                log.warning(
+                    "app %s: conversation_projects names no loaded project: %s",
+                    app_id,
+                    ", ".join(unknown),
+                )
+    inspector = ConversationInspector(service) if service is not None else None
+    ConversationReadApi(inspector, rest.authorize, readable).add_routes(app)
 
 
 def _openai_llm(config: LlmConfig) -> LlmProvider:
@@ -295,12 +365,12 @@ def _add_conversations(
     config: Config,
     turn_metrics: TurnMetricsRecorder,
     webhooks: WebhookDispatcher,
-) -> None:
+) -> ConversationService | None:
     settings = config.conversations
     if settings.demo_api:
         add_demo_routes(app)
     if settings.projects_dir is None:
-        return
+        return None
     try:
         projects = load_projects_dir(Path(settings.projects_dir), TemplateRenderer())
     except ProjectError as exc:
@@ -335,7 +405,6 @@ def _add_conversations(
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
     add_webrtc_routes(app, _webrtc_endpoint(config, service))
-    app.router.add_get("/demo/voice", _voice_demo_page)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -345,6 +414,7 @@ def _add_conversations(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    return service
 
 
 VOICE_EXTRA_MISSING = (
@@ -365,10 +435,6 @@ def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
     else:
         log.info("%s", VOICE_EXTRA_MISSING)
     return None
-
-
-async def _voice_demo_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(static_dir() / "voice.html")
 
 
 def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:

@@ -174,7 +174,7 @@ async def test_the_legacy_sk_live_secret_alone_is_accepted() -> None:
 
 async def test_unknown_endpoints_and_wrong_methods_answer_json() -> None:
     async with serve() as served, api_client(served) as api:
-        for path in ("/v1/nothing", "/v1/channels", "/v1/channels/c", "/v1/peers"):
+        for path in ("/v1/nothing", "/v1/channels/c", "/v1/peers"):
             reply = await api.call("GET", path)
             assert (reply.status, reply.body["error"]) == (404, "not_found"), path
         # An empty name reaches the endpoint and is refused as a bad request (spec 10.2, 10.4).
@@ -203,6 +203,12 @@ async def test_the_openapi_document_is_public() -> None:
             "/v1/peers/{peerId}",
             "/v1/usage",
             "/v1/openapi.json",
+            "/v1/connections",
+            "/v1/channels",
+            "/v1/nodes",
+            "/v1/conversations",
+            "/v1/conversations/{conversationId}",
+            "/v1/conversations/{conversationId}/events",
         }
 
 

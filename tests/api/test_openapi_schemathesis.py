@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hubbub.console import demo_projects_dir
 from tests.support.server import running_server
 
 pytestmark = pytest.mark.integration
@@ -25,9 +26,15 @@ request_burst_per_key = 100000
 requests_per_second_per_ip = 100000
 request_burst_per_ip = 100000
 
+# Conversations on, so their listing routes read a real (empty) store.
+[conversations]
+projects_dir = "{demo_projects_dir()}"
+database_url = "sqlite+aiosqlite:///fuzz-conversations.db"
+
 [[apps]]
 id = "fuzz"
 max_messages_per_period = 1000000
+conversation_projects = ["*"]
 
 [[apps.keys]]
 id = "pk_live_fuzz"

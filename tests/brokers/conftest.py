@@ -23,7 +23,10 @@ from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.core.broker import (
     Broker,
+    ChannelInfo,
     Direct,
+    NodeAnswer,
+    NodeQuery,
     PresenceDelta,
     PresenceStore,
     Publication,
@@ -60,6 +63,8 @@ class RecordingHandler:
 
     local_subscribers: int = 1
     local_peer_connections: dict[str, int] = field(default_factory=dict)
+    node_id: str = "n"
+    questions: list[NodeQuery] = field(default_factory=list)
     events: list[tuple[str, object]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -85,6 +90,15 @@ class RecordingHandler:
         if count:
             self._record("disconnect", (app_id, peer_id, code, reason))
         return count
+
+    def answer_query(self, query: NodeQuery) -> NodeAnswer:
+        """What a node would list: its own connection count and one channel."""
+        self.questions.append(query)
+        return NodeAnswer(
+            self.node_id,
+            channels=(ChannelInfo(f"{query.prefix or ''}{self.node_id}", 1, 0.5),),
+            connection_count=sum(self.local_peer_connections.values()),
+        )
 
     def of(self, kind: str) -> list[object]:
         return [item for k, item in self.events if k == kind]
@@ -186,7 +200,9 @@ class RedisBackend(Backend):
             events=router,
             history=history,
         )
-        node = BackendNode(broker, presence, usage, RecordingHandler(), history, router)
+        node = BackendNode(
+            broker, presence, usage, RecordingHandler(node_id=node_id), history, router
+        )
         await broker.start(node.handler)
         self.nodes.append(node)
         return node

@@ -10,6 +10,7 @@ import asyncio
 from hubbub.core.broker import (
     AppQuota,
     Direct,
+    NodeQuery,
     PresenceDelta,
     PresenceEntry,
     Publication,
@@ -60,6 +61,29 @@ async def test_disconnect_peer_closes_its_connections(backend: Backend) -> None:
     await node.broker.register_peer(APP, "bob")
     assert await node.broker.disconnect_peer(APP, "bob", 4009, "disconnected by admin") == 2
     assert node.handler.of("disconnect") == [(APP, "bob", 4009, "disconnected by admin")]
+
+
+async def test_a_query_is_answered_by_the_asking_node_first(backend: Backend) -> None:
+    node = await backend.node()
+    node.handler.local_peer_connections["bob"] = 2
+    query = NodeQuery(APP, "channels", prefix="chat/", limit=7)
+    answers = await node.broker.query_nodes(query)
+    assert [a.connection_count for a in answers] == [2]
+    assert [c.channel for c in answers[0].channels] == ["chat/" + node.handler.node_id]
+    assert node.handler.questions == [query]
+
+
+async def test_presence_count_is_the_number_of_peers(backend: Backend) -> None:
+    node = await backend.node()
+    presence = node.presence
+    assert await presence.count(APP, "room") == 0
+    await presence.add(APP, "room", PresenceEntry("alice", None), "c1")
+    await presence.add(APP, "room", PresenceEntry("alice", None), "c2")
+    await presence.add(APP, "room", PresenceEntry("bob", b"{}"), "c3")
+    await presence.add(APP, "other-room", PresenceEntry("carol", None), "c4")
+    assert await presence.count(APP, "room") == 2
+    await presence.remove(APP, "room", "bob", "c3")
+    assert await presence.count(APP, "room") == 1
 
 
 async def test_one_senders_events_keep_their_order(backend: Backend) -> None:

@@ -7,7 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hubbub.brokers import redis_codec as codec
-from hubbub.core.broker import Direct, PresenceDelta, PresenceEntry, Publication
+from hubbub.core.broker import (
+    ChannelInfo,
+    ConnectionInfo,
+    Direct,
+    NodeAnswer,
+    NodeQuery,
+    PresenceDelta,
+    PresenceEntry,
+    Publication,
+)
 
 texts = st.text(min_size=1, max_size=40)
 raw = st.binary(max_size=200)
@@ -85,6 +94,40 @@ def test_arbitrary_bytes_never_raise_anything_else(payload: bytes) -> None:
             pass
 
 
+def test_questions_and_answers_round_trip() -> None:
+    query = NodeQuery("app", "connections", channel="room/é", peer_id="bob", limit=5)
+    payload = codec.encode_question("node-1", query, b"node-1:3")
+    assert codec.origin_node(payload) == (codec.QUESTION, "node-1")
+    assert codec.decode_question(payload) == (query, b"node-1:3")
+    assert codec.tally_of(payload) == b"node-1:3"
+    answer = NodeAnswer(
+        "node-2",
+        connections=(ConnectionInfo("bob", ("room", "a/*"), "10.0.0.1", 1.5, "node-2", 3, 4),),
+        channels=(ChannelInfo("room", 2, 0.25),),
+        connection_count=1,
+        channel_count=1,
+    )
+    reply = codec.encode_answer("node-2", b"node-1:3", answer)
+    assert codec.decode_answer(reply) == (b"node-1:3", answer)
+    assert codec.tally_of(reply) is None
+
+
+@pytest.mark.parametrize("body", [b"", b"\xc1", b"\x93\x01\x02\x03"])
+def test_a_garbled_question_or_answer_is_an_envelope_error(body: bytes) -> None:
+    parts = [bytes((codec.QUESTION,))]
+    codec._put(parts, b"node-1")
+    codec._put(parts, body)
+    codec._put(parts, b"t")
+    with pytest.raises(codec.EnvelopeError):
+        codec.decode_question(b"".join(parts))
+    parts = [bytes((codec.ANSWER,))]
+    codec._put(parts, b"node-1")
+    codec._put(parts, b"t")
+    codec._put(parts, body)
+    with pytest.raises(codec.EnvelopeError):
+        codec.decode_answer(b"".join(parts))
+
+
 def test_every_envelope_kind_has_its_own_byte() -> None:
     """Two kinds sharing a byte make one of them undecodable (history's and lifecycle events'
     envelopes once both took "H")."""
@@ -93,5 +136,5 @@ def test_every_envelope_kind_has_its_own_byte() -> None:
         for name, value in vars(codec).items()
         if name.isupper() and not name.startswith("_") and isinstance(value, int)
     }
-    assert {"PUBLICATION", "RECORDED", "CHANNEL_EVENT"} <= set(kinds)
+    assert {"PUBLICATION", "RECORDED", "CHANNEL_EVENT", "QUESTION", "ANSWER"} <= set(kinds)
     assert len(set(kinds.values())) == len(kinds), kinds

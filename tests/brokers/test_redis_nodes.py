@@ -16,6 +16,7 @@ from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
     Direct,
+    NodeQuery,
     PresenceDelta,
     PresenceEntry,
     Publication,
@@ -262,6 +263,44 @@ async def test_a_kick_counts_the_connections_closed_on_every_node(
     assert len(a.handler.of("disconnect")) == len(b.handler.of("disconnect")) == 1
 
 
+async def test_a_query_gathers_one_answer_from_every_node(
+    redis_backend: RedisBackend,
+) -> None:
+    a, b, c = [await redis_backend.node() for _ in range(3)]
+    for count, node in enumerate((a, b, c), start=1):
+        node.handler.local_peer_connections["peer"] = count
+    query = NodeQuery(APP, "connections", channel="room", peer_id="bob", limit=3)
+    answers = await b.broker.query_nodes(query)
+    assert answers[0].node == b.handler.node_id  # the asking node first
+    assert sorted((x.node, x.connection_count) for x in answers) == sorted(
+        (n.handler.node_id, i) for i, n in enumerate((a, b, c), start=1)
+    )
+    for node in (a, b, c):
+        assert node.handler.questions == [query]  # each asked once, the query intact
+    # Answers are matched to their question: two at once from two nodes do not mix.
+    first, second = await asyncio.gather(
+        a.broker.query_nodes(NodeQuery(APP, "channels", prefix="x/")),
+        c.broker.query_nodes(NodeQuery(APP, "channels", prefix="y/")),
+    )
+    assert {ch.channel for x in first for ch in x.channels} == {
+        "x/" + n.handler.node_id for n in (a, b, c)
+    }
+    assert {ch.channel for x in second for ch in x.channels} == {
+        "y/" + n.handler.node_id for n in (a, b, c)
+    }
+
+
+async def test_a_stopped_node_no_longer_answers(redis_backend: RedisBackend) -> None:
+    a, b = await redis_backend.node(), await redis_backend.node()
+    await b.broker.stop()
+    redis_backend.nodes.remove(b)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    answers = await a.broker.query_nodes(NodeQuery(APP, "nodes"))
+    assert [x.node for x in answers] == [a.handler.node_id]
+    assert loop.time() - began < TALLY_WAIT_S  # nobody else held the question: no wait
+
+
 async def test_a_copy_nobody_answers_for_costs_a_counted_publish_a_short_wait(
     redis_backend: RedisBackend,
 ) -> None:
@@ -278,3 +317,21 @@ async def test_a_copy_nobody_answers_for_costs_a_counted_publish_a_short_wait(
         assert await a.broker.publish(publication("room"), count_everywhere=True) == 1
         waited = loop.time() - began
         assert TALLY_WAIT_S <= waited < TALLY_WAIT_S + 1.0
+
+
+async def test_a_node_that_holds_a_question_but_never_answers_costs_a_short_wait(
+    redis_backend: RedisBackend,
+) -> None:
+    a, b = await redis_backend.node(), await redis_backend.node()
+    asked = f"{redis_backend.prefix}:ask"
+    url = redis_backend.urls[shard_index(asked, len(redis_backend.urls))]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
+        silent.sendall(f"SUBSCRIBE {asked}\r\n".encode())
+        assert b"subscribe" in silent.recv(4096)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        answers = await a.broker.query_nodes(NodeQuery(APP, "nodes"))
+        waited = loop.time() - began
+    assert sorted(x.node for x in answers) == sorted([a.handler.node_id, b.handler.node_id])
+    assert TALLY_WAIT_S <= waited < TALLY_WAIT_S + 1.0

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from hubbub.conversation.project.loader import parse_project
 from hubbub.conversation.project.templates import TemplateRenderer
@@ -18,28 +15,10 @@ from hubbub.conversation.runtime.store import ConversationRecord, ConversationSt
 from hubbub.conversation.session.service import ConversationService
 from tests.conversation.fakes import Clock, FakeChannel, command
 from tests.conversation.lab_projects import LAB
+from tests.support.postgres import postgres_url
 
 # The PostgreSQL half talks to the machine's database service.
 pytestmark = pytest.mark.integration
-
-POSTGRES_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-
-
-async def _postgres_url() -> AsyncIterator[str]:
-    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"hubbub_test_{uuid.uuid4().hex[:12]}"
-    try:
-        async with asyncio.timeout(5), admin.connect() as conn:
-            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.DBAPIError) as exc:
-        await admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432 ({type(exc).__name__})")
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,7 +26,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
         return
-    async for url in _postgres_url():
+    async for url in postgres_url():
         yield url
 
 
@@ -98,6 +77,81 @@ async def test_round_trip(database_url: str) -> None:
             "other": {"mood": "calm"},
         }
         assert await store.load("conv_missing") is None
+    finally:
+        await store.close()
+
+
+def listed(
+    conversation_id: str, project: str, status: str, created_at: float
+) -> ConversationRecord:
+    return ConversationRecord(
+        id=conversation_id,
+        project_id=project,
+        user_id="u",
+        agent_id=None,
+        stage_id="intro",
+        status=status,
+        timezone="UTC",
+        created_at=created_at,
+        updated_at=created_at + 1,
+    )
+
+
+async def test_the_listing_reads_newest_first_with_filters_and_a_cursor(database_url: str) -> None:
+    store = ConversationStore.from_url(database_url)
+    await store.start()
+    try:
+        rows = [
+            listed("conv_1", "desk", "finished", 10.0),
+            listed("conv_2", "desk", "awaiting_user_input", 20.0),
+            listed("conv_3", "lab", "aborted", 20.0),  # the same start time as conv_2
+            listed("conv_4", "desk", "generating_response", 30.0),
+        ]
+        for row in rows:
+            store.save_conversation(row)
+
+        async def ids(**query: Any) -> list[str]:
+            query.setdefault("project_ids", None)
+            query.setdefault("statuses", None)
+            query.setdefault("limit", 10)
+            return [r.id for r in await store.list_records(**query)]
+
+        assert await ids() == ["conv_4", "conv_3", "conv_2", "conv_1"]
+        assert await ids(project_ids=frozenset({"desk"})) == ["conv_4", "conv_2", "conv_1"]
+        assert await ids(project_ids=frozenset()) == []
+        assert await ids(statuses={"finished", "aborted"}) == ["conv_3", "conv_1"]
+        assert await ids(limit=2) == ["conv_4", "conv_3"]
+        # The cursor breaks the tie on the start time by id, so no page repeats or skips one.
+        assert await ids(limit=2, before=rows[2]) == ["conv_2", "conv_1"]
+        assert await ids(before=rows[1]) == ["conv_1"]
+        assert await ids(before=rows[0]) == []
+        found = await store.record("conv_3")
+        assert found == rows[2]
+        assert await store.record("conv_none") is None
+    finally:
+        await store.close()
+
+
+async def test_events_come_a_page_at_a_time_and_variables_by_stage(database_url: str) -> None:
+    store = ConversationStore.from_url(database_url)
+    await store.start()
+    try:
+        store.save_conversation(listed("conv_e", "lab", "finished", 1.0))
+        for seq in range(5):
+            store.append_event(
+                EventRecord(f"evnt_{seq}", "conv_e", seq, "message", {"n": seq}, None, None, 2.0)
+            )
+        store.append_event(EventRecord("evnt_x", "conv_other", 0, "message", {}, None, None, 2.0))
+        store.save_variables("conv_e", "intro", {"a": 1})
+        store.save_variables("conv_e", "other", {"b": [1, 2]})
+        first = await store.events_page("conv_e", after=None, limit=2)
+        assert [(e.seq, e.data) for e in first] == [(0, {"n": 0}), (1, {"n": 1})]
+        rest = await store.events_page("conv_e", after=1, limit=10)
+        assert [e.seq for e in rest] == [2, 3, 4]
+        assert await store.events_page("conv_e", after=4, limit=10) == []
+        assert await store.events_page("conv_none", after=None, limit=10) == []
+        assert await store.variables_of("conv_e") == {"intro": {"a": 1}, "other": {"b": [1, 2]}}
+        assert await store.variables_of("conv_none") == {}
     finally:
         await store.close()
 
@@ -209,3 +263,16 @@ async def test_a_conversation_idle_past_its_timeout_is_aborted_on_resume(databas
         assert stored.events[-1].event_type == "conversation_aborted"
     finally:
         await service.stop()
+
+
+async def test_stores_starting_at_once_on_a_fresh_database_all_start(database_url: str) -> None:
+    # A cluster's nodes start together on an empty database: they race to create the tables.
+    stores = [ConversationStore.from_url(database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.start() for store in stores))
+        stores[0].save_conversation(record("conv_race"))
+        await stores[0].flush()
+        assert await stores[3].record("conv_race") == record("conv_race")  # one database
+    finally:
+        for store in stores:
+            await store.close()

@@ -241,6 +241,7 @@ class Hub:
         expires_at: int | None = None,
         welcome_metadata: bytes | None = None,
         peer_metadata: bytes | None = None,
+        remote_addr: str | None = None,
         key_id: str = "k",
     ) -> tuple[Client | None, FakeSink]:
         if peer_id is None:
@@ -260,7 +261,7 @@ class Hub:
             peer_metadata=peer_metadata,
         )
         sink = FakeSink(peer_id, self.journal)
-        conn = await self.node.open_connection(principal, sink)
+        conn = await self.node.open_connection(principal, sink, remote_addr=remote_addr)
         return (Client(self, conn, sink) if conn is not None else None), sink
 
     async def connect(self, peer_id: str | None = None, **kwargs: Any) -> Client:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from hubbub.api import openapi_listing
 from hubbub.api.bodies import (
     DEFAULT_SENDER,
     DEFAULT_TOKEN_TTL_S,
@@ -93,7 +94,8 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         "version": "1",
         "description": (
             "Mint tokens, publish from the server, list channel members, read channel "
-            "history, disconnect peers and read usage. Authenticate with a secret key: "
+            "history, disconnect peers, read usage, and list connections, channels, nodes and "
+            "conversations. Authenticate with a secret key: "
             "`Authorization: Bearer <key id>:<secret>` (or a bare `sk_live_…` secret). "
             'Every error body is `{"error": <code>, "message": <text>}`.'
         ),
@@ -444,3 +446,7 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
         },
     },
 }
+
+# The listing endpoints are described in their own module.
+OPENAPI_DOCUMENT["paths"].update(openapi_listing.PATHS)
+OPENAPI_DOCUMENT["components"]["schemas"].update(openapi_listing.SCHEMAS)

@@ -94,6 +94,10 @@ class RestApi:
 
     # --- shared steps ---------------------------------------------------------------------
 
+    def authorize(self, request: web.Request) -> ApiKey:
+        """The calling secret key (limits checked), for routes registered elsewhere."""
+        return self._authorize(request)
+
     def _authorize(self, request: web.Request) -> ApiKey:
         now = time.monotonic()
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)

@@ -22,6 +22,8 @@ from hubbub.core.broker import (
     Broker,
     BrokerHandler,
     Direct,
+    NodeAnswer,
+    NodeQuery,
     PresenceDelta,
     PresenceEntry,
     PresenceStore,
@@ -112,6 +114,9 @@ class MemoryBroker(Broker):
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
         return self._target().disconnect_local_peer(app_id, peer_id, code, reason)
 
+    async def query_nodes(self, query: NodeQuery) -> list[NodeAnswer]:
+        return [self._target().answer_query(query)]
+
 
 class MemoryPresenceStore(PresenceStore):
     def __init__(self, events: EventSink = NO_EVENTS) -> None:
@@ -156,6 +161,9 @@ class MemoryPresenceStore(PresenceStore):
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
         peers = self._channels.get((app_id, channel), {})
         return [entry for entry, _ in peers.values()]
+
+    async def count(self, app_id: str, channel: str) -> int:
+        return len(self._channels.get((app_id, channel), ()))
 
 
 class MemoryUsageStore(UsageStore):

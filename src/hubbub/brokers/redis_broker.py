@@ -20,6 +20,8 @@ connections with the node's encode-once path. Nodes skip their own envelopes.
 * Directs and kicks go to ``<prefix>:p:<app>:<peer>``, subscribed while the node holds a
   connection of that peer. PUBLISH answers how many nodes listened, which is how ``send``
   knows a peer is on no node (``peer_not_found``).
+* Listing questions (``query_nodes``) go to ``<prefix>:ask``, which every node subscribes to;
+  they are answered like counted events (see "counting on every node" below).
 
 Per-sender FIFO holds because all of a node's commands go through one ordered pipeline and all
 of its subscriptions share one connection (see ``redis_link``). With several shards (a list of
@@ -63,6 +65,8 @@ from hubbub.core.broker import (
     BrokerHandler,
     BrokerUnavailable,
     Direct,
+    NodeAnswer,
+    NodeQuery,
     PresenceDelta,
     Publication,
 )
@@ -72,7 +76,7 @@ from hubbub.core.history import Published, Recording, StreamPosition
 log = logging.getLogger(__name__)
 
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
-# How long a counted publish or kick waits for the other nodes' counts.
+# How long a counted publish, a kick or a listing question waits for the other nodes.
 TALLY_WAIT_S = 1.0
 
 
@@ -138,6 +142,10 @@ class RedisBroker(Broker):
         stem = self._channel(app_id, "")[:-1]  # without the tag's closing brace
         return _GLOB_SPECIAL.sub(rb"\\\1", stem) + b"*"
 
+    def _askers(self) -> bytes:
+        """Where listing questions go: every node listens."""
+        return f"{self._prefix}:ask".encode()
+
     def _node_key(self, node_id: str, what: str) -> str:
         return f"{self._prefix}:node:{node_id}:{what}"
 
@@ -154,6 +162,8 @@ class RedisBroker(Broker):
         with contextlib.suppress(BrokerUnavailable):
             # Kept wanted through an outage: the reconnect subscribes it.
             await self._watch(self._replies_of(self._node_id))
+        with contextlib.suppress(BrokerUnavailable):
+            await self._watch(self._askers())
         with contextlib.suppress(BrokerUnavailable):
             await self._reap(self._node_id)  # what a previous run with this id left behind
             await self._heartbeat()
@@ -336,12 +346,22 @@ class RedisBroker(Broker):
         closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
         return closed + await self._close_tally(tally, [sent])
 
+    async def query_nodes(self, query: NodeQuery) -> list[NodeAnswer]:
+        tally = self._open_tally()
+        name = self._askers()
+        payload = codec.encode_question(self._node_id, query, tally.token)
+        sent = self._shards.for_key(name).call(self._publish_command, name, payload)
+        local = self._target().answer_query(query)
+        await self._close_tally(tally, [sent])
+        return [local, *tally.answers]
+
     # --- counting on every node -------------------------------------------------------------
     #
     # An event that must be counted carries a tally token. Redis answers the PUBLISH with the
     # number of copies it handed out; every copy is accounted for exactly once: a copy that
     # comes back to this node counts 0 (delivered locally already), every other node answers
-    # with what its copy reached (0 for a duplicate) on this node's reply channel.
+    # with what its copy reached (0 for a duplicate) on this node's reply channel. A listing
+    # question is the same exchange, its answers carrying what each node found.
 
     def _open_tally(self) -> _Tally:
         tally = _Tally(f"{self._node_id}:{next(self._tally_serial)}".encode())
@@ -361,8 +381,10 @@ class RedisBroker(Broker):
             del self._tallies[tally.token]
 
     def _answer_tally(self, origin: str, token: bytes, count: int) -> None:
+        self._reply(origin, codec.encode_count(self._node_id, token, count))
+
+    def _reply(self, origin: str, payload: bytes) -> None:
         name = self._replies_of(origin)
-        payload = codec.encode_count(self._node_id, token, count)
         answered = self._shards.for_key(name).call(self._publish_command, name, payload)
         answered.add_done_callback(discard_outcome)  # a lost answer shows as a short count
 
@@ -397,6 +419,12 @@ class RedisBroker(Broker):
                 tally = self._tallies.get(token)
                 if tally is not None:
                     tally.add(count)
+                return
+            if event == codec.ANSWER:
+                token, answer = codec.decode_answer(payload)
+                tally = self._tallies.get(token)
+                if tally is not None:
+                    tally.add(0, answer)
                 return
             if origin == self._node_id and event != codec.RECORDED:
                 if self._tallies:  # our own copy of a counted event: nothing more reached
@@ -433,6 +461,10 @@ class RedisBroker(Broker):
             elif event == codec.DISCONNECT:
                 target, asked = codec.decode_disconnect(payload)
                 self._answer_tally(origin, asked, handler.disconnect_local_peer(*target))
+            elif event == codec.QUESTION:
+                query, asked = codec.decode_question(payload)
+                answer = handler.answer_query(query)
+                self._reply(origin, codec.encode_answer(self._node_id, asked, answer))
             elif event == codec.CHANNEL_EVENT and self._events is not None:
                 self._events.receive(codec.decode_channel_event(payload))
         except (codec.EnvelopeError, UnicodeDecodeError):
@@ -530,20 +562,24 @@ def _settled(value: Any) -> asyncio.Future[Any]:
 
 
 class _Tally:
-    """Counts from the copies of one counted event, complete once every copy answered."""
+    """Counts (and listing answers) from the copies of one counted event or question,
+    complete once every copy answered."""
 
-    __slots__ = ("accounted", "complete", "expected", "token", "total")
+    __slots__ = ("accounted", "answers", "complete", "expected", "token", "total")
 
     def __init__(self, token: bytes) -> None:
         self.token = token
         self.expected: int | None = None
         self.accounted = 0
         self.total = 0
+        self.answers: list[NodeAnswer] = []
         self.complete = asyncio.Event()
 
-    def add(self, count: int) -> None:
+    def add(self, count: int, answer: NodeAnswer | None = None) -> None:
         self.accounted += 1
         self.total += count
+        if answer is not None:
+            self.answers.append(answer)
         self._check()
 
     def expect(self, copies: int) -> None:

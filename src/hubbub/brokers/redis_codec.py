@@ -4,6 +4,7 @@ Every envelope starts with a kind byte and the id of the node that published it,
 skip its own events cheaply (it already delivered them locally, see ``redis_broker``). The
 rest is a sequence of length-prefixed byte strings (``0xFFFFFFFF`` stands for None). The raw
 JSON of the message travels untouched: each node builds the client frame once and fans it out.
+The listings' questions and answers (rare, and structured) carry one MessagePack field.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from hubbub.core.broker import Direct, PresenceDelta, PresenceEntry, Publication
+import msgspec
+
+from hubbub.core.broker import (
+    Direct,
+    NodeAnswer,
+    NodeQuery,
+    PresenceDelta,
+    PresenceEntry,
+    Publication,
+)
 from hubbub.core.events import ChannelEvent, ChannelEventName
 from hubbub.core.history import StreamPosition
 
@@ -23,6 +33,8 @@ DIRECT: Final = ord("D")
 PRESENCE: Final = ord("E")
 DISCONNECT: Final = ord("K")
 COUNT: Final = ord("N")
+QUESTION: Final = ord("Q")
+ANSWER: Final = ord("A")
 CHANNEL_EVENT: Final = ord("L")  # a lifecycle event handed to its sending node
 
 _LENGTH = struct.Struct(">I")
@@ -202,12 +214,51 @@ def decode_disconnect(payload: bytes) -> tuple[tuple[str, str, int, str], bytes]
 
 
 def tally_of(payload: bytes) -> bytes | None:
-    """The tally token of a publication or disconnect envelope (None for other kinds)."""
+    """The tally token of a publication, disconnect or question (None for other kinds)."""
     if payload[:1] in (bytes((PUBLICATION,)), bytes((RECORDED,))):
         return decode_publication(payload)[1]
     if payload[:1] == bytes((DISCONNECT,)):
         return decode_disconnect(payload)[1]
+    if payload[:1] == bytes((QUESTION,)):
+        return decode_question(payload)[1]
     return None
+
+
+_query_decoder = msgspec.msgpack.Decoder(NodeQuery)
+_answer_decoder = msgspec.msgpack.Decoder(NodeAnswer)
+
+
+def encode_question(node_id: str, query: NodeQuery, tally: bytes) -> bytes:
+    """A listing question to every node; each answers under ``tally``."""
+    parts = _head(QUESTION, node_id)
+    _put(parts, msgspec.msgpack.encode(query))
+    _put(parts, tally)
+    return b"".join(parts)
+
+
+def decode_question(payload: bytes) -> tuple[NodeQuery, bytes]:
+    r = _body(payload)
+    body, tally = r.required(), r.required()
+    try:
+        return _query_decoder.decode(body), tally
+    except msgspec.DecodeError:
+        raise EnvelopeError("bad question") from None
+
+
+def encode_answer(node_id: str, tally: bytes, answer: NodeAnswer) -> bytes:
+    parts = _head(ANSWER, node_id)
+    _put(parts, tally)
+    _put(parts, msgspec.msgpack.encode(answer))
+    return b"".join(parts)
+
+
+def decode_answer(payload: bytes) -> tuple[bytes, NodeAnswer]:
+    r = _body(payload)
+    tally, body = r.required(), r.required()
+    try:
+        return tally, _answer_decoder.decode(body)
+    except msgspec.DecodeError:
+        raise EnvelopeError("bad answer") from None
 
 
 def encode_count(node_id: str, tally: bytes, count: int) -> bytes:

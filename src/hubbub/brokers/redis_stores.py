@@ -321,6 +321,12 @@ class RedisPresenceStore(PresenceStore):
             PresenceEntry(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)
         ]
 
+    async def count(self, app_id: str, channel: str) -> int:
+        shard, keys = self._keys(app_id, channel)
+        link = self._shards.links[shard]
+        found: int = await link.run(link.client.zcard(keys[0]))
+        return found
+
     async def reap_node(self, node_id: str) -> list[PresenceDelta]:
         """Remove every connection a dead node listed; the ``left`` deltas that causes."""
         index = self.node_index(node_id)

@@ -21,8 +21,19 @@ def _directory(name: str) -> Path:
 
 
 def static_dir() -> Path:
-    """The web pages (``voice.html``, ...)."""
+    """The web pages: ``index.html`` (landing), ``console/``, ``demo/``, ``client/hubbub.js``,
+    ``assets/`` (what the pages share)."""
     return _directory("static")
+
+
+def docs_dir() -> Path | None:
+    """The documentation (``docs/*.md``) when running from a source checkout, else None: the
+    docs ship with the source, not inside the package."""
+    root = Path(__file__).resolve().parents[3]
+    docs = root / "docs"
+    if (root / "pyproject.toml").is_file() and (docs / "realtime-protocol.md").is_file():
+        return docs
+    return None
 
 
 def demo_projects_dir() -> Path:

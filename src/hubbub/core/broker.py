@@ -20,6 +20,9 @@ Contract for every Broker:
   the sender's later publishes and directs.
 * ``publish_recorded`` records a publication in the channel's history and/or claims its
   message id, atomically with delivering it (the contract is in :mod:`hubbub.core.history`).
+* ``query_nodes`` asks every node (the calling one included, through
+  :meth:`BrokerHandler.answer_query`) about its own connections and returns the answers that
+  arrived within a short wait: a node that died holding the question is left out.
 * A failure to hand a request over raises :class:`BrokerUnavailable` (clients see
   ``backend_error``); the node's local state stays consistent.
 """
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from hubbub.core.history import Published, Recording, StreamPosition
 
@@ -74,6 +77,53 @@ class PresenceDelta:
     left: tuple[PresenceEntry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class NodeQuery:
+    """A question every node answers from its own connections (the listing endpoints).
+
+    ``connections``: the app's connections, optionally only those subscribed to ``channel``
+    (a channel or a pattern, by name) or of ``peer_id``; ``channels``: the app's channels with
+    local subscribers or publications, optionally starting with ``prefix``; ``nodes``: just
+    the counts. Each node answers with at most ``limit`` entries, in the listing's order.
+    """
+
+    app_id: str
+    subject: Literal["connections", "channels", "nodes"]
+    channel: str | None = None
+    peer_id: str | None = None
+    prefix: str | None = None
+    limit: int = 100
+    # channels: only those matching one of these patterns (empty: any), a key's scope.
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    peer_id: str
+    channels: tuple[str, ...]  # its subscriptions (channels and patterns), in order
+    remote_addr: str | None
+    connected_at: float  # Unix seconds
+    node: str
+    frames_in: int
+    frames_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    channel: str
+    subscribers: int  # connections subscribed to exactly this channel on the answering node
+    messages_per_second: float  # publications made on the answering node, recent rate
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    node: str
+    connections: tuple[ConnectionInfo, ...] = ()
+    channels: tuple[ChannelInfo, ...] = ()
+    connection_count: int = 0  # the app's open connections on the node
+    channel_count: int = 0  # the app's channels with subscribers on the node
+
+
 class BrokerHandler(Protocol):
     """What a broker calls back into (implemented by the node)."""
 
@@ -84,6 +134,8 @@ class BrokerHandler(Protocol):
     def deliver_presence(self, delta: PresenceDelta) -> None: ...
 
     def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int: ...
+
+    def answer_query(self, query: NodeQuery) -> NodeAnswer: ...
 
 
 class Broker(ABC):
@@ -137,6 +189,10 @@ class Broker(ABC):
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
         """Close every connection of the peer on every node; returns how many were closed."""
 
+    @abstractmethod
+    async def query_nodes(self, query: NodeQuery) -> list[NodeAnswer]:
+        """Every node's answer (this node's first), as many as answered within a short wait."""
+
 
 class PresenceStore(ABC):
     """Channel membership keyed by peer, with a connection count per peer (multi-tab)."""
@@ -152,6 +208,10 @@ class PresenceStore(ABC):
     @abstractmethod
     async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
         """Peers present in the channel, in join order, each once."""
+
+    async def count(self, app_id: str, channel: str) -> int:
+        """How many peers are present (backends override this with a cheaper read)."""
+        return len(await self.members(app_id, channel))
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,11 @@ class Connection:
     # closed: the transport reported it gone and its state was released.
     closing: bool = False
     closed: bool = False
+    # For the listings (GET /v1/connections): plain counters, bumped where frames pass.
+    remote_addr: str | None = None
+    connected_at: float = 0.0  # Unix seconds
+    frames_in: int = 0  # client frames received
+    frames_out: int = 0  # frames queued to its sink
 
     @property
     def app_id(self) -> str:

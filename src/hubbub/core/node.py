@@ -28,12 +28,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from hubbub.core import listing
+from hubbub.core.activity import ChannelActivity
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import (
     AppQuota,
     Broker,
     BrokerUnavailable,
+    ConnectionInfo,
     Direct,
+    NodeAnswer,
+    NodeQuery,
     PresenceDelta,
     PresenceEntry,
     PresenceStore,
@@ -138,6 +143,7 @@ class Node:
         self._local = LocalRoutes()
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
+        self._activity = ChannelActivity(clock)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class Node:
         return self._limits.max_message_bytes or UNCAPPED_MESSAGE_SIZE
 
     async def open_connection(
-        self, principal: Principal, sink: ConnectionSink
+        self, principal: Principal, sink: ConnectionSink, remote_addr: str | None = None
     ) -> Connection | None:
         """Admit an authenticated connection: quota gate, then ``welcome`` as the first frame.
 
@@ -189,6 +195,9 @@ class Node:
                 else None
             ),
             presence_entry=PresenceEntry(principal.peer_id, principal.peer_metadata),
+            remote_addr=remote_addr,
+            connected_at=now,
+            frames_out=1,  # the welcome
         )
         self._connections.add(conn)
         authorizer = self._authorizer
@@ -264,6 +273,7 @@ class Node:
         """Tell every client to come back later; jitter spreads their reconnects."""
         for conn in list(self._connections):
             retry_ms = base_retry_ms + random.randint(0, base_retry_ms)
+            conn.frames_out += 1
             conn.sink.push(OutFrame(frames.going_away(retry_ms)))
 
     def close_all(self, code: CloseCode, reason: str | None = None) -> None:
@@ -276,8 +286,10 @@ class Node:
         if conn.closed or conn.closing:
             return
         self.stats.frames_received += 1
+        conn.frames_in += 1
         frame = decode_client_frame(payload)
         if isinstance(frame, Ping):
+            conn.frames_out += 1
             conn.sink.push(self._pong)
             return
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
@@ -317,6 +329,7 @@ class Node:
         """The protocol is JSON text frames only; binary ones count as malformed."""
         if conn.closed or conn.closing:
             return
+        conn.frames_in += 1
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
             self._close_over_rate(conn)
             return
@@ -329,6 +342,7 @@ class Node:
     ) -> None:
         text = message or ERROR_MESSAGES[code]
         self.stats.errors[code.value] += 1
+        conn.frames_out += 1
         conn.sink.push(OutFrame(frames.error(code, text, request_id)))
 
     def _reply_verdict(self, conn: Connection, code: str, request_id: str | None) -> None:
@@ -339,6 +353,7 @@ class Node:
         except ValueError:
             pass
         self.stats.errors[code] += 1
+        conn.frames_out += 1
         conn.sink.push(OutFrame(frames.error(code, "refused by the backend", request_id)))
 
     def _ack(
@@ -346,6 +361,7 @@ class Node:
     ) -> None:
         if request_id is not None:
             payload = frames.ack_with(request_id, fields) if fields else frames.ack(request_id)
+            conn.frames_out += 1
             conn.sink.push(OutFrame(payload))
 
     def retention(self, app_id: str, channel: str) -> Retention | None:
@@ -388,6 +404,8 @@ class Node:
         )
         published = await self._hand_over(publication, frame.message_id)
         self.stats.publications += 1
+        if not published.duplicate:
+            self._activity.published(conn.app_id, frame.channel)
         self._ack(conn, frame.request_id, published_fields(published))
         if not published.duplicate and self._events.wants(
             conn.app_id, ChannelEventName.CLIENT_EVENT
@@ -542,6 +560,7 @@ class Node:
 
     def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
         if conn.sees_presence:
+            conn.frames_out += 1
             conn.sink.push_after_pause(OutFrame(frames.presence(channel, [], [])))
 
     async def _queue_snapshot(self, conn: Connection, channel: str, sub: Subscription) -> None:
@@ -551,6 +570,7 @@ class Node:
             members = await self._presence.members(conn.app_id, channel)
         except BaseException:
             held, sub.held_presence = sub.held_presence, None
+            conn.frames_out += len(held)
             for frame in held:
                 conn.sink.push(frame)
             raise
@@ -563,6 +583,7 @@ class Node:
             if m.peer_id != conn.peer_id
         ]
         conn.sink.push_after_pause(OutFrame(frames.presence(channel, joined, [])))
+        conn.frames_out += 1 + len(held)
         for frame in held:
             conn.sink.push(frame)
 
@@ -619,6 +640,11 @@ class Node:
     def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
         return self._local.disconnect_peer(app_id, peer_id, code, reason)
 
+    def answer_query(self, query: NodeQuery) -> NodeAnswer:
+        return listing.local_answer(
+            self.node_id, query, self._connections, self._local, self._activity
+        )
+
     # --- server-side operations (REST control plane) --------------------------------------
 
     async def publish_from_server(
@@ -644,7 +670,10 @@ class Node:
         """A REST publish: counted everywhere, recorded like a client's (spec 16.1, 16.2)."""
         await self._usage.count_message(app_id, self.quota(app_id), self._clock())
         publication = Publication(app_id, channel, sender, data, sender_metadata, None)
-        return await self._hand_over(publication, message_id, count_everywhere=True)
+        published = await self._hand_over(publication, message_id, count_everywhere=True)
+        if not published.duplicate:
+            self._activity.published(app_id, channel)
+        return published
 
     async def channel_history(
         self, app_id: str, channel: str, *, since: int | None, limit: int
@@ -673,3 +702,35 @@ class Node:
 
     async def usage(self, app_id: str) -> UsageSnapshot:
         return await self._usage.snapshot(app_id, self.quota(app_id), self._clock())
+
+    # --- listings (REST control plane, cluster-wide) --------------------------------------
+
+    async def list_connections(
+        self,
+        app_id: str,
+        *,
+        channel: str | None = None,
+        peer_id: str | None = None,
+        limit: int = listing.DEFAULT_LIMIT,
+    ) -> list[ConnectionInfo]:
+        """The app's connections on every node, by peer id then age (see :mod:`listing`)."""
+        query = NodeQuery(app_id, "connections", channel=channel, peer_id=peer_id, limit=limit)
+        return listing.merge_connections(await self._broker.query_nodes(query), limit)
+
+    async def list_channels(
+        self,
+        app_id: str,
+        *,
+        prefix: str | None = None,
+        limit: int = listing.DEFAULT_LIMIT,
+        patterns: tuple[str, ...] = (),
+    ) -> list[listing.ChannelSummary]:
+        """The app's channels with subscribers or recent publications, on every node
+        (only those matching one of ``patterns`` when given)."""
+        query = NodeQuery(app_id, "channels", prefix=prefix, limit=limit, patterns=patterns)
+        merged = listing.merge_channels(await self._broker.query_nodes(query), limit)
+        return await listing.with_peer_counts(merged, app_id, self._presence)
+
+    async def list_nodes(self, app_id: str) -> list[NodeAnswer]:
+        """Every node that answered, with the app's connection and channel counts there."""
+        return await self._broker.query_nodes(NodeQuery(app_id, "nodes"))

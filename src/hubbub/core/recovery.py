@@ -41,6 +41,7 @@ def release_held(
     """Queue the replay, then the live messages held meanwhile that it does not cover."""
     held, sub.held_messages = sub.held_messages or [], None
     if page is None:  # the read failed: deliver what was held, as if never held
+        conn.frames_out += len(held)
         for _, frame in held:
             conn.sink.push(frame)
         return
@@ -49,6 +50,7 @@ def release_held(
     if conn.closed:
         return
     metadata_wanted = sub.include_sender_metadata
+    conn.frames_out += len(page.records)
     for record in page.records:
         conn.sink.push(
             OutFrame(
@@ -65,6 +67,7 @@ def release_held(
     for offset, frame in held:
         if offset > position.offset:
             conn.sink.push(frame)
+            conn.frames_out += 1
 
 
 def published_fields(published: Published) -> dict[str, object] | None:

@@ -115,6 +115,19 @@ class LocalRoutes:
         del self._peers[key]
         return True
 
+    # --- reading (the listings) -------------------------------------------------------------
+
+    def channel_counts(self, app_id: str) -> dict[str, int]:
+        """The app's concrete channels with local subscribers, and how many connections each
+        (not counting connections the node is closing)."""
+        counts: dict[str, int] = {}
+        for (app, channel), members in self._channels.items():
+            if app == app_id:
+                count = sum(1 for conn in members if not (conn.closed or conn.closing))
+                if count:
+                    counts[channel] = count
+        return counts
+
     # --- fan-out ---------------------------------------------------------------------------
 
     def deliver_publication(self, publication: Publication) -> int:
@@ -178,6 +191,7 @@ class LocalRoutes:
                     if epoch == sub.replayed_epoch:
                         continue
                 conn.sink.push(frame)
+                conn.frames_out += 1
                 reached += 1
         return reached
 
@@ -190,6 +204,7 @@ class LocalRoutes:
         for conn in conns:
             if conn.id != direct.origin_connection and not conn.closed:
                 conn.sink.push(frame)
+                conn.frames_out += 1
                 reached += 1
         return reached
 
@@ -211,6 +226,7 @@ class LocalRoutes:
                 sub.held_presence.append(frame)
             else:
                 conn.sink.push(frame)
+                conn.frames_out += 1
 
     def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
         conns = [c for c in self._peers.get((app_id, peer_id), ()) if not (c.closed or c.closing)]

@@ -128,7 +128,7 @@ class RealtimeEndpoint:
         if outbox is None:
             return ws
         fields = {"app": outcome.app_id, "peer": outcome.peer_id, "remote": ip}
-        conn = await self._node.open_connection(outcome, outbox)
+        conn = await self._node.open_connection(outcome, outbox, remote_addr=ip)
         if conn is None:
             log.warning(
                 "connect refused app=%s peer=%s remote=%s: over the app's connection limit "

@@ -9,7 +9,9 @@ waits for the disk; :meth:`ConversationStore.flush` waits until everything queue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +34,8 @@ conversations = sa.Table(
     sa.Column("timezone", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # The listing reads newest first (GET /v1/conversations).
+    sa.Index("ix_hubbub_conversations_created", "created_at", "id"),
 )
 
 events = sa.Table(
@@ -129,9 +133,22 @@ class ConversationStore:
         return cls(create_async_engine(url))
 
     async def start(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        await self._create_tables()
         self._writer = asyncio.create_task(self._write_loop(), name="conversation-store")
+
+    async def _create_tables(self, attempts: int = 5) -> None:
+        """Create what is missing. Nodes of a cluster starting at once on a fresh database
+        race to create the same tables: the losers' CREATE fails, and their next look finds
+        the tables there."""
+        for attempt in range(attempts):
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
 
     async def close(self) -> None:
         await self.flush()
@@ -264,3 +281,73 @@ class ConversationStore:
             )
             history = [EventRecord(**row._mapping) for row in event_rows]
         return StoredConversation(record, stage_vars, history)
+
+    # --- listings (the REST control plane; the console) ----------------------------------
+    #
+    # These read what is written; they wait for queued writes only briefly, so a listing is
+    # never held up behind a busy writer (the live state comes from the running
+    # conversations anyway).
+
+    async def _mostly_flushed(self, timeout_s: float = 1.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+
+    async def record(self, conversation_id: str) -> ConversationRecord | None:
+        await self._mostly_flushed()
+        async with self._engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(conversations).where(conversations.c.id == conversation_id)
+                )
+            ).first()
+        return None if found is None else ConversationRecord(**found._mapping)
+
+    async def list_records(
+        self,
+        *,
+        project_ids: Collection[str] | None,
+        statuses: Collection[str] | None,
+        limit: int,
+        before: ConversationRecord | None = None,
+    ) -> list[ConversationRecord]:
+        """Newest first; ``project_ids``/``statuses`` None means any; ``before``: only those
+        that started before that conversation (the next page)."""
+        await self._mostly_flushed()
+        query = sa.select(conversations)
+        if project_ids is not None:
+            query = query.where(conversations.c.project_id.in_(sorted(project_ids)))
+        if statuses is not None:
+            query = query.where(conversations.c.status.in_(sorted(statuses)))
+        if before is not None:
+            created = conversations.c.created_at
+            query = query.where(
+                (created < before.created_at)
+                | ((created == before.created_at) & (conversations.c.id < before.id))
+            )
+        query = query.order_by(conversations.c.created_at.desc(), conversations.c.id.desc())
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query.limit(limit))
+            return [ConversationRecord(**row._mapping) for row in rows]
+
+    async def variables_of(self, conversation_id: str) -> dict[str, dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(variables).where(variables.c.conversation_id == conversation_id)
+            )
+            found: dict[str, dict[str, Any]] = {}
+            for row in rows:
+                found.setdefault(row.stage_id, {})[row.name] = row.value
+        return found
+
+    async def events_page(
+        self, conversation_id: str, *, after: int | None, limit: int
+    ) -> list[EventRecord]:
+        """Events in order, those with ``seq`` greater than ``after`` (all when None)."""
+        await self._mostly_flushed()
+        query = sa.select(events).where(events.c.conversation_id == conversation_id)
+        if after is not None:
+            query = query.where(events.c.seq > after)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(query.order_by(events.c.seq).limit(limit))
+            return [EventRecord(**row._mapping) for row in rows]
