@@ -91,6 +91,8 @@ class ServerConfig(_Section):
     keepalive_timeout_s: float = 10.0
     # Bytes a connection may have queued but unsent before it is dropped as a slow consumer.
     slow_consumer_bytes: int = 1_048_576
+    # Pending connections the kernel queues before the server accepts them (a connect storm).
+    listen_backlog: int = 4096
     # Pause between a subscribe's ack and its presence snapshot (see spec section 13).
     snapshot_delay_ms: float = 5.0
     # A publish repeating a messageId within this window is not delivered again (spec 16.2).
@@ -405,7 +407,7 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
     for name in ("connect_attempts_per_ip", "slow_consumer_bytes", "shutdown_drain_s"):
         if getattr(server, name) < 0:
             fail(f"server.{name}", "must not be negative")
-    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids"):
+    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids", "listen_backlog"):
         if getattr(server, name) <= 0:
             fail(f"server.{name}", "must be positive")
     for name in ("rate_per_second", "rate_burst", "max_message_bytes", "max_channels"):

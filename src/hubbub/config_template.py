@@ -22,6 +22,7 @@ shutdown_drain_s = 1.0        # on SIGTERM: going_away, this long, then close 10
 keepalive_interval_s = 30
 keepalive_timeout_s = 10
 slow_consumer_bytes = 1048576 # unsent bytes before a connection is dropped (1008 slow consumer)
+listen_backlog = 4096         # connections the kernel queues before they are accepted
 
 [limits]                      # per connection; 0 disables a limit
 rate_per_second = 100
