@@ -57,7 +57,8 @@ from hubbub.transports.realtime_shared import (
     RealtimeShared,
 )
 
-log = logging.getLogger(__name__)
+# The /v1 endpoint's log lines keep their logger name whichever transport serves them.
+log = logging.getLogger("hubbub.transports.websocket")
 
 _UPGRADING, _OPENING, _OPEN, _CLOSING, _CLOSED = range(5)
 _ABNORMAL = 1006
