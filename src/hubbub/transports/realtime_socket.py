@@ -236,7 +236,11 @@ class RealtimeSocket(asyncio.Protocol):
             _log_auth_failure(ip, outcome.body, status=outcome.status)
             self._refuse(outcome.status, outcome.body)
             return
-        transport.write(accept_response(key))
+        # The 101 waits for the end of the iteration so the welcome joins it in one write.
+        accept = accept_response(key)
+        self._pending = [accept]
+        self._pending_bytes += len(accept)
+        self._shared.flusher.mark(self)
         if isinstance(outcome, CloseRejection):
             _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
             self._start_close(outcome.code, outcome.reason)
@@ -342,9 +346,7 @@ class RealtimeSocket(asyncio.Protocol):
         if self._state == _OPEN:
             self._peer_code = event.code
             code = 1000 if event.code == CLOSE_NO_STATUS else event.code
-            self.flush_all()
-            if transport is not None:
-                transport.write(close_frame(code))
+            self.flush_all(close_frame(code))
         self._end()
         if transport is not None:
             transport.close()
@@ -436,19 +438,21 @@ class RealtimeSocket(asyncio.Protocol):
         if self._paused:
             self._check_pending()
 
-    def flush_all(self) -> None:
-        """Everything queued, pause points included, written now (a close follows)."""
+    def flush_all(self, last: bytes = b"") -> None:
+        """Everything queued, pause points included, and then ``last``, in one write now."""
         if self._pause is not None:
             self._pause.cancel()
             self._pause = None
         segments, self._segments = self._segments, None
         for segment in segments or ():
             self._queue(segment)
-        pending, self._pending = self._pending, None
+        pending, self._pending = self._pending or [], None
         self._pending_bytes = 0
+        if last:
+            pending.append(last)
         transport = self._transport
         if pending and transport is not None and not transport.is_closing():
-            transport.write(b"".join(pending))
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _check_pending(self) -> None:
         limit = self._shared.settings.slow_consumer_bytes
@@ -494,11 +498,10 @@ class RealtimeSocket(asyncio.Protocol):
         opening = self._state == _OPENING
         self._state = _CLOSING
         self._close_code = code
-        self.flush_all()
         transport = self._transport
         shared = self._shared
+        self.flush_all(close_frame(code, reason))
         if transport is not None:
-            transport.write(close_frame(code, reason))
             shared.closing.add(self)
             self._linger_slot = shared.lingering.add(self, shared.loop.time() + linger_s)
         self._forget_keepalive()
