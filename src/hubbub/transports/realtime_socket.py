@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import cast
 
 from hubbub.auth.client_ip import client_ip
@@ -186,7 +187,7 @@ class RealtimeSocket(asyncio.Protocol):
             self._refuse(request.status, request.body)
             return
         ip = self._ip = client_ip(remote, request.forwarded_for, shared.trusted)
-        if not shared.ip_limiter.allow(ip, shared.loop.time()):
+        if not shared.ip_limiter.allow(ip, time.monotonic()):  # the aiohttp path's clock
             log.warning(
                 "connect refused remote=%s: too many connection attempts (HTTP 429)",
                 ip,
