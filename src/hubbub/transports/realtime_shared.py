@@ -172,21 +172,35 @@ class RealtimeShared:
         return time.time()
 
     def drive(
-        self, coro: Coroutine[Any, Any, Result], done: Callable[[Result], None]
+        self,
+        coro: Coroutine[Any, Any, Result],
+        done: Callable[[Result], None],
+        failed: Callable[[], None],
+        *,
+        inline: bool = True,
     ) -> asyncio.Task[Result] | None:
-        """Run ``coro``; ``done`` gets its result. Inline while it does not suspend; once it
-        does, a task takes over (returned, so the caller can hold its reading meanwhile)."""
-        if not self.settings.inline:
-            return self._task(_finish_new(coro), done)
+        """Run ``coro``; ``done`` gets its result (``failed`` is called instead if it raised).
+        Inline while it does not suspend (unless ``inline`` is false or the backend needs a
+        task); once it does, a task takes over (returned, so the caller can hold its reading
+        meanwhile)."""
+        if not (inline and self.settings.inline):
+            return self._task(_finish_new(coro), done, failed)
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
             done(stop.value)
             return None
-        return self._task(_finish(coro, yielded), done)
+        except Exception:
+            log.exception("unexpected error on a realtime connection")
+            failed()
+            return None
+        return self._task(_finish(coro, yielded), done, failed)
 
     def _task(
-        self, coro: Coroutine[Any, Any, Result], done: Callable[[Result], None]
+        self,
+        coro: Coroutine[Any, Any, Result],
+        done: Callable[[Result], None],
+        failed: Callable[[], None],
     ) -> asyncio.Task[Result]:
         task = self.loop.create_task(coro)
         self.tasks.add(task)
@@ -194,10 +208,12 @@ class RealtimeShared:
         def finished(task: asyncio.Task[Result]) -> None:
             self.tasks.discard(task)
             if task.cancelled():
+                failed()
                 return
             error = task.exception()
             if error is not None:
                 log.error("unexpected error on a realtime connection", exc_info=error)
+                failed()
                 return
             done(task.result())
 

@@ -216,9 +216,12 @@ class RealtimeSocket(asyncio.Protocol):
             )
             return
         self._hold()
+        # A connect proxy's HTTP call needs a task of its own (its timeout does).
         shared.drive(
             authenticate_connect(shared.keys, attempt, shared.now(), shared.proxy),
             lambda outcome: self._resume_after(lambda: self._authenticated(outcome, key)),
+            self._failed,
+            inline=False,
         )
 
     def _refuse(self, status: int, body: str) -> None:
@@ -248,7 +251,7 @@ class RealtimeSocket(asyncio.Protocol):
             return
         shared = self._shared
         task = shared.drive(
-            shared.node.open_connection(outcome, self, remote_addr=ip), self._opened
+            shared.node.open_connection(outcome, self, remote_addr=ip), self._opened, self._failed
         )
         if task is not None:
             self._hold()
@@ -327,7 +330,7 @@ class RealtimeSocket(asyncio.Protocol):
                     coro = node.handle_frame(conn, event.payload)
                 else:
                     coro = node.handle_binary_frame(conn)
-                task = self._shared.drive(coro, _ignore)
+                task = self._shared.drive(coro, _ignore, self._failed)
                 if task is not None:
                     self._hold()
                     task.add_done_callback(lambda _: self._resume_after(None))
@@ -583,8 +586,15 @@ class RealtimeSocket(asyncio.Protocol):
                 "remote": self._ip,
             },
         )
-        self._shared.drive(self._shared.node.close_connection(conn), _ignore)
+        self._shared.drive(self._shared.node.close_connection(conn), _ignore, _ignore)
+
+    def _failed(self) -> None:
+        """An unexpected error (logged): drop the connection rather than leave it hanging."""
+        transport = self._transport
+        self._end()
+        if transport is not None:
+            transport.abort()
 
 
-def _ignore(_: object) -> None:
+def _ignore(*_: object) -> None:
     pass
