@@ -95,6 +95,11 @@ class WriteFlusher:
         self._scheduled = False
         self.epoch += 1
         self.queueing, self.coalesced = self.coalesced, False
+        if self.queueing:
+            # Run again next iteration even if nothing is queued then: an iteration without
+            # coalescing ends burst mode, so a lone frame after a burst goes out directly.
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
         dirty, self._dirty = self._dirty, []
         for socket in dirty:
             socket.flush()
