@@ -58,18 +58,16 @@ class JsonFormatter(logging.Formatter):
 
 _format: LogFormat = "text"
 
-BATCH_WINDOW_S: Final = 0.05
-
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """Ours (so a second configure replaces it); without a stream it writes to whatever
     ``sys.stderr`` is at the time, never to a stream that was swapped out and closed.
 
-    Lines logged on the event loop's thread are written together, at most BATCH_WINDOW_S
-    after the first of them (one write for all, not a system call and a reader's wake-up per
-    line: a connect and its close log two lines, which cost a fifth of a connect's CPU when
-    written one by one). Elsewhere (other threads, no running loop) each line is written at
-    once, after any batch; ``flush`` (logging's shutdown too) writes the batch.
+    Lines logged on the event loop's thread are written together at the end of the loop
+    iteration (one write for all of them, not a system call and a reader's wake-up per
+    line; the connect path logs two lines per connection). Elsewhere (other threads, no
+    running loop) each line is written at once, after any batch; ``flush`` (logging's
+    shutdown too) writes the batch.
     """
 
     def __init__(self, stream: TextIO | None) -> None:
@@ -90,7 +88,7 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
                     self.handleError(record)
                     return
                 if not self._batch:
-                    loop.call_later(BATCH_WINDOW_S, self._write_batch)
+                    loop.call_soon(self._write_batch)
                 self._batch.append(line)
                 return
         self._write_batch()
