@@ -18,7 +18,7 @@ from hubbub.config import parse_config
 from hubbub.core.outbound import OutFrame
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.server import build_node
-from hubbub.transports.realtime_shared import RealtimeSettings, RealtimeShared
+from hubbub.transports.realtime_shared import BURST_HOLD_S, RealtimeSettings, RealtimeShared
 from hubbub.transports.realtime_socket import RealtimeSocket
 from tests.protocol.test_websocket import client_frame
 
@@ -155,11 +155,15 @@ async def test_after_an_iteration_that_coalesced_the_next_one_queues_from_its_fi
     await asyncio.sleep(0)
     assert transport.writes == [b"\x81\x01c\x81\x01d"]
     transport.writes.clear()
-    socket.push(frame("e"))  # the last iteration coalesced too: still queued
+    socket.push(frame("e"))  # still in burst mode: queued
+    assert transport.writes == []
     await asyncio.sleep(0)
+    assert transport.writes == [b"\x81\x01e"]
     transport.writes.clear()
-    await next_iteration()
-    socket.push(frame("f"))  # after an iteration without coalescing: direct again
+    async with asyncio.timeout(1):  # BURST_HOLD_S without coalescing ends burst mode
+        while shared.flusher.queueing:
+            await asyncio.sleep(BURST_HOLD_S / 4)
+    socket.push(frame("f"))
     assert transport.writes == [b"\x81\x01f"]
 
 

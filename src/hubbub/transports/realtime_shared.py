@@ -35,6 +35,8 @@ LINGER_S = 2.0
 # A slow consumer's close frame must be written within this long, or its socket is aborted
 # (spec decision 18).
 SLOW_CONSUMER_LINGER_S = 1.0
+# After frames were coalesced, how long every frame keeps being queued (burst mode).
+BURST_HOLD_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +67,21 @@ class WriteFlusher:
     A frame for a connection that wrote nothing yet in this iteration goes straight to its
     transport (a paced delivery: one ``write``, nothing scheduled per connection). A second
     frame in the same iteration is queued and written, with everything else queued for that
-    connection, once at the end of the iteration. After an iteration that coalesced, the next
-    one queues from its first frame (a burst: one write per connection per iteration).
+    connection, once at the end of the iteration. Once an iteration has coalesced, every
+    frame is queued from the first (a burst: one write per connection per iteration) until
+    BURST_HOLD_S pass without coalescing.
     """
 
-    __slots__ = ("_dirty", "_loop", "_scheduled", "coalesced", "epoch", "queueing")
+    __slots__ = (
+        "_burst_timer",
+        "_dirty",
+        "_loop",
+        "_scheduled",
+        "_seen_coalescing",
+        "coalesced",
+        "epoch",
+        "queueing",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -78,6 +90,8 @@ class WriteFlusher:
         self.epoch = 0
         self.queueing = False
         self.coalesced = False
+        self._seen_coalescing = False
+        self._burst_timer: asyncio.TimerHandle | None = None
 
     def wrote(self) -> None:
         """A connection wrote directly in this iteration (the iteration must end with a tick)."""
@@ -94,15 +108,22 @@ class WriteFlusher:
     def _flush(self) -> None:
         self._scheduled = False
         self.epoch += 1
-        self.queueing, self.coalesced = self.coalesced, False
-        if self.queueing:
-            # Run again next iteration even if nothing is queued then: an iteration without
-            # coalescing ends burst mode, so a lone frame after a burst goes out directly.
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if self.coalesced:
+            self.coalesced = False
+            self.queueing = self._seen_coalescing = True
+            if self._burst_timer is None:
+                self._burst_timer = self._loop.call_later(BURST_HOLD_S, self._burst_check)
         dirty, self._dirty = self._dirty, []
         for socket in dirty:
             socket.flush()
+
+    def _burst_check(self) -> None:
+        if self._seen_coalescing:
+            self._seen_coalescing = False
+            self._burst_timer = self._loop.call_later(BURST_HOLD_S, self._burst_check)
+        else:
+            self._burst_timer = None
+            self.queueing = False
 
 
 @types.coroutine

@@ -372,7 +372,8 @@ class RealtimeSocket(asyncio.Protocol):
         if pending is not None:
             pending.append(data)
             self._pending_bytes += len(data)
-            flusher.coalesced = True
+            if self._state == _OPEN:  # (the welcome joining the 101 is no burst)
+                flusher.coalesced = True
             self._check_pending()
             return
         if self._paused or flusher.queueing or self._wrote_epoch == flusher.epoch:
@@ -438,7 +439,6 @@ class RealtimeSocket(asyncio.Protocol):
         if transport.is_closing():
             return
         transport.write(data)
-        self._wrote_epoch = self._shared.flusher.epoch
         if self._paused:
             self._check_pending()
 
