@@ -24,6 +24,7 @@ from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.core.wheel import Cancellable, TimerWheel
 
 if TYPE_CHECKING:
+    from hubbub.transports.realtime_outbox import RealtimeOutbox
     from hubbub.transports.realtime_socket import RealtimeSocket
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class WriteFlusher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._dirty: list[RealtimeSocket] = []
+        self._dirty: list[RealtimeOutbox] = []
         self._scheduled = False
         self.epoch = 0
         self.queueing = False
@@ -99,7 +100,7 @@ class WriteFlusher:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
-    def mark(self, socket: RealtimeSocket) -> None:
+    def mark(self, socket: RealtimeOutbox) -> None:
         self._dirty.append(socket)
         if not self._scheduled:
             self._scheduled = True

@@ -34,7 +34,6 @@ from hubbub.auth.connect import (
     authenticate_connect,
 )
 from hubbub.core.connection import Connection
-from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import SLOW_CONSUMER_REASON, CloseCode
 from hubbub.protocol.websocket import (
     CLOSE_NO_STATUS,
@@ -52,6 +51,14 @@ from hubbub.protocol.websocket import (
     http_response,
     parse_upgrade,
 )
+from hubbub.transports.realtime_outbox import (
+    CLOSED,
+    CLOSING,
+    OPEN,
+    OPENING,
+    UPGRADING,
+    RealtimeOutbox,
+)
 from hubbub.transports.realtime_shared import (
     LINGER_S,
     SLOW_CONSUMER_LINGER_S,
@@ -61,9 +68,8 @@ from hubbub.transports.realtime_shared import (
 # The /v1 endpoint's log lines keep their logger name whichever transport serves them.
 log = logging.getLogger("hubbub.transports.websocket")
 
-_UPGRADING, _OPENING, _OPEN, _CLOSING, _CLOSED = range(5)
-_ABNORMAL = 1006
-_DEFAULT_HIGH_WATER = 65536  # the code logged when the TCP connection ended without a close frame
+_ABNORMAL = 1006  # the code logged when the TCP connection ended without a close frame
+_DEFAULT_HIGH_WATER = 65536
 
 
 def _log_auth_failure(
@@ -86,7 +92,7 @@ def _log_auth_failure(
     )
 
 
-class RealtimeSocket(asyncio.Protocol):
+class RealtimeSocket(RealtimeOutbox):
     __slots__ = (
         "_busy",
         "_close_code",
@@ -95,37 +101,19 @@ class RealtimeSocket(asyncio.Protocol):
         "_ip",
         "_keepalive_slot",
         "_linger_slot",
-        "_pause",
-        "_paused",
         "_peer_code",
-        "_pending",
-        "_pending_bytes",
         "_pinged",
         "_reader",
         "_release_due",
-        "_segments",
-        "_shared",
-        "_state",
-        "_transport",
-        "_wrote_epoch",
     )
 
     def __init__(self, shared: RealtimeShared) -> None:
-        self._shared = shared
-        self._transport: asyncio.Transport | None = None
+        super().__init__(shared)
         self._reader = FrameReader(shared.settings.max_message_bytes)
-        self._state = _UPGRADING
         self._conn: Connection | None = None
         self._ip = ""
         self._busy = False  # a frame's (or the upgrade's) handling is suspended
         self._release_due = False  # release the node's state once that handling completes
-        self._pending: list[bytes] | None = None  # frames waiting for the end of the iteration
-        self._pending_bytes = 0
-        # Frames behind pause points (push_after_pause): each segment one pause after the last.
-        self._segments: list[list[bytes]] | None = None
-        self._pause: asyncio.TimerHandle | None = None
-        self._paused = False  # the transport asked us to stop writing
-        self._wrote_epoch = -1
         self._heard = True
         self._pinged = False
         self._keepalive_slot: int | None = None
@@ -144,7 +132,7 @@ class RealtimeSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._heard = True
-        if self._state == _UPGRADING:
+        if self._state == UPGRADING:
             self._upgrade(data)
             return
         self._reader.feed(data)
@@ -155,14 +143,6 @@ class RealtimeSocket(asyncio.Protocol):
         self._end()
         return None  # the transport closes itself
 
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._pending is not None and self._state != _CLOSED:
-            self.flush()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._end()
         shared = self._shared
@@ -171,7 +151,7 @@ class RealtimeSocket(asyncio.Protocol):
             self._linger_slot = None
         shared.closing.discard(self)
         self._transport = None
-        self._state = _CLOSED
+        self._state = CLOSED
 
     # --- the upgrade ----------------------------------------------------------------------
 
@@ -195,7 +175,7 @@ class RealtimeSocket(asyncio.Protocol):
             )
             self._refuse(429, "too_many_connections")
             return
-        self._state = _OPENING
+        self._state = OPENING
         rest = data[end + 4 :]
         if rest:
             self._reader.feed(rest)
@@ -226,7 +206,7 @@ class RealtimeSocket(asyncio.Protocol):
 
     def _refuse(self, status: int, body: str) -> None:
         transport = self._transport
-        self._state = _CLOSED
+        self._state = CLOSED
         if transport is not None:
             transport.write(http_response(status, body))
             transport.close()
@@ -275,10 +255,10 @@ class RealtimeSocket(asyncio.Protocol):
             self._ip,
             extra={"event": "connection_opened", **self._fields()},
         )
-        if self._state != _OPENING:  # closed meanwhile (the peer left, or the node closed it)
+        if self._state != OPENING:  # closed meanwhile (the peer left, or the node closed it)
             self._release()
             return
-        self._state = _OPEN
+        self._state = OPEN
         shared = self._shared
         self._keepalive_slot = shared.keepalive.add(
             self, shared.loop.time() + shared.settings.keepalive_interval_s
@@ -311,18 +291,18 @@ class RealtimeSocket(asyncio.Protocol):
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-        if self._state in (_OPEN, _CLOSING) and not self._busy:
+        if self._state in (OPEN, CLOSING) and not self._busy:
             self._read_frames()
 
     def _read_frames(self) -> None:
         reader = self._reader
         node = self._shared.node
-        while not self._busy and self._state in (_OPEN, _CLOSING):
+        while not self._busy and self._state in (OPEN, CLOSING):
             event = reader.next_event()
             if event is None:
                 return
             if isinstance(event, Message):
-                if self._state != _OPEN:
+                if self._state != OPEN:
                     continue  # closing: read and drop
                 conn = self._conn
                 assert conn is not None
@@ -335,7 +315,7 @@ class RealtimeSocket(asyncio.Protocol):
                     self._hold()
                     task.add_done_callback(lambda _: self._resume_after(None))
             elif isinstance(event, Ping):
-                if self._state == _OPEN:
+                if self._state == OPEN:
                     self._write_control(encode_frame(event.payload, OP_PONG))
             elif isinstance(event, Close):
                 self._peer_closed(event)
@@ -347,7 +327,7 @@ class RealtimeSocket(asyncio.Protocol):
 
     def _peer_closed(self, event: Close) -> None:
         transport = self._transport
-        if self._state == _OPEN:
+        if self._state == OPEN:
             self._peer_code = event.code
             code = 1000 if event.code == CLOSE_NO_STATUS else event.code
             self.flush_all(close_frame(code))
@@ -355,118 +335,29 @@ class RealtimeSocket(asyncio.Protocol):
         if transport is not None:
             transport.close()
 
-    # --- frames out (core's ConnectionSink) -----------------------------------------------
+    # --- closing --------------------------------------------------------------------------
 
-    def push(self, frame: OutFrame) -> None:
-        if self._state >= _CLOSING:
+    def _start_close(self, code: int, reason: str, linger_s: float = LINGER_S) -> None:
+        """This side closes: queued frames, the close frame, then linger (see the module)."""
+        if self._state >= CLOSING:
             return
-        data = frame.wire(encode_frame)
-        segments = self._segments
-        if segments is not None:
-            segments[-1].append(data)
-            self._pending_bytes += len(data)
-            self._check_pending()
-            return
-        pending = self._pending
-        flusher = self._shared.flusher
-        if pending is not None:
-            pending.append(data)
-            self._pending_bytes += len(data)
-            if self._state == _OPEN:  # (the welcome joining the 101 is no burst)
-                flusher.coalesced = True
-            self._check_pending()
-            return
-        if self._paused or flusher.queueing or self._wrote_epoch == flusher.epoch:
-            if self._wrote_epoch == flusher.epoch:
-                flusher.coalesced = True
-            self._pending = [data]
-            self._pending_bytes += len(data)
-            if not self._paused:
-                flusher.mark(self)
-            self._check_pending()
-            return
+        opening = self._state == OPENING
+        self._state = CLOSING
+        self._close_code = code
         transport = self._transport
-        if transport is None:
-            return
-        transport.write(data)
-        self._wrote_epoch = flusher.epoch
-        flusher.wrote()
+        shared = self._shared
+        self.flush_all(close_frame(code, reason))
+        if transport is not None:
+            shared.closing.add(self)
+            self._linger_slot = shared.lingering.add(self, shared.loop.time() + linger_s)
+        self._forget_keepalive()
+        if not opening or self._conn is not None:
+            # Not nested inside the node's own call that closed us (a fan-out loop, a frame).
+            shared.loop.call_soon(self._release)
+        if transport is not None and not self._busy:
+            self._read_frames()  # input already buffered may hold the peer's close
 
-    def push_after_pause(self, frame: OutFrame) -> None:
-        if self._state >= _CLOSING:
-            return
-        data = frame.wire(encode_frame)
-        self._pending_bytes += len(data)
-        if self._segments is None:
-            self._segments = [[data]]
-        else:
-            self._segments.append([data])
-        if self._pause is None:
-            self._pause = self._shared.loop.call_later(
-                self._shared.settings.snapshot_delay_s, self._end_pause
-            )
-
-    def _end_pause(self) -> None:
-        self._pause = None
-        segments = self._segments
-        if segments is None or self._state >= _CLOSING:
-            return
-        self._queue(segments.pop(0))
-        if segments:
-            self._pause = self._shared.loop.call_later(
-                self._shared.settings.snapshot_delay_s, self._end_pause
-            )
-        else:
-            self._segments = None
-
-    def _queue(self, frames: list[bytes]) -> None:
-        if self._pending is None:
-            self._pending = frames
-            if not self._paused:
-                self._shared.flusher.mark(self)
-        else:
-            self._pending.extend(frames)
-
-    def flush(self) -> None:
-        """Write what is queued (the flusher's end of iteration, or the transport resumed)."""
-        pending = self._pending
-        transport = self._transport
-        if pending is None or self._paused or transport is None:
-            return
-        self._pending = None
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self._pending_bytes -= len(data)
-        if transport.is_closing():
-            return
-        transport.write(data)
-        if self._paused:
-            self._check_pending()
-
-    def flush_all(self, last: bytes = b"") -> None:
-        """Everything queued, pause points included, and then ``last``, in one write now."""
-        if self._pause is not None:
-            self._pause.cancel()
-            self._pause = None
-        segments, self._segments = self._segments, None
-        for segment in segments or ():
-            self._queue(segment)
-        pending, self._pending = self._pending or [], None
-        self._pending_bytes = 0
-        if last:
-            pending.append(last)
-        transport = self._transport
-        if pending and transport is not None and not transport.is_closing():
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    def _check_pending(self) -> None:
-        limit = self._shared.settings.slow_consumer_bytes
-        if not limit:
-            return
-        transport = self._transport
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        pending = self._pending_bytes + buffered
-        if pending <= limit or self._state >= _CLOSING:
-            return
+    def _slow_consumer(self, pending: int) -> None:
         # The connection's close line that follows names its app, peer and address.
         log.warning(
             "closing a slow consumer (%d bytes pending; close 1008)",
@@ -483,38 +374,6 @@ class RealtimeSocket(asyncio.Protocol):
             self._shared.node.stats.closes[CloseCode.POLICY_VIOLATION] += 1
         self._start_close(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER_REASON, SLOW_CONSUMER_LINGER_S)
 
-    def _write_control(self, frame: bytes) -> None:
-        # After whatever is queued, so the stream stays in order.
-        if self._pending is not None:
-            self._pending.append(frame)
-        elif self._transport is not None:
-            self._transport.write(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        self._start_close(code, reason)
-
-    # --- closing --------------------------------------------------------------------------
-
-    def _start_close(self, code: int, reason: str, linger_s: float = LINGER_S) -> None:
-        """This side closes: queued frames, the close frame, then linger (see the module)."""
-        if self._state >= _CLOSING:
-            return
-        opening = self._state == _OPENING
-        self._state = _CLOSING
-        self._close_code = code
-        transport = self._transport
-        shared = self._shared
-        self.flush_all(close_frame(code, reason))
-        if transport is not None:
-            shared.closing.add(self)
-            self._linger_slot = shared.lingering.add(self, shared.loop.time() + linger_s)
-        self._forget_keepalive()
-        if not opening or self._conn is not None:
-            # Not nested inside the node's own call that closed us (a fan-out loop, a frame).
-            shared.loop.call_soon(self._release)
-        if transport is not None and not self._busy:
-            self._read_frames()  # input already buffered may hold the peer's close
-
     def linger_over(self) -> None:
         """The peer did not answer the close in time: drop the connection."""
         self._linger_slot = None
@@ -524,7 +383,7 @@ class RealtimeSocket(asyncio.Protocol):
     def keepalive_check(self) -> None:
         self._keepalive_slot = None
         transport = self._transport
-        if transport is None or self._state != _OPEN:
+        if transport is None or self._state != OPEN:
             return
         shared = self._shared
         now = shared.loop.time()
@@ -549,11 +408,11 @@ class RealtimeSocket(asyncio.Protocol):
 
     def _end(self) -> None:
         """The peer closed, or the TCP connection ended: release what is still held."""
-        if self._state == _CLOSED:
+        if self._state == CLOSED:
             return
         self._forget_keepalive()
         self._release()
-        self._state = _CLOSED
+        self._state = CLOSED
         if self._pause is not None:
             self._pause.cancel()
             self._pause = None
