@@ -25,7 +25,12 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.conversation.protocol.pushes import VoiceChunk
-from hubbub.conversation.session.channel import SessionFactory, SessionHandler, TransportKind
+from hubbub.conversation.session.channel import (
+    CloseReason,
+    SessionFactory,
+    SessionHandler,
+    TransportKind,
+)
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc_media import AiVoiceTrack, read_microphone
 from hubbub.transports.webrtc_voice import OutboundVoice, QueuedFrame
@@ -153,7 +158,11 @@ class WebRtcPeer:
         if input_turn_id == self._input_turn_id:
             self._input_turn_id = None
 
-    def close(self) -> None:
+    def close(self, why: CloseReason | None = None) -> None:
+        """Close both DataChannels and the peer connection (which carry no close code, so
+        ``why`` is only logged)."""
+        if why is not None and self._closing is None:
+            log.info("webrtc client %s: %s; closing", self._ip, why.reason)
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close())
 
