@@ -469,6 +469,7 @@ def _webrtc_endpoint(
             peer=PeerLimits(
                 control_open_timeout_s=webrtc.control_open_timeout_s,
                 slow_consumer_bytes=config.server.slow_consumer_bytes,
+                max_message_bytes=config.conversations.max_message_bytes,
             ),
         ),
         connect_limiter,

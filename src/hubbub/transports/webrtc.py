@@ -48,6 +48,8 @@ class PeerLimits:
     # Client messages waiting for the engine; past this, audio is dropped and control floods
     # close the connection.
     inbox_size: int = 512
+    # A longer control message closes the connection, as a larger frame closes /ws (1009).
+    max_message_bytes: int = 1_048_576
     # Unsent control bytes before the client counts as a slow consumer and is disconnected.
     slow_consumer_bytes: int = 1_048_576
     max_queued_voice_s: float = 120.0
@@ -228,6 +230,10 @@ class WebRtcPeer:
         self._consumer = asyncio.get_running_loop().create_task(self._consume_inbox(self._session))
 
     def _on_control_message(self, payload: str | bytes) -> None:
+        if len(payload) > self._limits.max_message_bytes:
+            log.info("webrtc client %s sent a control message too big; closing", self._ip)
+            self.close()
+            return
         try:
             self._inbox.put_nowait(_Message(payload))
         except asyncio.QueueFull:
