@@ -140,6 +140,10 @@ async def test_sigterm_closes_sessions_with_1001_and_the_conversation_resumes(
         await client.wait_closed(timeout_s=5)
         closed_after_s = time.monotonic() - started
         assert client.close_code == 1001
+        # The live answer was ended (with the text produced so far) before the close.
+        aborted = [m for m in client.log if m["type"] == "abort_ai_generation_output"]
+        assert len(aborted) == 1, client.log
+        assert aborted[0]["accumulatedText"]
         returncode = await asyncio.wait_for(server.process.wait(), 10)
         exited_after_s = time.monotonic() - started
         await client.close()

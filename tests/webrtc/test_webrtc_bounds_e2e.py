@@ -93,6 +93,10 @@ async def test_sigterm_closes_webrtc_sessions_promptly(
         started = time.monotonic()
         server.process.terminate()
         await asyncio.wait_for(client.control_closed.wait(), 5)
+        # The live answer was ended (with the text produced so far) before the close.
+        received = [message for kind, message in client.events if kind == "control"]
+        aborted = [m for m in received if m["type"] == "abort_ai_generation_output"]
+        assert len(aborted) == 1, received
         closed_after_s = time.monotonic() - started
         returncode = await asyncio.wait_for(server.process.wait(), 10)
         exited_after_s = time.monotonic() - started

@@ -19,6 +19,7 @@ from hubbub.conversation.session.channel import (
     GOING_AWAY,
     CloseReason,
     SessionFactory,
+    SessionHandler,
     TransportKind,
 )
 from hubbub.core.outbound import OutFrame
@@ -104,14 +105,15 @@ class ConversationEndpoint:
         # Shared with the WebRTC offers: upgrades per client IP (spec section 11).
         self._connect_limiter = connect_limiter
         self._shutdown_grace_s = shutdown_grace_s
-        self._open: dict[WebSocketClientChannel, asyncio.Future[None]] = {}
+        self._open: dict[WebSocketClientChannel, tuple[SessionHandler, asyncio.Future[None]]] = {}
 
     async def close_all(self) -> None:
         """Graceful shutdown: close every connection with 1001 (each session ends its live
         turn and lets go of its conversation, which stays resumable), and wait a bounded time
         for the close handshakes."""
-        done = list(self._open.values())
-        for channel in list(self._open):
+        done = [finished for _, finished in self._open.values()]
+        for channel, (session, _) in list(self._open.items()):
+            session.going_away()
             channel.close(GOING_AWAY)
         if done:
             await asyncio.wait(done, timeout=self._shutdown_grace_s)
@@ -139,8 +141,8 @@ class ConversationEndpoint:
             return ws
         channel = WebSocketClientChannel(outbox, ip)
         finished = asyncio.get_running_loop().create_future()
-        self._open[channel] = finished
         session = self._sessions.open_session(channel)
+        self._open[channel] = (session, finished)
         log.info(
             "conversation connection opened remote=%s",
             ip,

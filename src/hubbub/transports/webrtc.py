@@ -26,6 +26,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.conversation.session.channel import (
+    GOING_AWAY,
     CloseReason,
     SessionFactory,
     SessionHandler,
@@ -167,6 +168,13 @@ class WebRtcPeer:
             log.info("webrtc client %s: %s; closing", self._ip, why.reason)
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close())
+
+    def going_away(self) -> None:
+        """Server shutdown: the session ends its live turn (its last messages still go out),
+        then the peer closes."""
+        if self._session is not None and not self.closed:
+            self._session.going_away()
+        self.close(GOING_AWAY)
 
     async def wait_closed(self) -> None:
         """Close, and return once everything is released."""

@@ -30,7 +30,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
-from hubbub.conversation.session.channel import GOING_AWAY, SessionFactory
+from hubbub.conversation.session.channel import SessionFactory
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
@@ -118,7 +118,7 @@ class WebRtcEndpoint:
     async def close_all(self) -> None:
         peers = list(self._peers)
         for peer in peers:
-            peer.close(GOING_AWAY)
+            peer.going_away()
         await asyncio.gather(*(peer.wait_closed() for peer in peers), return_exceptions=True)
 
     def _configuration(self) -> RTCConfiguration:

@@ -88,6 +88,10 @@ class SessionHandler(ABC):
     async def closed(self) -> None:
         """The transport is gone: end the session; the conversation stays resumable."""
 
+    def going_away(self) -> None:  # noqa: B027 (optional: most handlers have nothing to do)
+        """The server is shutting down and closes the transport next: end the live turn while
+        the client can still hear it."""
+
 
 class SessionFactory(Protocol):
     def open_session(self, channel: ClientChannel) -> SessionHandler: ...

@@ -207,6 +207,11 @@ class Session(SessionHandler):
             self._auth_deadline.cancel()
             self._auth_deadline = None
 
+    def going_away(self) -> None:
+        if self._has_live_conversation() and self._conversation is not None:
+            self._conversation.interrupt()  # the client gets the turn's abort with its text
+        self._closing = True
+
     async def closed(self) -> None:
         self._closing = True
         self._cancel_auth_deadline()
