@@ -234,6 +234,7 @@ class ConversationsConfig(_Section):
     rate_per_second: float = 100.0  # 0 disables the rate limit
     rate_burst: int = 200
     max_text_input_chars: int = 10_000  # 0: unlimited
+    max_variables_bytes: int = 1_048_576  # a stage's variables as JSON (set_var); 0: unlimited
     auth_timeout_s: float = 10.0  # 0: no deadline
     connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
     connect_window_s: float = 60.0
@@ -452,6 +453,7 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
         "rate_per_second",
         "rate_burst",
         "max_text_input_chars",
+        "max_variables_bytes",
         "auth_timeout_s",
         "connect_attempts_per_ip",
     ):

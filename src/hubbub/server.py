@@ -397,6 +397,7 @@ def _add_conversations(
             rate_per_s=settings.rate_per_second,
             rate_burst=settings.rate_burst,
             max_text_input_chars=settings.max_text_input_chars,
+            max_variables_bytes=settings.max_variables_bytes,
             auth_timeout_s=settings.auth_timeout_s,
         ),
         speech=_speech_stack(projects),

@@ -54,6 +54,7 @@ api_key_env = "OPENAI_API_KEY"
         ("rate_per_second = -1", "conversations.rate_per_second", "must not be negative"),
         ("rate_burst = -5", "conversations.rate_burst", "must not be negative"),
         ("max_text_input_chars = -1", "conversations.max_text_input_chars", "must not be"),
+        ("max_variables_bytes = -1", "conversations.max_variables_bytes", "must not be"),
         ("auth_timeout_s = -0.5", "conversations.auth_timeout_s", "must not be negative"),
         ("connect_attempts_per_ip = -1", "conversations.connect_attempts_per_ip", "must not"),
         ("connect_window_s = 0", "conversations.connect_window_s", "must be positive"),

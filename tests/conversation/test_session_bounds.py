@@ -281,3 +281,50 @@ async def test_an_ended_conversation_is_let_go_while_the_session_lives(make_serv
     assert again["error"] == "Conversation cannot be resumed: finished"
     fresh = await command(channel, session, type="start_conversation", userId="u")
     assert fresh["success"] is True
+
+
+# --- variables -------------------------------------------------------------------------------
+
+
+async def test_variables_set_by_the_client_are_bounded_in_size(make_service: Any) -> None:
+    """By default a stage's variables stay within 1 MiB as JSON: ``set_var`` with ever new
+    names cannot grow the conversation (and what is stored after every change) without bound."""
+    service = await make_service()
+    channel, session, conversation_id = await started(service)
+
+    async def set_var(name: str, value: Any) -> dict[str, Any]:
+        return await command(
+            channel,
+            session,
+            type="set_var",
+            conversationId=conversation_id,
+            stageId="s",
+            variableName=name,
+            variableValue=value,
+        )
+
+    assert (await set_var("a", "x" * 600_000))["success"] is True
+    refused = await set_var("b", "y" * 600_000)
+    assert refused["success"] is False
+    assert refused["error"] == (
+        "Invalid message: variableValue: the stage's variables would exceed 1048576 bytes"
+    )
+    assert (await set_var("a", "small"))["success"] is True  # replacing shrinks them
+    assert (await set_var("b", "y" * 600_000))["success"] is True
+    everything = await command(
+        channel, session, type="get_all_vars", conversationId=conversation_id, stageId="s"
+    )
+    assert everything["variables"] == {"a": "small", "b": "y" * 600_000}
+
+
+async def test_initial_stage_variables_are_bounded_in_size(make_service: Any) -> None:
+    service = await make_service(session_limits=SessionLimits(max_variables_bytes=100))
+    channel, session = await authenticated(service)
+    refused = await command(
+        channel, session, type="start_conversation", userId="u", stageVariables={"v": "z" * 100}
+    )
+    assert refused["error"] == "Invalid message: stageVariables: more than 100 bytes"
+    taken = await command(
+        channel, session, type="start_conversation", userId="u", stageVariables={"v": "z" * 80}
+    )
+    assert taken["success"] is True, taken

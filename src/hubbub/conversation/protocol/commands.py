@@ -206,6 +206,11 @@ def decode_json(payload: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (values decoded from a message always encode)."""
+    return len(msgspec.json.encode(value))
+
+
 def decode_envelope(payload: str | bytes) -> Envelope:
     body = decode_json(payload)
     if not isinstance(body, dict):

@@ -51,6 +51,14 @@ def text_too_long(max_chars: int) -> str:
     return invalid_message("text", f"longer than {max_chars} characters")
 
 
+def variables_too_big(max_bytes: int) -> str:
+    return invalid_message("variableValue", f"the stage's variables would exceed {max_bytes} bytes")
+
+
+def stage_variables_too_big(max_bytes: int) -> str:
+    return invalid_message("stageVariables", f"more than {max_bytes} bytes")
+
+
 def feature_not_permitted(feature: str) -> str:
     return f"Feature '{feature}' is not permitted by this API key"
 

@@ -19,6 +19,9 @@ class SessionLimits:
     rate_burst: int = 200
     cost_bytes: int = 65_536
     max_text_input_chars: int = 10_000  # 0: no limit
+    # A set_var (or stageVariables) that would make the stage's variables longer than this as
+    # JSON is refused.
+    max_variables_bytes: int = 1_048_576  # 0: no limit
     auth_timeout_s: float = 10.0  # 0: no deadline
 
 

@@ -310,6 +310,9 @@ class Session(SessionHandler):
         timezone = command.timezone or project.project.timezone
         if not valid_timezone(timezone):
             raise CommandError(errors.INVALID_TIMEZONE)
+        max_bytes = self._limits.max_variables_bytes
+        if max_bytes and m.json_size(command.stage_variables) > max_bytes:
+            raise CommandError(errors.stage_variables_too_big(max_bytes))
         conversation = self._services.create(
             project,
             user_id=command.user_id,
@@ -442,6 +445,11 @@ class Session(SessionHandler):
     async def _set_var(self, command: m.SetVar) -> None:
         conversation = self._active(command, Command.SET_VAR)
         self._check_stage(conversation, command.stage_id)
+        max_bytes = self._limits.max_variables_bytes
+        if max_bytes:
+            after = {**conversation.stage_variables, command.variable_name: command.variable_value}
+            if m.json_size(after) > max_bytes:
+                raise CommandError(errors.variables_too_big(max_bytes))
         try:
             conversation.set_variable(command.variable_name, command.variable_value)
         except VariableTypeError as exc:
