@@ -228,6 +228,16 @@ class ConversationsConfig(_Section):
     # "module:function" callables that project files may use as python tools.
     python_tools: list[str] = []
     max_message_bytes: int = 1_048_576
+    # Abuse bounds (conversation protocol section 9): a per-connection message rate (token
+    # bucket; each started 64 KiB of a message costs one more token), the longest text input,
+    # the time a client has to authenticate, and /ws upgrades + WebRTC offers per client IP.
+    rate_per_second: float = 100.0  # 0 disables the rate limit
+    rate_burst: int = 200
+    max_text_input_chars: int = 10_000  # 0: unlimited
+    max_variables_bytes: int = 1_048_576  # a stage's variables as JSON (set_var); 0: unlimited
+    auth_timeout_s: float = 10.0  # 0: no deadline
+    connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
+    connect_window_s: float = 60.0
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
@@ -439,6 +449,18 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
         fail("conversations.auth_window_s", "must be positive")
     if conversations.max_message_bytes <= 0:
         fail("conversations.max_message_bytes", "must be positive")
+    for name in (
+        "rate_per_second",
+        "rate_burst",
+        "max_text_input_chars",
+        "max_variables_bytes",
+        "auth_timeout_s",
+        "connect_attempts_per_ip",
+    ):
+        if getattr(conversations, name) < 0:
+            fail(f"conversations.{name}", "must not be negative (0 disables the limit)")
+    if conversations.connect_window_s <= 0:
+        fail("conversations.connect_window_s", "must be positive")
     for i, target in enumerate(conversations.python_tools):
         module, _, function = target.partition(":")
         if not module or not function:

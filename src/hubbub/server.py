@@ -39,6 +39,7 @@ from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
 from hubbub.conversation.session.inspect import ConversationInspector
+from hubbub.conversation.session.limits import SessionLimits
 from hubbub.conversation.session.service import AuthLimits, ConversationService
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
@@ -49,6 +50,7 @@ from hubbub.core.connection import Cancellable
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
+from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
 from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
@@ -391,20 +393,36 @@ def _add_conversations(
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
+        session_limits=SessionLimits(
+            rate_per_s=settings.rate_per_second,
+            rate_burst=settings.rate_burst,
+            max_text_input_chars=settings.max_text_input_chars,
+            max_variables_bytes=settings.max_variables_bytes,
+            auth_timeout_s=settings.auth_timeout_s,
+        ),
         speech=_speech_stack(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
     )
+    attempts = settings.connect_attempts_per_ip
+    connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
     endpoint = ConversationEndpoint(
         service,
         TrustedProxies(config.server.trusted_proxies),
         max_message_bytes=settings.max_message_bytes,
         slow_consumer_bytes=config.server.slow_consumer_bytes,
         keepalive_interval_s=config.server.keepalive_interval_s,
+        connect_limiter=connect_limiter,
     )
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
-    add_webrtc_routes(app, _webrtc_endpoint(config, service))
+    add_webrtc_routes(app, _webrtc_endpoint(config, service, connect_limiter))
+
+    async def close_sockets(app: web.Application) -> None:
+        await endpoint.close_all()
+
+    # on_shutdown runs before on_cleanup: sessions close (1001) while the engine is still up.
+    app.on_shutdown.append(close_sockets)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -437,7 +455,9 @@ def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
     return None
 
 
-def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
+def _webrtc_endpoint(
+    config: Config, service: ConversationService, connect_limiter: KeyedRateLimiter
+) -> WebRtcEndpoint:
     webrtc = config.webrtc
     return WebRtcEndpoint(
         service,
@@ -450,8 +470,10 @@ def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndp
             peer=PeerLimits(
                 control_open_timeout_s=webrtc.control_open_timeout_s,
                 slow_consumer_bytes=config.server.slow_consumer_bytes,
+                max_message_bytes=config.conversations.max_message_bytes,
             ),
         ),
+        connect_limiter,
     )
 
 
