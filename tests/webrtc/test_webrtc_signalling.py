@@ -40,6 +40,9 @@ async def post(url: str, **kwargs: Any) -> tuple[int, Any]:
         {"data": b"not json"},
         {"data": b"\xff\xfe"},
         {"data": b""},
+        # ~1,000 levels used to raise RecursionError: an HTML 500 page (issue 11).
+        {"data": b'{"sdpOffer": "v=0", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"},
+        {"data": b"[" * 100_000},
     ],
 )
 async def test_missing_or_non_string_offer_is_400(

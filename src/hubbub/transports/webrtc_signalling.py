@@ -21,6 +21,7 @@ Every failure closes the half-built peer connection.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.session.channel import SessionFactory
+from hubbub.protocol.json_depth import exceeds_json_depth
 from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
 
@@ -74,7 +76,8 @@ class WebRtcEndpoint:
 
     async def handle_offer(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
+            text = await request.text()
+            body = None if exceeds_json_depth(text) else json.loads(text)
         except (ValueError, UnicodeDecodeError):
             body = None
         offer = body.get("sdpOffer") if isinstance(body, dict) else None

@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 ENVELOPE_SLACK_BYTES = 1024
 
 
+def accepted_frame_limit(max_message_bytes: int) -> int:
+    """aiohttp's ``max_msg_size`` for frames of up to max_message_bytes + the slack, inclusive.
+
+    aiohttp refuses a frame whose length *reaches* its limit, hence the + 1. 0 means uncapped.
+    """
+    return max_message_bytes + ENVELOPE_SLACK_BYTES + 1 if max_message_bytes else 0
+
+
 @dataclass(frozen=True, slots=True)
 class WebSocketSettings:
     max_message_bytes: int
@@ -111,7 +119,7 @@ class RealtimeEndpoint:
         settings = self._settings
         max_frame = settings.max_message_bytes
         ws = web.WebSocketResponse(
-            max_msg_size=max_frame + ENVELOPE_SLACK_BYTES if max_frame else 0,
+            max_msg_size=accepted_frame_limit(max_frame),
             compress=False,
             heartbeat=settings.keepalive_interval_s,
         )
