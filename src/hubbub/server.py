@@ -197,6 +197,8 @@ def build_node(
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,
+            ping_rate_per_second=limits.ping_rate_per_second,
+            ping_burst=limits.ping_burst,
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
