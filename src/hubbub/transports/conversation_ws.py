@@ -7,6 +7,7 @@ memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import WSMsgType, web
@@ -16,6 +17,7 @@ from hubbub.conversation.protocol.pushes import SendAiVoiceChunk, VoiceChunk, en
 from hubbub.conversation.session.channel import SessionFactory, TransportKind
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.codes import CloseCode
+from hubbub.transports.ws_close import ManagedWebSocketResponse
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class ConversationEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
-        ws = web.WebSocketResponse(
+        ws = ManagedWebSocketResponse(
             max_msg_size=self._max_message_bytes,
             compress=False,
             heartbeat=self._keepalive_interval_s,
@@ -102,12 +104,20 @@ class ConversationEndpoint:
         )
         try:
             async for message in ws:
+                if outbox.closing:
+                    break  # the close procedure owns the socket now
                 if message.type is WSMsgType.TEXT:
                     await session.handle_message(message.data)
                 elif message.type is WSMsgType.BINARY:
                     # The protocol is JSON text; a binary frame is decoded the same way, so a
                     # client gets "Invalid JSON" rather than silence.
                     await session.handle_message(message.data)
+            if outbox.closing:
+                try:
+                    await outbox.closed  # bounded by the close procedure's deadlines
+                except asyncio.CancelledError:
+                    outbox.abort()
+                    raise
         finally:
             await session.closed()
             code = ws.close_code if outbox.close_code is None else outbox.close_code
