@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+import msgspec
+
 MAX_JSON_DEPTH: Final = 128
 
 TOO_DEEP_MESSAGE: Final = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
@@ -49,3 +51,14 @@ def exceeds_json_depth(document: bytes | str, max_depth: int = MAX_JSON_DEPTH) -
         elif char == "]" or char == "}":
             depth -= 1
     return False
+
+
+def decode_bounded_json(document: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """Decode untyped JSON (like ``json.loads``) with the nesting bound; ValueError for JSON
+    that is invalid or nested too deeply, so callers need one ``except``."""
+    if exceeds_json_depth(document, max_depth):
+        raise ValueError(TOO_DEEP_MESSAGE)
+    try:
+        return msgspec.json.decode(document)
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from None

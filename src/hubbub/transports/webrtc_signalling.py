@@ -21,7 +21,6 @@ Every failure closes the half-built peer connection.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -30,7 +29,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.session.channel import SessionFactory
-from hubbub.protocol.json_depth import exceeds_json_depth
+from hubbub.protocol.json_depth import decode_bounded_json
 from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
 
@@ -76,8 +75,7 @@ class WebRtcEndpoint:
 
     async def handle_offer(self, request: web.Request) -> web.Response:
         try:
-            text = await request.text()
-            body = None if exceeds_json_depth(text) else json.loads(text)
+            body = await request.json(loads=decode_bounded_json)
         except (ValueError, UnicodeDecodeError):
             body = None
         offer = body.get("sdpOffer") if isinstance(body, dict) else None
