@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -207,12 +206,10 @@ class ManagedWebSocketResponse(web.WebSocketResponse):
         if outbox is None:
             return await super().close(code=code, message=message, drain=drain)
         if self._closing:
-            # The client's close frame arrived first: echo its code; the close is its own.
-            outbox.close(self._close_code or code, "", by_client=True)
+            # The client's close frame (or its loss) came first: answer 1000, the one code
+            # always valid to send back; the close is logged as the client's.
+            outbox.close(1000, "", by_client=True)
         else:
             outbox.close(code, message.decode(errors="replace"))
         await outbox.closed
         return True
-
-
-CloseStartedHook = Callable[[], None]
