@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from hubbub.protocol.close_procedure import DEFAULT_CLOSE_TIMEOUTS
+from tests.conversation.lab_projects import REPO, server_config, write_projects
 from tests.integration.conftest import (
     DEMO_PUBLISHABLE_KEY,
     DEMO_SECRET,
@@ -231,3 +232,29 @@ async def test_sigterm_sends_jittered_going_away_and_exits_promptly_despite_stuc
         assert all(1000 <= hint <= 2000 for hint in retry_hints), retry_hints
         # drain (1 s) + the close deadline, plus slack; it used to take 10 s.
         assert elapsed < 1.0 + CLOSE_DEADLINE_S + 3.0, f"shutdown took {elapsed:.1f} s"
+
+
+async def test_a_conversation_client_that_never_reads_is_dropped_within_the_deadline(
+    tmp_path: Any,
+) -> None:
+    """/ws writes through the same outbox and closes through the same procedure."""
+    write_projects(tmp_path / "projects")
+    config = server_config(tmp_path / "projects", f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    config = config.replace("[server]\n", "[server]\nslow_consumer_bytes = 65536\n", 1)
+    async with running_server(config, env={"PYTHONPATH": str(REPO)}) as server:
+        silent = await asyncio.to_thread(SilentClient.connect, server.host, server.port, "/ws")
+        try:
+            # Each bad frame is answered with an error message the client never reads.
+            junk = masked_frame(b"{nope") * 20_000
+            await asyncio.to_thread(silent.sock.sendall, junk)
+            assert await asyncio.to_thread(silent.closed_by_server, RELEASE_BOUND_S)
+            await server.wait_for_output("slow consumer", timeout_s=RELEASE_BOUND_S)
+        finally:
+            silent.close()
+        # Another conversation client is unaffected.
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(f"{server.http_url}/ws")
+            await ws.send_str("{nope")
+            reply = await ws.receive_json(timeout=10)
+            assert reply["error"] == "Invalid JSON"
+            await ws.close()
