@@ -33,6 +33,8 @@ def exceeds_json_depth(document: bytes | str, max_depth: int = MAX_JSON_DEPTH) -
     Malformed input is judged by its brackets alone (an unterminated string counts what
     follows it); its decoder refuses it either way.
     """
+    if len(document) <= max_depth:
+        return False  # too short to open more than max_depth brackets
     if isinstance(document, str):
         if document.count("[") + document.count("{") <= max_depth:
             return False
