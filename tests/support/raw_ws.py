@@ -210,5 +210,26 @@ class StreamClient:
             self.writer.transport.abort()
         return FloodOutcome(code, sent, error)
 
+    async def busy_flood_until_closed(self, frame: bytes, timeout_s: float) -> FloodOutcome:
+        """Like :meth:`flood_until_closed`, but a client too busy sending to read promptly:
+        it writes thousands of frames between two looks at its input."""
+        sent = 0
+        transport = self.writer.transport
+        reading = asyncio.create_task(self.read_until_close())
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not reading.done():
+                    if not transport.is_closing():
+                        for _ in range(2000):
+                            transport.write(frame)
+                        sent += 2000
+                    # Yield briefly; a real busy client does work of its own here.
+                    await asyncio.wait({reading}, timeout=0.05)
+                code = reading.result()
+        finally:
+            reading.cancel()
+            transport.abort()
+        return FloodOutcome(code, sent, None)
+
     def close(self) -> None:
         self.writer.transport.abort()
