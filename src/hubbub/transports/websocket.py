@@ -158,7 +158,7 @@ class RealtimeEndpoint:
         release = _Release(self._node, conn)
         outbox.on_close_started = release.start
         try:
-            await self._serve(ws, conn)
+            await self._serve(ws, conn, release)
             if outbox.closing:
                 await _close_finished(outbox)
         finally:
@@ -177,17 +177,24 @@ class RealtimeEndpoint:
             )
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, conn: Connection, release: _Release) -> None:
         """Hand frames to the node until the socket ends or a close starts (the procedure
         then owns the socket and aiohttp's iterator ends)."""
         node = self._node
         async for msg in ws:
-            if conn.closed:
+            if release.started:
                 break
-            if msg.type is WSMsgType.TEXT:
-                await node.handle_frame(conn, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await node.handle_binary_frame(conn)
+            release.handling = True
+            try:
+                if msg.type is WSMsgType.TEXT:
+                    await node.handle_frame(conn, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    await node.handle_binary_frame(conn)
+            finally:
+                release.handling = False
+            if release.deferred:
+                release.start()
+                break
 
 
 async def _close_finished(outbox: WebSocketOutbox) -> None:
@@ -202,20 +209,34 @@ async def _close_finished(outbox: WebSocketOutbox) -> None:
 
 class _Release:
     """Releases a connection's presence, quota slot and subscriptions once, as soon as its
-    close starts (spec decision 18), not when its socket finally goes."""
+    close starts (spec decision 18), not when its socket finally goes.
 
-    __slots__ = ("_conn", "_node", "_task")
+    A close that starts while a frame is being handled (a subscribe awaiting the broker, say)
+    releases right after that frame: releasing in the middle of it could let the frame finish
+    by adding presence back for a connection that is already gone.
+    """
+
+    __slots__ = ("_conn", "_node", "_task", "deferred", "handling")
 
     def __init__(self, node: Node, conn: Connection) -> None:
         self._node = node
         self._conn = conn
         self._task: asyncio.Task[None] | None = None
+        self.handling = False  # the serve loop is inside a frame's handling
+        self.deferred = False  # a close started meanwhile: release after that frame
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None or self.deferred
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._node.close_connection(self._conn)
-            )
+        if self._task is not None:
+            return
+        if self.handling:
+            self.deferred = True
+            return
+        self.deferred = False
+        self._task = asyncio.get_running_loop().create_task(self._node.close_connection(self._conn))
 
     async def finished(self) -> None:
         if self._task is not None:
