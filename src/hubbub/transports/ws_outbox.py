@@ -69,6 +69,7 @@ class WebSocketOutbox:
     """One connection's outbound FIFO (implements :class:`~hubbub.core.outbound.ConnectionSink`)."""
 
     __slots__ = (
+        "_close_timeouts",
         "_closer",
         "_closing",
         "_dirty",
@@ -83,7 +84,6 @@ class WebSocketOutbox:
         "_transport",
         "_ws",
         "close_code",
-        "closed",
         "on_close_started",
     )
 
@@ -113,9 +113,9 @@ class WebSocketOutbox:
         self._closing = False
         # The code this side closed with (None: the client closed first), for the logs.
         self.close_code: int | None = None
-        self._closer = LingeringClose(transport, loop, close_timeouts)
-        # Resolves when the socket is closed or aborted (the close procedure's end).
-        self.closed: asyncio.Future[None] = self._closer.done
+        # Made when a close starts: an idle connection carries none of it.
+        self._close_timeouts = close_timeouts
+        self._closer: LingeringClose | None = None
         # Called once when a close starts, before the close frame is queued: the endpoint
         # releases presence, quota and subscriptions here (spec decision 18).
         self.on_close_started: Callable[[], None] | None = None
@@ -189,6 +189,16 @@ class WebSocketOutbox:
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolves when the socket is closed or aborted (the close procedure's end)."""
+        return self._lingering_close().done
+
+    def _lingering_close(self) -> LingeringClose:
+        if self._closer is None:
+            self._closer = LingeringClose(self._transport, self._loop, self._close_timeouts)
+        return self._closer
+
     def close(self, code: int, reason: str, *, by_client: bool = False) -> None:
         """Start the close procedure (once): what is queued goes out, then the close frame.
         ``by_client``: the answer to the client's own close frame (logged as the client's)."""
@@ -213,13 +223,14 @@ class WebSocketOutbox:
                 hook()
             except Exception:
                 log.exception("releasing a closing connection failed")
-        self._closer.take_over()
-        self._closer.begin(code, reason, pending)
+        closer = self._lingering_close()
+        closer.take_over()
+        closer.begin(code, reason, pending)
 
     def abort(self) -> None:
         """Drop the socket now (the handler is being cancelled at the end of shutdown)."""
         self._closing = True
-        self._closer.abort()
+        self._lingering_close().abort()
 
 
 class OutboxFactory:
