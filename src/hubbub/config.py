@@ -104,6 +104,8 @@ class ServerConfig(_Section):
 class LimitsConfig(_Section):
     rate_per_second: float = 100.0
     rate_burst: int = 200
+    ping_rate_per_second: float = 2.0  # pings have their own bucket (0 burst disables it)
+    ping_burst: int = 20
     max_message_bytes: int = 65536
     max_channels: int = 100
 

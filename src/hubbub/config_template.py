@@ -26,6 +26,8 @@ slow_consumer_bytes = 1048576 # unsent bytes before a connection is dropped (100
 [limits]                      # per connection; 0 disables a limit
 rate_per_second = 100
 rate_burst = 200
+ping_rate_per_second = 2      # pings have a bucket of their own (spec decision 8)
+ping_burst = 20
 max_message_bytes = 65536
 max_channels = 100
 

@@ -58,6 +58,7 @@ from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
+from hubbub.transports.http_log import install_bad_request_log_filter
 from hubbub.transports.webhook_client import AiohttpWebhookClient
 from hubbub.transports.webrtc import PeerLimits
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
@@ -199,6 +200,8 @@ def build_node(
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,
+            ping_rate_per_second=limits.ping_rate_per_second,
+            ping_burst=limits.ping_burst,
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
@@ -226,6 +229,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def build_app(config: Config) -> web.Application:
+    install_bad_request_log_filter()
     keys = KeyRing.from_config(config)
     webhooks = build_webhooks(config)
     proxies = build_proxies(config)

@@ -149,6 +149,7 @@ async def test_a_demo_token_carries_the_name_into_presence_and_messages() -> Non
         (json.dumps({"peerId": "é"}).encode(), 400),
         (json.dumps({"peerId": ""}).encode(), 400),
         (json.dumps({"name": "x" * 5000}).encode(), 413),
+        (b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400),  # a RecursionError once
         (b"", 200),
     ],
 )

@@ -96,6 +96,10 @@ class Scheduler(Protocol):
 class NodeLimits:
     rate_per_second: float = 100.0
     rate_burst: int = 200
+    # Pings have a bucket of their own (spec decision 8): the SDK pings every 25 s, so 20 with
+    # 2/s refill never bites a real client, while a ping flood is closed 4011 like any flood.
+    ping_rate_per_second: float = 2.0
+    ping_burst: int = 20
     max_message_bytes: int = 65536
     max_channels: int = 100
     # Frames a proxied connection may have waiting for its backend before reading pauses.
@@ -194,6 +198,11 @@ class Node:
                 if limits.rate_burst > 0
                 else None
             ),
+            ping_bucket=(
+                TokenBucket(limits.ping_burst, limits.ping_rate_per_second, now)
+                if limits.ping_burst > 0
+                else None
+            ),
             presence_entry=PresenceEntry(principal.peer_id, principal.peer_metadata),
             remote_addr=remote_addr,
             connected_at=now,
@@ -289,6 +298,9 @@ class Node:
         conn.frames_in += 1
         frame = decode_client_frame(payload)
         if isinstance(frame, Ping):
+            if conn.ping_bucket is not None and not conn.ping_bucket.take(self._clock()):
+                self._close_over_rate(conn)
+                return
             conn.frames_out += 1
             conn.sink.push(self._pong)
             return
