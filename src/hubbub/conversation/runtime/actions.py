@@ -18,6 +18,7 @@ from hubbub.conversation.project.schema import (
     EFFECT_PRIORITY,
     Action,
     CallToolEffect,
+    Effect,
     EndConversationEffect,
     GenerateResponseEffect,
     GoToStageEffect,
@@ -27,6 +28,12 @@ from hubbub.conversation.project.schema import (
 from hubbub.conversation.project.templates import TemplateError
 from hubbub.conversation.protocol import errors
 from hubbub.conversation.runtime.data import ConversationData
+from hubbub.conversation.runtime.functions import (
+    Function,
+    offered_functions,
+    parse_arguments,
+    result_text,
+)
 from hubbub.conversation.runtime.journal import Journal
 from hubbub.conversation.runtime.responder import (
     ActionMatch,
@@ -39,12 +46,20 @@ from hubbub.conversation.runtime.scope import system_prompt, template_scope
 from hubbub.conversation.runtime.services import EngineServices
 from hubbub.conversation.runtime.tools import ToolError, content_parts
 from hubbub.conversation.runtime.variables import VariableTypeError, apply_changes, render_values
-from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ToolCall
 
 log = logging.getLogger(__name__)
 
 # Variable watches may change variables that other watches follow; this bounds the chain.
 MAX_WATCH_DEPTH = 3
+# Rounds of function calls per AI turn when the project's LLM does not say (maxToolRounds).
+DEFAULT_TOOL_ROUNDS = 3
+
+
+def _describe(effect: Effect) -> str:
+    if isinstance(effect, GoToStageEffect):
+        return f"after this answer the conversation moves to stage {effect.stage_id}"
+    return "after this answer the conversation ends"
 
 
 class ActionHost(Protocol):
@@ -223,6 +238,9 @@ class ActionRunner:
         await self._host.speak(prescripted_stream(text, self._delay_s()), origin=origin)
 
     async def speak_llm(self, instructions: str, *, origin: float | None = None) -> None:
+        """One LLM-generated turn. With functions offered, the model's calls run (their
+        effects included) and their results go back to it, for at most ``maxToolRounds``
+        rounds; stage jumps and the end that called actions ask for happen after the answer."""
         llm = self.llm
         if llm is None:
             return
@@ -233,8 +251,87 @@ class ActionRunner:
         config = self._data.project.project.providers.llm
         if config is not None:
             temperature = config.temperature
-        stream = llm.stream_chat(messages, temperature=temperature)
-        await self._host.speak(stream, origin=origin, llm=True)
+        functions: dict[str, Function] = {}
+        if llm.calls_functions and (config is None or config.tool_calling):
+            functions = offered_functions(self._data.project, self._data.stage_id)
+        if not functions:
+            stream = llm.stream_chat(messages, temperature=temperature)
+            await self._host.speak(stream, origin=origin, llm=True)
+            return
+        rounds = config.max_tool_rounds if config is not None else DEFAULT_TOOL_ROUNDS
+        moves: list[Effect] = []
+        turn = self._function_rounds(llm, messages, functions, rounds, temperature, moves)
+        await self._host.speak(turn, origin=origin, llm=True)
+        for effect in moves:
+            if self._host.terminal:
+                break
+            if isinstance(effect, GoToStageEffect):
+                await self.go_to_stage(effect.stage_id)
+            elif isinstance(effect, EndConversationEffect):
+                await self.end(effect.reason)
+
+    async def _function_rounds(
+        self,
+        llm: LlmProvider,
+        messages: list[ChatMessage],
+        functions: dict[str, Function],
+        rounds: int,
+        temperature: float | None,
+        moves: list[Effect],
+    ) -> AsyncIterator[str]:
+        specs = [f.spec for f in functions.values()]
+        for round_number in range(rounds + 1):
+            allow_calls = round_number < rounds  # the last round must answer in words
+            calls: list[ToolCall] = []
+            text: list[str] = []
+            turn = llm.stream_turn(
+                messages, functions=specs, allow_calls=allow_calls, temperature=temperature
+            )
+            try:
+                async for item in turn:
+                    if isinstance(item, ToolCall):
+                        calls.append(item)
+                    else:
+                        text.append(item)
+                        yield item
+            finally:
+                close = getattr(turn, "aclose", None)
+                if close is not None:  # stops the HTTP stream at once on barge-in
+                    await close()
+            if not calls or not allow_calls:
+                return
+            messages.append(ChatMessage("assistant", "".join(text), tool_calls=tuple(calls)))
+            for call in calls:
+                result = await self.run_function(functions, call, moves)
+                messages.append(ChatMessage("tool", result_text(result), tool_call_id=call.id))
+
+    async def run_function(
+        self, functions: dict[str, Function], call: ToolCall, moves: list[Effect]
+    ) -> dict[str, Any]:
+        """Run one call of the model: a tool (its result), or an action (its effects, but
+        its stage jump or end are added to ``moves`` and its response is left to the model).
+        Every failure is a result the model reads, ``{"ok": false, "error": ...}``."""
+        function = functions.get(call.name)
+        if function is None:
+            return {"ok": False, "error": f"unknown function {call.name!r}"}
+        arguments = parse_arguments(call.arguments)
+        if arguments is None:
+            return {"ok": False, "error": "the arguments must be a JSON object"}
+        target = function.target
+        if isinstance(target, Action):
+            ran, parts = await self.run(target, arguments, ActionMatch(target), moves=moves)
+            if not ran:
+                return {"ok": False, "error": "the action does not apply now"}
+            return {
+                "ok": True,
+                "variables": dict(self._data.stage_variables),
+                "toolResults": parts,
+                "then": [_describe(effect) for effect in moves],
+            }
+        try:
+            return {"ok": True, "result": await self.call_tool(target, arguments)}
+        except errors.CommandError as exc:
+            return {"ok": False, "error": exc.message}
 
     # --- actions and effects ---------------------------------------------------------------
 
@@ -246,14 +343,17 @@ class ActionRunner:
         *,
         origin: float | None = None,
         depth: int = 0,
+        moves: list[Effect] | None = None,
     ) -> tuple[bool, list[dict[str, Any]]]:
-        """Run ``action`` if its condition holds; returns (spoke, content parts of tool results)."""
+        """Run ``action`` if its condition holds; returns (spoke, content parts of tool
+        results). With ``moves`` (the LLM called it, mid-answer) it does not speak, and its
+        stage jump and end are added there for after the answer: (ran, parts)."""
         renderer = self._services.renderer
         params = {**action.parameters, **parameters}
         if not self.condition_holds(action, matched, params):
             return False, []
         self._journal.event("action", {"name": action.name, "parameters": params})
-        spoke = False
+        spoke = moves is not None
         parts: list[dict[str, Any]] = []
         for effect in sorted(action.effects, key=lambda e: EFFECT_PRIORITY[type(e)]):
             if self._host.terminal:
@@ -270,6 +370,9 @@ class ActionRunner:
                 elif isinstance(effect, ModifyVariablesEffect):
                     changes = render_values(renderer, effect.set, scope)
                     await self.set_variables(changes, depth, unset=effect.unset)
+                elif moves is not None:
+                    if isinstance(effect, GoToStageEffect | EndConversationEffect):
+                        moves.append(effect)
                 elif isinstance(effect, GenerateResponseEffect):
                     if effect.mode == "llm" and self.llm is not None:
                         instructions = renderer.render(effect.instructions, scope)
