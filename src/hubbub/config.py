@@ -236,7 +236,7 @@ class ConversationsConfig(_Section):
     # conversations/{projectId}/{conversationId} of this app, whose secret keys may steer the
     # conversation over REST ("" is off). Only the projects in events_projects ("*": all).
     events_app: str = ""
-    events_projects: list[str] = ["*"]
+    events_projects: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class DemoConfig(_Section):
