@@ -67,8 +67,11 @@ class RealtimeBus:
     def carries(self, project_id: str) -> bool:
         if self._projects is not None and project_id not in self._projects:
             return False
-        # A project id the channel grammar refuses cannot have a bus channel.
-        return is_valid_channel(bus_channel(project_id, "conv_0"))
+        # A project id that would add a level to the channel name (or read as a wildcard in
+        # patterns), or that the channel grammar refuses, cannot have a bus channel.
+        if "/" in project_id or "*" in project_id:
+            return False
+        return is_valid_channel(bus_channel(project_id, "conv_" + "0" * 32))  # ids are this long
 
     def publish(self, project_id: str, push: Push) -> None:
         if len(self._queue) >= self._max_queued:
