@@ -77,6 +77,10 @@ class RealtimeBus:
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()
             self.dropped += 1
+            if self.dropped % 1000 == 1:  # the first, then every thousandth: a bounded log
+                log.warning(
+                    "conversation bus: %d push(es) dropped, the broker is behind", self.dropped
+                )
         self._queue.append((bus_channel(project_id, push.conversation_id), encode(push)))
         self._wake.set()
         if self._worker is None:
