@@ -51,6 +51,9 @@ stages:
         description: Something only Paris allows.
         condition: "stageVars.city == 'Paris'"
         effects: [{{type: modify_variables, set: {{city: nowhere}}}}]
+      - name: on_city
+        trigger: {{variableChanged: [city]}}
+        effects: [{{type: generate_response, text: "never said: a watch mid-answer"}}]
       - name: hidden
         trigger: {{keywords: [hidden]}}
         effects: [{{type: generate_response, text: "not offered: no description"}}]
@@ -171,7 +174,8 @@ async def test_an_action_called_by_the_llm_sets_variables_and_moves_stage_after_
         )
         await client.send_text("book me a trip to Rome")
         turn = await client.next_turn()
-        assert turn.text == "Booked Rome."  # the action's prescripted response is not spoken
+        # Neither the action's prescripted response nor its watch's speaks mid-answer.
+        assert turn.text == "Booked Rome."
         jump = await client.wait_for(
             lambda m: m.get("type") == "conversation_event" and m["eventType"] == "jump_to_stage"
         )
@@ -187,6 +191,9 @@ async def test_an_action_called_by_the_llm_sets_variables_and_moves_stage_after_
         script(fake_llm, Reply.text(["Anything else?"]))
         await client.send_text("thanks")
         assert (await client.next_turn()).text == "Anything else?"
+        spoken = [m["fullText"] for m in client.log if m.get("type") == "end_ai_generation_output"]
+        assert spoken == ["Booked Rome.", "Anything else?"]
+        assert [a["name"] for a in events(client, "action")] == ["book_trip", "on_city"]
         names = [t["function"]["name"] for t in fake_llm.requests[-1].body["tools"]]
         assert names == ["tool_weather"]
 

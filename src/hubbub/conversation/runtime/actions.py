@@ -366,10 +366,12 @@ class ActionRunner:
                     result = await self.call_tool(tool, arguments)
                     parts.extend(content_parts(result))
                     if effect.result_variable:
-                        await self.set_variables({effect.result_variable: result}, depth)
+                        await self.set_variables(
+                            {effect.result_variable: result}, depth, moves=moves
+                        )
                 elif isinstance(effect, ModifyVariablesEffect):
                     changes = render_values(renderer, effect.set, scope)
-                    await self.set_variables(changes, depth, unset=effect.unset)
+                    await self.set_variables(changes, depth, unset=effect.unset, moves=moves)
                 elif moves is not None:
                     if isinstance(effect, GoToStageEffect | EndConversationEffect):
                         moves.append(effect)
@@ -421,11 +423,16 @@ class ActionRunner:
         return result
 
     async def set_variables(
-        self, changes: dict[str, Any], depth: int = 0, *, unset: list[str] | None = None
+        self,
+        changes: dict[str, Any],
+        depth: int = 0,
+        *,
+        unset: list[str] | None = None,
+        moves: list[Effect] | None = None,
     ) -> None:
         changed = self.apply_variables(changes, unset=unset)
         if changed:
-            await self.run_watches(changed, depth)
+            await self.run_watches(changed, depth, moves=moves)
 
     def apply_variables(
         self, changes: dict[str, Any], *, unset: list[str] | None = None
@@ -439,7 +446,11 @@ class ActionRunner:
             self._journal.event("variables_changed", {"stageId": data.stage_id, "changes": changed})
         return changed
 
-    async def run_watches(self, changed: dict[str, Any], depth: int = 0) -> None:
+    async def run_watches(
+        self, changed: dict[str, Any], depth: int = 0, *, moves: list[Effect] | None = None
+    ) -> None:
+        """The watches of ``changed``; with ``moves`` (mid-answer, see :meth:`run`) they do
+        not speak either."""
         if depth >= MAX_WATCH_DEPTH:
             return
         data = self._data
@@ -447,4 +458,4 @@ class ActionRunner:
             if self._host.terminal:
                 return
             if set(action.trigger.variable_changed) & changed.keys():
-                await self.run(action, {}, ActionMatch(action), depth=depth + 1)
+                await self.run(action, {}, ActionMatch(action), depth=depth + 1, moves=moves)
