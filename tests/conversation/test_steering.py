@@ -14,7 +14,7 @@ import pytest
 
 from hubbub.conversation.project.loader import LoadedProject, parse_project
 from hubbub.conversation.project.templates import TemplateRenderer
-from hubbub.conversation.protocol.pushes import ConversationEvent
+from hubbub.conversation.protocol.pushes import ConversationEvent, VoiceChunk
 from hubbub.conversation.runtime.engine import Conversation
 from hubbub.conversation.runtime.states import State
 from hubbub.conversation.runtime.store import ConversationStore
@@ -28,6 +28,8 @@ from hubbub.conversation.session.steering import (
     encode_request,
 )
 from hubbub.core.node import Node
+from tests.conversation.fake_speech import FakeSpeech
+from tests.conversation.fakes import FakeChannel, command
 from tests.core.fakes import Hub
 
 PROJECT = """
@@ -277,3 +279,60 @@ def test_the_bus_carries_the_projects_named_with_valid_channel_names() -> None:
         assert not everyone.carries(bad)
     some = RealtimeBus(GatedPublisher(), "app", ["desk"])
     assert some.carries("desk") and not some.carries("quiet")
+
+
+VOICED = """
+id: voiced
+apiKeys: [{key: v}]
+generateVoice: true
+startingStageId: s
+stages: [{id: s}]
+"""
+
+
+class VoiceChannel(FakeChannel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.voice: list[VoiceChunk] = []
+
+    def send_voice(self, chunk: object) -> None:
+        assert isinstance(chunk, VoiceChunk)
+        self.voice.append(chunk)
+
+
+async def test_say_is_voiced_when_the_session_hears_speech(tmp_path: Path) -> None:
+    hub = await Hub().start()
+    bus = RealtimeBus(hub.node, "app")
+    project = parse_project(VOICED, "voiced.yaml", TemplateRenderer())
+    store = ConversationStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'voiced.db'}")
+    service = ConversationService(
+        [project],
+        store,
+        bus=bus,
+        speech=FakeSpeech(),  # type: ignore[arg-type]
+    )
+    await service.start()
+    channel = VoiceChannel()
+    session = service.open_session(channel)
+    try:
+        settings = {"receiveVoiceOutput": True}
+        auth = await command(channel, session, type="auth", apiKey="v", sessionSettings=settings)
+        assert auth["success"] is True, auth
+        started = await command(channel, session, type="start_conversation", userId="u")
+        steering = Steering(service, bus, hub.node)
+        said = await steering.steer(
+            SteerRequest(
+                conversation_id=started["conversationId"], kind="say", text="Hello.", patterns=ALL
+            )
+        )
+        assert said.status == "done"
+        start = await channel.wait_for(type="start_ai_generation_output")
+        assert start["expectVoice"] is True
+        end = await channel.wait_for(type="end_ai_generation_output")
+        assert end["fullText"] == "Hello."
+        spoken = [c for c in channel.voice if c.output_turn_id == start["outputTurnId"]]
+        assert spoken and any(c.audio for c in spoken)
+    finally:
+        await session.closed()
+        await service.stop()
+        await bus.close()
