@@ -29,10 +29,10 @@ from hubbub.conversation.project.templates import TemplateError
 from hubbub.conversation.protocol import errors
 from hubbub.conversation.runtime.data import ConversationData
 from hubbub.conversation.runtime.functions import (
+    DEFAULT_TOOL_ROUNDS,
     Function,
+    function_rounds,
     offered_functions,
-    parse_arguments,
-    result_text,
 )
 from hubbub.conversation.runtime.journal import Journal
 from hubbub.conversation.runtime.responder import (
@@ -46,20 +46,12 @@ from hubbub.conversation.runtime.scope import system_prompt, template_scope
 from hubbub.conversation.runtime.services import EngineServices
 from hubbub.conversation.runtime.tools import ToolError, content_parts
 from hubbub.conversation.runtime.variables import VariableTypeError, apply_changes, render_values
-from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ToolCall
+from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider
 
 log = logging.getLogger(__name__)
 
 # Variable watches may change variables that other watches follow; this bounds the chain.
 MAX_WATCH_DEPTH = 3
-# Rounds of function calls per AI turn when the project's LLM does not say (maxToolRounds).
-DEFAULT_TOOL_ROUNDS = 3
-
-
-def _describe(effect: Effect) -> str:
-    if isinstance(effect, GoToStageEffect):
-        return f"after this answer the conversation moves to stage {effect.stage_id}"
-    return "after this answer the conversation ends"
 
 
 class ActionHost(Protocol):
@@ -111,6 +103,10 @@ class ActionRunner:
     @property
     def llm(self) -> LlmProvider | None:
         return self._services.llm_for(self._data.project.id)
+
+    @property
+    def stage_variables(self) -> dict[str, Any]:
+        return self._data.stage_variables
 
     def scope(self, **extra: Any) -> dict[str, Any]:
         return template_scope(self._data, self._services, **extra)
@@ -260,7 +256,7 @@ class ActionRunner:
             return
         rounds = config.max_tool_rounds if config is not None else DEFAULT_TOOL_ROUNDS
         moves: list[Effect] = []
-        turn = self._function_rounds(llm, messages, functions, rounds, temperature, moves)
+        turn = function_rounds(self, llm, messages, functions, rounds, temperature, moves)
         await self._host.speak(turn, origin=origin, llm=True)
         for effect in moves:
             if self._host.terminal:
@@ -269,69 +265,6 @@ class ActionRunner:
                 await self.go_to_stage(effect.stage_id)
             elif isinstance(effect, EndConversationEffect):
                 await self.end(effect.reason)
-
-    async def _function_rounds(
-        self,
-        llm: LlmProvider,
-        messages: list[ChatMessage],
-        functions: dict[str, Function],
-        rounds: int,
-        temperature: float | None,
-        moves: list[Effect],
-    ) -> AsyncIterator[str]:
-        specs = [f.spec for f in functions.values()]
-        for round_number in range(rounds + 1):
-            allow_calls = round_number < rounds  # the last round must answer in words
-            calls: list[ToolCall] = []
-            text: list[str] = []
-            turn = llm.stream_turn(
-                messages, functions=specs, allow_calls=allow_calls, temperature=temperature
-            )
-            try:
-                async for item in turn:
-                    if isinstance(item, ToolCall):
-                        calls.append(item)
-                    else:
-                        text.append(item)
-                        yield item
-            finally:
-                close = getattr(turn, "aclose", None)
-                if close is not None:  # stops the HTTP stream at once on barge-in
-                    await close()
-            if not calls or not allow_calls:
-                return
-            messages.append(ChatMessage("assistant", "".join(text), tool_calls=tuple(calls)))
-            for call in calls:
-                result = await self.run_function(functions, call, moves)
-                messages.append(ChatMessage("tool", result_text(result), tool_call_id=call.id))
-
-    async def run_function(
-        self, functions: dict[str, Function], call: ToolCall, moves: list[Effect]
-    ) -> dict[str, Any]:
-        """Run one call of the model: a tool (its result), or an action (its effects, but
-        its stage jump or end are added to ``moves`` and its response is left to the model).
-        Every failure is a result the model reads, ``{"ok": false, "error": ...}``."""
-        function = functions.get(call.name)
-        if function is None:
-            return {"ok": False, "error": f"unknown function {call.name!r}"}
-        arguments = parse_arguments(call.arguments)
-        if arguments is None:
-            return {"ok": False, "error": "the arguments must be a JSON object"}
-        target = function.target
-        if isinstance(target, Action):
-            ran, parts = await self.run(target, arguments, ActionMatch(target), moves=moves)
-            if not ran:
-                return {"ok": False, "error": "the action does not apply now"}
-            return {
-                "ok": True,
-                "variables": dict(self._data.stage_variables),
-                "toolResults": parts,
-                "then": [_describe(effect) for effect in moves],
-            }
-        try:
-            return {"ok": True, "result": await self.call_tool(target, arguments)}
-        except errors.CommandError as exc:
-            return {"ok": False, "error": exc.message}
 
     # --- actions and effects ---------------------------------------------------------------
 
