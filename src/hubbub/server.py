@@ -409,6 +409,9 @@ def _add_conversations(
     bus = None
     if settings.events_app:
         bus = RealtimeBus(node, settings.events_app, settings.events_projects)
+        unknown = sorted(set(settings.events_projects) - {p.id for p in projects} - {"*"})
+        if unknown:
+            log.warning("[conversations] events_projects names no loaded project: %s", unknown)
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),

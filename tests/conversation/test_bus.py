@@ -223,3 +223,21 @@ async def test_a_conversation_whose_client_left_is_steered(server: ServerProcess
         if texts[0] != "Counter is 2.":
             texts.append((await again.next_turn()).text)
         assert texts in (["Counter is 2."], ["Counter is 1.", "Counter is 2."])
+
+
+async def test_a_pattern_subscription_watches_every_conversation_of_a_project(
+    server: ServerProcess,
+) -> None:
+    token = watcher_token("floor-manager", ["conversations/lab/*"])
+    async with js_client(server, token=token) as watcher:
+        assert (await watcher.command("subscribe", channel="conversations/lab/*"))["event"] == "ack"
+        async with await started(server) as first, await started(server) as second:
+            for client in (first, second):
+                await client.send_text("bump")
+                assert (await client.next_turn()).text == "Counter is 1."
+            for client in (first, second):
+                channel = f"conversations/lab/{client.conversation_id}"
+                ended = await watcher.next(
+                    "message", lambda e, c=channel: e["channel"] == c and ends_turn(e["data"])
+                )
+                assert ended["data"]["fullText"] == "Counter is 1."
