@@ -48,6 +48,21 @@ async def test_one_node_answers_what_it_has_and_the_asker_gets_only_answers() ->
     assert await hub.node.relay("app", "no-such-topic", b"hi") == []
 
 
+async def test_a_failing_handler_is_no_answer_and_the_others_still_count(
+    two_nodes: tuple[Hub, Hub], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = two_nodes
+
+    def broken(payload: bytes) -> bytes | None:
+        raise RuntimeError("a bug")
+
+    a.node.handle_relay("t", broken)
+    b.node.handle_relay("t", lambda payload: b"b answers")
+    assert await a.node.relay("app", "t", b"x") == [b"b answers"]
+    assert await b.node.relay("app", "t", b"x") == [b"b answers"]
+    assert "relay handler for 't' failed" in caplog.text
+
+
 async def test_across_nodes_the_node_that_holds_the_thing_answers(
     two_nodes: tuple[Hub, Hub],
 ) -> None:

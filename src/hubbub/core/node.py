@@ -647,9 +647,7 @@ class Node:
 
     def answer_query(self, query: NodeQuery) -> NodeAnswer:
         if query.subject == "relay":
-            handler = self._relay_handlers.get(query.topic)
-            answer = handler(query.payload) if handler is not None else None
-            return NodeAnswer(self.node_id, relayed=answer)
+            return NodeAnswer(self.node_id, relayed=self._answer_relay(query.topic, query.payload))
         return listing.local_answer(
             self.node_id, query, self._connections, self._local, self._activity
         )
@@ -719,6 +717,16 @@ class Node:
         the payload and returns its answer, or None when the request is not for this node. It
         runs on the event loop and must not block."""
         self._relay_handlers[topic] = handler
+
+    def _answer_relay(self, topic: str, payload: bytes) -> bytes | None:
+        handler = self._relay_handlers.get(topic)
+        if handler is None:
+            return None
+        try:
+            return handler(payload)
+        except Exception:  # a handler's bug must not cost the asker its other answers
+            log.exception("relay handler for %r failed", topic)
+            return None
 
     async def relay(self, app_id: str, topic: str, payload: bytes) -> list[bytes]:
         """Ask every node (this one first) through the broker, as the listings do; returns the
