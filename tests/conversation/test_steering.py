@@ -54,13 +54,21 @@ class CountingPublisher:
     def __init__(self, node: Node) -> None:
         self._node = node
         self.channels: list[str] = []
+        self.types: list[str] = []
         self.changed = asyncio.Event()
 
     async def publish_event(self, app_id: str, channel: str, data: bytes, sender: str) -> int:
         reached = await self._node.publish_event(app_id, channel, data, sender)
         self.channels.append(channel)
+        self.types.append(json.loads(data)["type"])
         self.changed.set()
         return reached
+
+    async def wait_for_type(self, push_type: str) -> None:
+        async with asyncio.timeout(5):
+            while push_type not in self.types:
+                self.changed.clear()
+                await self.changed.wait()
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(5):
@@ -334,5 +342,44 @@ async def test_say_is_voiced_when_the_session_hears_speech(tmp_path: Path) -> No
         assert spoken and any(c.audio for c in spoken)
     finally:
         await session.closed()
+        await service.stop()
+        await bus.close()
+
+
+async def test_with_history_on_the_bus_channels_a_late_watcher_catches_up(
+    tmp_path: Path,
+) -> None:
+    hub = await Hub(channels={"app": [("conversations/**", 100, 600)]}).start()
+    publisher = CountingPublisher(hub.node)
+    bus = RealtimeBus(publisher, "app")
+    store = ConversationStore.from_url(f"sqlite+aiosqlite:///{tmp_path / 'history.db'}")
+    service = ConversationService(projects(), store, bus=bus)
+    await service.start()
+    try:
+        w = World(hub, service, bus)
+        conversation = w.start()
+        assert (await w.steer(conversation.id, "say", text="Logged for later.")).status == "done"
+        await publisher.wait_for_type("end_ai_generation_output")
+        late = await hub.connect("late-supervisor")
+        await late.send(
+            {
+                "type": "subscribe",
+                "channel": f"conversations/desk/{conversation.id}",
+                "requestId": "r",
+                "rewind": 100,
+            }
+        )
+        frames = late.new_frames()
+        assert frames[0]["type"] == "ack"
+        replay = [f["data"] for f in frames if f["type"] == "message"]
+        # Everything published up to the subscribe, in order, from the first push on.
+        assert [f["offset"] for f in frames if f["type"] == "message"] == list(
+            range(1, frames[0]["offset"] + 1)
+        )
+        assert replay[0]["type"] == "conversation_event"
+        assert [m["fullText"] for m in replay if m["type"] == "end_ai_generation_output"] == [
+            "Logged for later."
+        ]
+    finally:
         await service.stop()
         await bus.close()
