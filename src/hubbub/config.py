@@ -244,6 +244,11 @@ class ConversationsConfig(_Section):
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
     webhooks: list[ConversationWebhookConfig] = []  # conversation events, signed like apps'
+    # The conversation bus: every push of a conversation is also published on the channel
+    # conversations/{projectId}/{conversationId} of this app, whose secret keys may steer the
+    # conversation over REST ("" is off). Only the projects in events_projects ("*": all).
+    events_app: str = ""
+    events_projects: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class DemoConfig(_Section):
@@ -318,6 +323,11 @@ max_channels = 100
 [demo]
 enabled = true
 app = "demo"
+
+# The conversation bus: the demo conversations can be watched on
+# conversations/{projectId}/{conversationId} and steered with the demo app's secret key.
+[conversations]
+events_app = "demo"
 
 [[apps]]
 id = "demo"
@@ -542,6 +552,20 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+    conversations = config.conversations
+    if conversations.events_app:
+        bus_app = next((a for a in config.apps if a.id == conversations.events_app), None)
+        if bus_app is None:
+            fail("conversations.events_app", f"no app {conversations.events_app!r}")
+        elif not any(k.kind == "secret" for k in bus_app.keys):
+            fail(
+                "conversations.events_app",
+                f"app {conversations.events_app!r} has no secret key to steer conversations with",
+            )
+    for i, project_id in enumerate(conversations.events_projects):
+        if not project_id or not project_id.isprintable():
+            fail(f"conversations.events_projects[{i}]", 'must be a project id or "*"')
 
     demo = config.demo
     if demo.enabled:

@@ -69,6 +69,7 @@ actions = ["publish", "subscribe", "presence", "send"]
 # [conversations]
 # projects_dir = "projects"
 # database_url = "sqlite+aiosqlite:///hubbub-conversations.db"
+# events_app = "{app_id}"   # the conversation bus: watch conversations/{{projectId}}/{{id}}
 
 # The demo pages (/demo/chat, /demo/call, ...) and their token helper: off outside demo mode,
 # because they hand out tokens of this app to anyone who can reach the server.

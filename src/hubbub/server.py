@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub import version
+from hubbub.api.conversation_commands import ConversationCommandApi
 from hubbub.api.conversations import ConversationReadApi
 from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
@@ -38,9 +39,11 @@ from hubbub.conversation.project.loader import LoadedProject, ProjectError, load
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.bus import RealtimeBus
 from hubbub.conversation.session.inspect import ConversationInspector
 from hubbub.conversation.session.limits import SessionLimits
 from hubbub.conversation.session.service import AuthLimits, ConversationService
+from hubbub.conversation.session.steering import RELAY_TOPIC, Steering
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.voice.speech import SpeechStack
@@ -291,8 +294,9 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    service = _add_conversations(app, config, turn_metrics, webhooks)
+    service = _add_conversations(app, config, node, turn_metrics, webhooks)
     _add_conversation_reads(app, config, service, rest)
+    _add_conversation_commands(app, config, node, service, rest)
     _add_pages(app, config, node, keys, service)
     return app
 
@@ -366,9 +370,28 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
     )
 
 
+def _add_conversation_commands(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    service: ConversationService | None,
+    rest: RestApi,
+) -> None:
+    """The conversation bus's REST commands; with the bus, its relay between nodes."""
+    bus = service.services.bus if service is not None else None
+    steering = None
+    if service is not None and isinstance(bus, RealtimeBus):
+        steering = Steering(service, bus, node)
+        node.handle_relay(RELAY_TOPIC, steering.answer_relay)
+    ConversationCommandApi(steering, config.conversations.events_app, rest.authorize).add_routes(
+        app
+    )
+
+
 def _add_conversations(
     app: web.Application,
     config: Config,
+    node: Node,
     turn_metrics: TurnMetricsRecorder,
     webhooks: WebhookDispatcher,
 ) -> ConversationService | None:
@@ -389,6 +412,12 @@ def _add_conversations(
             api_key=settings.llm.api_key,
             timeout_s=settings.llm.timeout_s,
         )
+    bus = None
+    if settings.events_app:
+        bus = RealtimeBus(node, settings.events_app, settings.events_projects)
+        unknown = sorted(set(settings.events_projects) - {p.id for p in projects} - {"*"})
+        if unknown:
+            log.warning("[conversations] events_projects names no loaded project: %s", unknown)
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),
@@ -407,6 +436,7 @@ def _add_conversations(
         speech=_speech_stack(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
+        bus=bus,
     )
     attempts = settings.connect_attempts_per_ip
     connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
@@ -433,6 +463,8 @@ def _add_conversations(
 
     async def stop(app: web.Application) -> None:
         await service.stop()
+        if bus is not None:
+            await bus.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
