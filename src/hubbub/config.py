@@ -106,6 +106,8 @@ class ServerConfig(_Section):
 class LimitsConfig(_Section):
     rate_per_second: float = 100.0
     rate_burst: int = 200
+    ping_rate_per_second: float = 2.0  # pings have their own bucket (0 burst disables it)
+    ping_burst: int = 20
     max_message_bytes: int = 65536
     max_channels: int = 100
 
@@ -230,10 +232,25 @@ class ConversationsConfig(_Section):
     # "module:function" callables that project files may use as python tools.
     python_tools: list[str] = []
     max_message_bytes: int = 1_048_576
+    # Abuse bounds (conversation protocol section 9): a per-connection message rate (token
+    # bucket; each started 64 KiB of a message costs one more token), the longest text input,
+    # the time a client has to authenticate, and /ws upgrades + WebRTC offers per client IP.
+    rate_per_second: float = 100.0  # 0 disables the rate limit
+    rate_burst: int = 200
+    max_text_input_chars: int = 10_000  # 0: unlimited
+    max_variables_bytes: int = 1_048_576  # a stage's variables as JSON (set_var); 0: unlimited
+    auth_timeout_s: float = 10.0  # 0: no deadline
+    connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
+    connect_window_s: float = 60.0
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
     webhooks: list[ConversationWebhookConfig] = []  # conversation events, signed like apps'
+    # The conversation bus: every push of a conversation is also published on the channel
+    # conversations/{projectId}/{conversationId} of this app, whose secret keys may steer the
+    # conversation over REST ("" is off). Only the projects in events_projects ("*": all).
+    events_app: str = ""
+    events_projects: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class DemoConfig(_Section):
@@ -308,6 +325,11 @@ max_channels = 100
 [demo]
 enabled = true
 app = "demo"
+
+# The conversation bus: the demo conversations can be watched on
+# conversations/{projectId}/{conversationId} and steered with the demo app's secret key.
+[conversations]
+events_app = "demo"
 
 [[apps]]
 id = "demo"
@@ -441,6 +463,18 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
         fail("conversations.auth_window_s", "must be positive")
     if conversations.max_message_bytes <= 0:
         fail("conversations.max_message_bytes", "must be positive")
+    for name in (
+        "rate_per_second",
+        "rate_burst",
+        "max_text_input_chars",
+        "max_variables_bytes",
+        "auth_timeout_s",
+        "connect_attempts_per_ip",
+    ):
+        if getattr(conversations, name) < 0:
+            fail(f"conversations.{name}", "must not be negative (0 disables the limit)")
+    if conversations.connect_window_s <= 0:
+        fail("conversations.connect_window_s", "must be positive")
     for i, target in enumerate(conversations.python_tools):
         module, _, function = target.partition(":")
         if not module or not function:
@@ -520,6 +554,20 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
                         f"{kwhere}.actions[{i}]",
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
+
+    conversations = config.conversations
+    if conversations.events_app:
+        bus_app = next((a for a in config.apps if a.id == conversations.events_app), None)
+        if bus_app is None:
+            fail("conversations.events_app", f"no app {conversations.events_app!r}")
+        elif not any(k.kind == "secret" for k in bus_app.keys):
+            fail(
+                "conversations.events_app",
+                f"app {conversations.events_app!r} has no secret key to steer conversations with",
+            )
+    for i, project_id in enumerate(conversations.events_projects):
+        if not project_id or not project_id.isprintable():
+            fail(f"conversations.events_projects[{i}]", 'must be a project id or "*"')
 
     demo = config.demo
     if demo.enabled:

@@ -27,6 +27,8 @@ listen_backlog = 4096         # connections the kernel queues before they are ac
 [limits]                      # per connection; 0 disables a limit
 rate_per_second = 100
 rate_burst = 200
+ping_rate_per_second = 2      # pings have a bucket of their own (spec decision 8)
+ping_burst = 20
 max_message_bytes = 65536
 max_channels = 100
 
@@ -68,6 +70,7 @@ actions = ["publish", "subscribe", "presence", "send"]
 # [conversations]
 # projects_dir = "projects"
 # database_url = "sqlite+aiosqlite:///hubbub-conversations.db"
+# events_app = "{app_id}"   # the conversation bus: watch conversations/{{projectId}}/{{id}}
 
 # The demo pages (/demo/chat, /demo/call, ...) and their token helper: off outside demo mode,
 # because they hand out tokens of this app to anyone who can reach the server.

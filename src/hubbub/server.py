@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub import version
+from hubbub.api.conversation_commands import ConversationCommandApi
 from hubbub.api.conversations import ConversationReadApi
 from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
@@ -39,8 +40,11 @@ from hubbub.conversation.project.loader import LoadedProject, ProjectError, load
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.session.bus import RealtimeBus
 from hubbub.conversation.session.inspect import ConversationInspector
+from hubbub.conversation.session.limits import SessionLimits
 from hubbub.conversation.session.service import AuthLimits, ConversationService
+from hubbub.conversation.session.steering import RELAY_TOPIC, Steering
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.voice.speech import SpeechStack
@@ -50,6 +54,7 @@ from hubbub.core.connection import Cancellable
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
+from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
 from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
@@ -57,6 +62,7 @@ from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
+from hubbub.transports.http_log import install_bad_request_log_filter
 from hubbub.transports.listener import Listener
 from hubbub.transports.realtime_shared import RealtimeSettings, RealtimeShared
 from hubbub.transports.webhook_client import AiohttpWebhookClient
@@ -215,6 +221,8 @@ def build_node(
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,
+            ping_rate_per_second=limits.ping_rate_per_second,
+            ping_burst=limits.ping_burst,
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
@@ -242,6 +250,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def build_app(config: Config) -> web.Application:
+    install_bad_request_log_filter()
     keys = KeyRing.from_config(config)
     webhooks = build_webhooks(config)
     proxies = build_proxies(config)
@@ -314,8 +323,9 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    service = _add_conversations(app, config, turn_metrics, webhooks)
+    service = _add_conversations(app, config, node, turn_metrics, webhooks)
     _add_conversation_reads(app, config, service, rest)
+    _add_conversation_commands(app, config, node, service, rest)
     _add_pages(app, config, node, keys, service)
     return app
 
@@ -389,9 +399,28 @@ def _openai_llm(config: LlmConfig) -> LlmProvider:
     )
 
 
+def _add_conversation_commands(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    service: ConversationService | None,
+    rest: RestApi,
+) -> None:
+    """The conversation bus's REST commands; with the bus, its relay between nodes."""
+    bus = service.services.bus if service is not None else None
+    steering = None
+    if service is not None and isinstance(bus, RealtimeBus):
+        steering = Steering(service, bus, node)
+        node.handle_relay(RELAY_TOPIC, steering.answer_relay)
+    ConversationCommandApi(steering, config.conversations.events_app, rest.authorize).add_routes(
+        app
+    )
+
+
 def _add_conversations(
     app: web.Application,
     config: Config,
+    node: Node,
     turn_metrics: TurnMetricsRecorder,
     webhooks: WebhookDispatcher,
 ) -> ConversationService | None:
@@ -412,6 +441,12 @@ def _add_conversations(
             api_key=settings.llm.api_key,
             timeout_s=settings.llm.timeout_s,
         )
+    bus = None
+    if settings.events_app:
+        bus = RealtimeBus(node, settings.events_app, settings.events_projects)
+        unknown = sorted(set(settings.events_projects) - {p.id for p in projects} - {"*"})
+        if unknown:
+            log.warning("[conversations] events_projects names no loaded project: %s", unknown)
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),
@@ -420,26 +455,45 @@ def _add_conversations(
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
+        session_limits=SessionLimits(
+            rate_per_s=settings.rate_per_second,
+            rate_burst=settings.rate_burst,
+            max_text_input_chars=settings.max_text_input_chars,
+            max_variables_bytes=settings.max_variables_bytes,
+            auth_timeout_s=settings.auth_timeout_s,
+        ),
         speech=_speech_stack(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
+        bus=bus,
     )
+    attempts = settings.connect_attempts_per_ip
+    connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
     endpoint = ConversationEndpoint(
         service,
         TrustedProxies(config.server.trusted_proxies),
         max_message_bytes=settings.max_message_bytes,
         slow_consumer_bytes=config.server.slow_consumer_bytes,
         keepalive_interval_s=config.server.keepalive_interval_s,
+        connect_limiter=connect_limiter,
     )
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
-    add_webrtc_routes(app, _webrtc_endpoint(config, service))
+    add_webrtc_routes(app, _webrtc_endpoint(config, service, connect_limiter))
+
+    async def close_sockets(app: web.Application) -> None:
+        await endpoint.close_all()
+
+    # on_shutdown runs before on_cleanup: sessions close (1001) while the engine is still up.
+    app.on_shutdown.append(close_sockets)
 
     async def start(app: web.Application) -> None:
         await service.start()
 
     async def stop(app: web.Application) -> None:
         await service.stop()
+        if bus is not None:
+            await bus.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
@@ -466,7 +520,9 @@ def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
     return None
 
 
-def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
+def _webrtc_endpoint(
+    config: Config, service: ConversationService, connect_limiter: KeyedRateLimiter
+) -> WebRtcEndpoint:
     webrtc = config.webrtc
     return WebRtcEndpoint(
         service,
@@ -479,8 +535,10 @@ def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndp
             peer=PeerLimits(
                 control_open_timeout_s=webrtc.control_open_timeout_s,
                 slow_consumer_bytes=config.server.slow_consumer_bytes,
+                max_message_bytes=config.conversations.max_message_bytes,
             ),
         ),
+        connect_limiter,
     )
 
 

@@ -39,6 +39,7 @@ class Connection:
     presence_entry: PresenceEntry
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     expiry_slot: int | None = None  # its place in the node's token-expiry wheel
+    ping_bucket: TokenBucket | None = None  # pings only (spec decision 8)
     # Frames handled off the reading path, in order (only when a backend proxy decides).
     lane: FrameLane[ClientFrame] | None = None
     # closing: the node decided to close it (frames still buffered are ignored);

@@ -37,6 +37,9 @@ PROJECT_SUFFIXES = (".yaml", ".yml")
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
+NESTED_TOO_DEEPLY = "nested too deeply"
+
+
 class ProjectError(Exception):
     def __init__(self, source: str, path: str, reason: str) -> None:
         super().__init__(f"{source}: {path}: {reason}")
@@ -79,6 +82,8 @@ def _path_from_msgspec(message: str) -> tuple[str, str]:
 
 
 def parse_project(text: str, source: str, renderer: TemplateRenderer) -> LoadedProject:
+    """The validated project, or :class:`ProjectError` (never another exception, whatever
+    the text: structures nested past Python's recursion limit are an error too)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -86,15 +91,19 @@ def parse_project(text: str, source: str, renderer: TemplateRenderer) -> LoadedP
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProjectError(source, where, f"not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ProjectError(source, "(document)", NESTED_TOO_DEEPLY) from None
     if not isinstance(raw, dict):
         raise ProjectError(source, "(document)", "a project file must be a mapping")
     try:
         project = msgspec.convert(raw, Project)
+        loaded = LoadedProject(project=project, source=source)
+        _Checker(loaded, renderer).run()
     except msgspec.ValidationError as exc:
         path, reason = _path_from_msgspec(str(exc))
         raise ProjectError(source, path, reason) from None
-    loaded = LoadedProject(project=project, source=source)
-    _Checker(loaded, renderer).run()
+    except RecursionError:
+        raise ProjectError(source, "(document)", NESTED_TOO_DEEPLY) from None
     return loaded
 
 
@@ -175,6 +184,8 @@ class _Checker:
         llm = project.providers.llm
         if llm is not None and llm.api_key and llm.api_key_env:
             self.fail("providers.llm", "give apiKey or apiKeyEnv, not both")
+        if llm is not None and not 0 <= llm.max_tool_rounds <= 10:
+            self.fail("providers.llm.maxToolRounds", "must be from 0 to 10")
         if project.conversation_timeout_s <= 0:
             self.fail("conversationTimeoutS", "must be positive")
         self.unique("agents", [a.id for a in project.agents])

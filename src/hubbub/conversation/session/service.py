@@ -18,11 +18,12 @@ from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.protocol import errors, ids
 from hubbub.conversation.runtime.backend_events import ConversationEventSink
 from hubbub.conversation.runtime.engine import Conversation
-from hubbub.conversation.runtime.services import EngineServices
+from hubbub.conversation.runtime.services import EngineServices, PushBus
 from hubbub.conversation.runtime.states import TERMINAL, State
 from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner, WebhookRequester
 from hubbub.conversation.session.channel import ClientChannel, SessionHandler
+from hubbub.conversation.session.limits import DEFAULT_SESSION_LIMITS, SessionLimits
 from hubbub.conversation.session.session import Session
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.speech import SpeechStack
@@ -51,11 +52,13 @@ class ConversationService:
         python_tools: frozenset[str] = frozenset(),
         webhooks: WebhookRequester | None = None,
         auth_limits: AuthLimits = AuthLimits(),
+        session_limits: SessionLimits = DEFAULT_SESSION_LIMITS,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         speech: SpeechStack | None = None,
         on_message_event: Callable[[Mapping[str, Any]], None] | None = None,
         events: ConversationEventSink | None = None,
+        bus: PushBus | None = None,
     ) -> None:
         self.projects = {p.id: p for p in projects}
         self._keys: dict[str, tuple[LoadedProject, ApiKey]] = {
@@ -72,6 +75,7 @@ class ConversationService:
         self.services = EngineServices(
             on_message_event=on_message_event,
             events=events,
+            bus=bus,
             store=store,
             renderer=renderer,
             tools=ToolRunner(renderer, self._webhooks, python_tools),
@@ -81,6 +85,7 @@ class ConversationService:
         )
         limit = auth_limits.attempts_per_ip
         self._auth_limiter = KeyedRateLimiter(limit, limit / auth_limits.window_s if limit else 0)
+        self.session_limits = session_limits
         self._running: dict[str, Conversation] = {}
         # None: the voice extra is missing, and voice commands say voice is disabled.
         self.speech = speech
@@ -116,8 +121,11 @@ class ConversationService:
     def open_session(self, channel: ClientChannel) -> SessionHandler:
         return Session(self, channel, ids.new_id("sess_"))
 
-    def allow_auth_attempt(self, client_ip: str) -> bool:
-        return self._auth_limiter.allow(client_ip, self.services.monotonic())
+    def auth_refused(self, client_ip: str) -> bool:
+        return not self._auth_limiter.would_allow(client_ip, self.services.monotonic())
+
+    def auth_failed(self, client_ip: str) -> None:
+        self._auth_limiter.allow(client_ip, self.services.monotonic())
 
     def find_key(self, api_key: str) -> tuple[LoadedProject, ApiKey] | None:
         return self._keys.get(api_key)
