@@ -44,6 +44,7 @@ class RecordingTransport:
     closed: bool = False
     aborted: bool = False
     reading: bool = True
+    eof_written: bool = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -68,6 +69,12 @@ class RecordingTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def abort(self) -> None:
         self.aborted = True
@@ -188,6 +195,7 @@ async def test_a_slow_consumer_gets_1008_and_nothing_more() -> None:
     assert not transport.writes
     socket.push(frame("b" * 60))  # 900 buffered + 114 queued > 1000
     assert transport.writes[-1] == b"\x88\x0f\x03\xf0slow consumer"
+    assert transport.eof_written  # half-closed after the close frame
     assert shared.node.connection_count == 1
     await asyncio.sleep(0)
     assert shared.node.connection_count == 0  # released when the close started

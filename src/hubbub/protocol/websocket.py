@@ -269,6 +269,10 @@ class FrameReader:
         """Bytes received and not yet parsed into an event."""
         return len(self._buffer) - self._pos
 
+    def discard(self) -> None:
+        """Drop what is buffered and read nothing more (the connection is closing)."""
+        self._finish()
+
     def feed(self, data: bytes) -> None:
         if self._done:
             return

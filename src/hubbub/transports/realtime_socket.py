@@ -11,10 +11,11 @@ core writes to (it is the connection's :class:`~hubbub.core.outbound.ConnectionS
 * Writes: a frame goes straight to the transport when nothing is queued; more frames in the
   same loop iteration are coalesced (``WriteFlusher``). While the transport is paused (its
   buffer is full) frames queue; past ``slow_consumer_bytes`` the connection is closed 1008.
-* Closes this side starts (the node's, a protocol violation's) release the node's state at
-  once, send the close frame, then keep reading and dropping input until the peer's close
-  frame or EOF, or a deadline, and only then end the TCP connection: closing with unread
-  input would send a reset and the peer would lose the close code.
+* Closes this side starts (the node's, a protocol violation's) follow the close procedure
+  of ``protocol.close_procedure``: release the node's state at once, send the close frame
+  behind what is queued, half-close, then read and drop input (unparsed) until the peer's
+  EOF, aborting at a deadline: closing with unread input would send a reset and the peer
+  would lose the close code.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ class RealtimeSocket(RealtimeOutbox):
         if self._state == UPGRADING:
             self._upgrade(data)
             return
+        if self._state != OPEN and self._state != OPENING:
+            return  # closing: input is read and dropped until the peer's EOF (see the module)
         self._reader.feed(data)
         if not self._busy:
             self._read_frames()
@@ -291,19 +294,17 @@ class RealtimeSocket(RealtimeOutbox):
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-        if self._state in (OPEN, CLOSING) and not self._busy:
+        if self._state == OPEN and not self._busy:
             self._read_frames()
 
     def _read_frames(self) -> None:
         reader = self._reader
         node = self._shared.node
-        while not self._busy and self._state in (OPEN, CLOSING):
+        while not self._busy and self._state == OPEN:
             event = reader.next_event()
             if event is None:
                 return
             if isinstance(event, Message):
-                if self._state != OPEN:
-                    continue  # closing: read and drop
                 conn = self._conn
                 assert conn is not None
                 if event.text:
@@ -315,8 +316,7 @@ class RealtimeSocket(RealtimeOutbox):
                     self._hold()
                     task.add_done_callback(lambda _: self._resume_after(None))
             elif isinstance(event, Ping):
-                if self._state == OPEN:
-                    self._write_control(encode_frame(event.payload, OP_PONG))
+                self._write_control(encode_frame(event.payload, OP_PONG))
             elif isinstance(event, Close):
                 self._peer_closed(event)
                 return
@@ -347,15 +347,19 @@ class RealtimeSocket(RealtimeOutbox):
         transport = self._transport
         shared = self._shared
         self.flush_all(close_frame(code, reason))
+        self._reader.discard()  # nothing the peer sends from here on is handled
         if transport is not None:
+            # The write side ends after the close frame (a FIN once it is out): the peer reads
+            # the code, then end-of-stream, and ends its side; its input is dropped meanwhile
+            # (no parsing: a flood must not cost frame handling) until that EOF or the deadline.
+            if transport.can_write_eof():
+                transport.write_eof()
             shared.closing.add(self)
             self._linger_slot = shared.lingering.add(self, shared.loop.time() + linger_s)
         self._forget_keepalive()
         if not opening or self._conn is not None:
             # Not nested inside the node's own call that closed us (a fan-out loop, a frame).
             shared.loop.call_soon(self._release)
-        if transport is not None and not self._busy:
-            self._read_frames()  # input already buffered may hold the peer's close
 
     def _slow_consumer(self, pending: int) -> None:
         # The connection's close line that follows names its app, peer and address.
