@@ -96,15 +96,18 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
     def _write_batch(self) -> None:
-        if not self._batch:
-            return
-        lines, self._batch = self._batch, []
-        stream = self.stream = self._fixed or sys.stderr
-        try:
-            stream.write(self.terminator.join(lines) + self.terminator)
-            stream.flush()
-        except Exception:  # a closed stream: as logging.Handler.handleError would, go on
-            pass
+        # Under the handler's lock (re-entrant: emit already holds it), as emit is: a line
+        # logged from another thread meanwhile is written after the batch, never lost.
+        with self.lock:  # type: ignore[union-attr]
+            if not self._batch:
+                return
+            lines, self._batch = self._batch, []
+            stream = self.stream = self._fixed or sys.stderr
+            try:
+                stream.write(self.terminator.join(lines) + self.terminator)
+                stream.flush()
+            except Exception:  # a closed stream: as logging.Handler.handleError would, go on
+                pass
 
     def flush(self) -> None:
         self._write_batch()
