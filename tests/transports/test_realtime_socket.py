@@ -17,10 +17,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from hubbub.config import Config, parse_config
 from hubbub.server import Listening, serve
+from hubbub.transports.listener import Listener
 from tests.protocol.test_websocket import client_frame
+from tests.transports.test_realtime_shared import shared_state
 
 WAIT_S = 5.0
 
@@ -321,3 +324,38 @@ async def test_a_slow_consumer_is_closed_1008_and_released() -> None:
             frame = await left
         assert [p["peerId"] for p in frame["left"]] == [welcome["peerId"]]
         assert await slow.close_code() == 1008
+
+
+async def test_a_kept_alive_http_connection_that_upgrades_later_is_served_by_aiohttp() -> None:
+    async with running(config()) as port:
+        reader, writer = await raw_request(
+            port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + upgrade()
+        )
+        async with asyncio.timeout(WAIT_S):
+            first = await reader.readuntil(b"\r\n\r\n")
+            assert first.startswith(b"HTTP/1.1 200 ")
+            length = int(first.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            second = await reader.readuntil(b"\r\n\r\n")
+        assert second.startswith(b"HTTP/1.1 101 ")  # aiohttp's /v1 endpoint, same protocol
+        peer = Peer(reader, writer)
+        assert (await peer.json())["type"] == "welcome"
+        writer.close()
+
+
+async def test_a_connection_that_never_sends_a_request_head_is_dropped() -> None:
+    shared = await shared_state()
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    assert runner.server is not None
+    listener = Listener(shared, runner.server, asyncio.get_running_loop(), head_timeout_s=0.5)
+    port = await listener.start("127.0.0.1", 0, 16)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # never finished
+        async with asyncio.timeout(WAIT_S):
+            assert await reader.read() == b""  # dropped by the handshake wheel
+        writer.close()
+    finally:
+        await listener.close()
+        await runner.cleanup()

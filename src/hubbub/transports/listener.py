@@ -51,7 +51,7 @@ class FirstRequest(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         listener = self._listener
-        self._slot = listener.handshakes.add(self, listener.loop.time() + HANDSHAKE_TIMEOUT_S)
+        self._slot = listener.handshakes.add(self, listener.loop.time() + listener.head_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._buffer:
@@ -102,10 +102,12 @@ class Listener:
         shared: RealtimeShared,
         http: Callable[[], asyncio.BaseProtocol],
         loop: asyncio.AbstractEventLoop,
+        head_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self.shared = shared
         self.http = http
         self.loop = loop
+        self.head_timeout_s = head_timeout_s
         self.handshakes: TimerWheel[FirstRequest] = TimerWheel(
             _LoopScheduler(loop), loop.time, 1.0, _timed_out
         )
