@@ -11,7 +11,6 @@ Webhook senders and backend proxies keep their own plain counters and latency bu
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from aiohttp import web
