@@ -249,3 +249,14 @@ def test_listen_backlog_and_shutdown_reconnect_rate() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(text)
         assert (caught.value.field, problem in caught.value.problem) == (field, True)
+
+
+def test_the_redis_pool_size() -> None:
+    assert parse_config("").broker.max_connections == 64
+    assert parse_config("[broker]\nmax_connections = 8").broker.max_connections == 8
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[broker]\nmax_connections = 0")
+    assert (caught.value.field, "positive" in caught.value.problem) == (
+        "broker.max_connections",
+        True,
+    )

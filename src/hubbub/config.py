@@ -185,6 +185,9 @@ class BrokerConfig(_Section):
     key_prefix: str = "hubbub"
     # True when url points at a Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
     cluster: bool = False
+    # Pooled connections per Redis server (per cluster primary); a command waits for a free
+    # one (up to its timeout) rather than opening more during a burst of connects.
+    max_connections: int = 64
 
 
 class ChannelConfig(_Section):
@@ -549,6 +552,8 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
             fail(where, "must be a redis://, rediss:// or unix:// URL")
     if broker.presence_ttl_s <= 0:
         fail("broker.presence_ttl_s", "must be positive")
+    if broker.max_connections < 1:
+        fail("broker.max_connections", "must be positive")
     if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):
         fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
     if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):

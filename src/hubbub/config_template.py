@@ -40,6 +40,7 @@ request_burst_per_ip = 100
 [broker]
 kind = "memory"               # "redis" to run several nodes as one server
 # url = "redis://127.0.0.1:6379/0"
+# max_connections = 64        # pooled Redis connections per server; bursts queue for one
 
 [[apps]]
 id = "{app_id}"

@@ -85,7 +85,12 @@ def _backends(
         )
         return MemoryBroker(history), MemoryPresenceStore(events), MemoryUsageStore(), history
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
-    shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
+    shards = RedisShards(
+        [
+            RedisLink(url, cluster=settings.cluster, max_connections=settings.max_connections)
+            for url in urls
+        ]
+    )
     prefix = settings.key_prefix
     # Lifecycle events are decided in Redis and sent by one node per channel.
     router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
