@@ -249,7 +249,7 @@ async def scenario(name: str, args: argparse.Namespace) -> list[Any]:
         await publishing
         for watcher in watchers:
             watcher.cancel()
-        alive = [n.name for n in (a, b) if not n.alive()]
+        alive = [n.name for n in (a, b) if not n.alive() and not (name == "kill" and n is a)]
         logs = a.log_text() + b.log_text()
 
     during = [o for o in publisher.outcomes if fault_start <= o[0] < fault_end]
