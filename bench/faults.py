@@ -29,14 +29,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +39,8 @@ from typing import Any
 import aiohttp
 from hostile import DEMO_APP, Node, open_v1, percentile, subscribe, table
 
+from tests.support.lossy_link import LossyLink, lossy_link
 from tests.support.redis import PrivateRedis, free_port
-
-NS = "hbfault"
-HOST_IP, NS_IP = "10.199.77.1", "10.199.77.2"
 
 
 def config(redis_url: str, ttl_s: float) -> str:
@@ -113,81 +106,17 @@ async def presence_watch(ws: aiohttp.ClientWebSocketResponse, left: dict[str, fl
                 left[peer["peerId"]] = time.monotonic()
 
 
-def sh(*args: str, check: bool = True) -> None:
-    subprocess.run(args, check=check, capture_output=True)
-
-
-@contextlib.asynccontextmanager
-async def lossy_link(redis_port: int) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
-    """A namespace with a relay to Redis inside; yields the relay's port and process."""
-    if not shutil.which("nft") or os.geteuid() != 0:
-        raise RuntimeError("the link scenario needs root and nftables (apt-get install nftables)")
-    sh("ip", "netns", "del", NS, check=False)
-    sh("ip", "link", "del", "hbf-h", check=False)
-    sh("ip", "netns", "add", NS)
-    relay = None
-    try:
-        sh("ip", "link", "add", "hbf-h", "type", "veth", "peer", "name", "hbf-n")
-        sh("ip", "link", "set", "hbf-n", "netns", NS)
-        sh("ip", "addr", "add", f"{HOST_IP}/30", "dev", "hbf-h")
-        sh("ip", "link", "set", "hbf-h", "up")
-        ns = ("ip", "netns", "exec", NS)
-        sh(*ns, "ip", "addr", "add", f"{NS_IP}/30", "dev", "hbf-n")
-        sh(*ns, "ip", "link", "set", "hbf-n", "up")
-        sh(*ns, "ip", "link", "set", "lo", "up")
-        sh(*ns, "nft", "add", "table", "inet", "hbf")
-        for chain, hook in (("in", "input"), ("out", "output")):
-            spec = f"{{ type filter hook {hook} priority 0; }}"
-            sh(*ns, "nft", "add", "chain", "inet", "hbf", chain, spec)
-        relay_port = free_port()
-        relay = await asyncio.create_subprocess_exec(
-            *ns,
-            sys.executable,
-            str(Path(__file__).with_name("delay_relay.py")),
-            NS_IP,
-            str(relay_port),
-            HOST_IP,
-            str(redis_port),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert relay.stdout is not None
-        async with asyncio.timeout(10):
-            assert (await relay.stdout.readline()).strip() == b"listening"
-        yield relay_port, relay
-    finally:
-        if relay is not None and relay.returncode is None:
-            relay.kill()
-            await relay.wait()
-        sh("ip", "netns", "del", NS, check=False)
-        sh("ip", "link", "del", "hbf-h", check=False)
-
-
-async def set_link(relay: asyncio.subprocess.Process, relay_port: int, bad: bool) -> None:
-    ns = ("ip", "netns", "exec", NS)
-    assert relay.stdin is not None and relay.stdout is not None
-    relay.stdin.write(b"0.3\n" if bad else b"0\n")
-    await relay.stdin.drain()
-    await relay.stdout.readline()
-    if bad:
-        sh(*ns, "nft", "add", "rule", "inet", "hbf", "in", "tcp", "dport", str(relay_port),
-           "numgen", "random", "mod", "100", "<", "20", "drop")  # fmt: skip
-        sh(*ns, "nft", "add", "rule", "inet", "hbf", "out", "tcp", "sport", str(relay_port),
-           "numgen", "random", "mod", "100", "<", "20", "drop")  # fmt: skip
-    else:
-        sh(*ns, "nft", "flush", "chain", "inet", "hbf", "in")
-        sh(*ns, "nft", "flush", "chain", "inet", "hbf", "out")
-
-
 async def scenario(name: str, args: argparse.Namespace) -> list[Any]:
     directory = Path(tempfile.mkdtemp(prefix=f"hubbub-fault-{name}-"))
     redis = PrivateRedis(free_port(), directory)
-    bind = ["--bind", f"127.0.0.1 {HOST_IP}", "--protected-mode", "no"] if name == "link" else []
+    bind: list[str] = []
+    link: LossyLink | None = None
     async with contextlib.AsyncExitStack() as stack:
         if name == "link":
             # The veth must exist before redis-server can bind the host side of it.
-            relay_port, relay = await stack.enter_async_context(lossy_link(redis.port))
-            a_url = f"redis://{NS_IP}:{relay_port}/0"
+            link = await stack.enter_async_context(lossy_link(redis.port))
+            bind = ["--bind", f"127.0.0.1 {link.host_ip}", "--protected-mode", "no"]
+            a_url = link.url
         await redis.start(*bind)
         stack.push_async_callback(redis.stop)
         if name != "link":
@@ -234,9 +163,10 @@ async def scenario(name: str, args: argparse.Namespace) -> list[Any]:
             await asyncio.sleep(args.down_s)
             await redis.start(*bind)
         elif name == "link":
-            await set_link(relay, relay_port, bad=True)
+            assert link is not None
+            await link.set(bad=True)
             await asyncio.sleep(args.link_s)
-            await set_link(relay, relay_port, bad=False)
+            await link.set(bad=False)
         elif name == "kill":
             assert a.process is not None
             a.process.kill()
