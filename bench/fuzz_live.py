@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -254,6 +255,37 @@ class Probe:
         return [ms for at, ms in self.latencies if start <= at < end]
 
 
+async def run_worker(
+    url: str, indexes: list[int], per: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    spec = {"url": url, "indexes": indexes, "per": per, "rate": args.rate / args.connections}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--worker",
+        json.dumps({**spec, "seed": args.seed}),
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,
+    )
+    out, _ = await process.communicate()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def worker(spec: dict[str, Any]) -> None:
+    fuzzers = [
+        Fuzzer(spec["url"], i, spec["per"], spec["rate"], spec["seed"]) for i in spec["indexes"]
+    ]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(f.run(session) for f in fuzzers))
+    result = {
+        "sent": sum(f.sent for f in fuzzers),
+        "closes": sum((f.closes for f in fuzzers), Counter()),
+        "replies": sum((f.replies for f in fuzzers), Counter()),
+    }
+    print(json.dumps(result), flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="hubbub-fuzz-") as tmp:
         directory = Path(tmp)
@@ -270,17 +302,23 @@ async def main(args: argparse.Namespace) -> None:
             baseline_end = time.monotonic()
             rss_before = node.rss_kb()
             per = args.frames // args.connections
-            fuzzers = [
-                Fuzzer(node.url, i, per, args.rate / args.connections, args.seed)
-                for i in range(args.connections)
-            ]
             print(
-                f"fuzz: {per * args.connections} frames over {args.connections} connections at "
-                f"{args.rate:.0f}/s; server pid {node.pid}, RSS {rss_before / 1024:.1f} MB",
+                f"fuzz: {per * args.connections} frames over {args.connections} connections "
+                f"({args.processes} processes) at {args.rate:.0f}/s; server pid {node.pid}, "
+                f"RSS {rss_before / 1024:.1f} MB",
                 flush=True,
             )
             fuzz_start = time.monotonic()
-            await asyncio.gather(*(f.run(session) for f in fuzzers))
+            # The fuzzers run in processes of their own: their replies (tens of thousands a
+            # second) must not delay the probe's event loop, only the server's.
+            results = await asyncio.gather(
+                *(
+                    run_worker(
+                        node.url, list(range(p, args.connections, args.processes)), per, args
+                    )
+                    for p in range(args.processes)
+                )
+            )
             fuzz_end = time.monotonic()
             stop.set()
             await probe_task
@@ -291,9 +329,9 @@ async def main(args: argparse.Namespace) -> None:
         log = node.log_text()
         await node.stop()
 
-    sent = sum(f.sent for f in fuzzers)
-    closes: Counter[str] = sum((f.closes for f in fuzzers), Counter())
-    replies: Counter[str] = sum((f.replies for f in fuzzers), Counter())
+    sent = sum(r["sent"] for r in results)
+    closes: Counter[str] = sum((Counter(r["closes"]) for r in results), Counter())
+    replies: Counter[str] = sum((Counter(r["replies"]) for r in results), Counter())
     baseline = probe.between(baseline_start, baseline_end)
     during = probe.between(fuzz_start, fuzz_end)
     growth = (rss_after - rss_before) / rss_before * 100
@@ -349,9 +387,13 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        asyncio.run(worker(json.loads(sys.argv[2])))
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=2, help="fuzzer processes")
     parser.add_argument("--rate", type=float, default=10000, help="frames/s, all connections")
     parser.add_argument("--rate-limit", type=int, default=5000, help="server's rate_per_second")
     parser.add_argument("--probe-rate", type=float, default=50)
