@@ -54,17 +54,24 @@ rate_burst = 0
 kind = "redis"
 url = "{redis_url}"
 key_prefix = "storm"
-{DEMO_APP}"""
+{DEMO_APP}
+[[apps.keys]]
+id = "pk_no_presence"
+kind = "publishable"
+channel_patterns = ["**"]
+actions = ["publish", "subscribe"]
+"""
 
 
 # --- the storm clients (worker processes) ------------------------------------------------
 
 
 class StormClient:
-    def __init__(self, index: int, url: str, t0: list[float]) -> None:
-        self.index, self.url = index, url
+    def __init__(self, index: int, url: str, key: str) -> None:
+        self.index, self.url, self.key = index, url, key
         self.retry_after_ms: int | None = None
         self.failed_connects = 0
+        self.subscribe_errors = 0
         self.welcomed_at: float | None = None  # after the restart (wall clock)
         self.resubscribed_at: float | None = None
         self.connected = asyncio.Event()
@@ -78,7 +85,7 @@ class StormClient:
         attempt = 0
         while True:
             try:
-                ws, _ = await open_v1(session, self.url)
+                ws, _ = await open_v1(session, self.url, self.key)
                 break
             except Exception:
                 self.failed_connects += 1
@@ -86,7 +93,15 @@ class StormClient:
                 attempt += 1
                 await asyncio.sleep(delay)
         self.welcomed_at = time.time()
-        await subscribe(ws, f"storm/{self.index % 50}", "s2")
+        for attempt in range(20):
+            try:
+                await subscribe(ws, f"storm/{self.index % 50}", f"s2-{attempt}")
+                break
+            except RuntimeError:  # backend_error: "retry shortly"
+                self.subscribe_errors += 1
+                await asyncio.sleep(0.5 * random.uniform(0.8, 1.2))
+        else:
+            return
         self.resubscribed_at = time.time()
         await go.wait()
         await ws.close()
@@ -94,7 +109,7 @@ class StormClient:
     async def _connect(self, session: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         for _ in range(20):
             try:
-                ws, _ = await open_v1(session, self.url)
+                ws, _ = await open_v1(session, self.url, self.key)
                 await subscribe(ws, f"storm/{self.index % 50}", "s")
                 return ws
             except Exception:
@@ -115,7 +130,9 @@ async def worker(spec: dict[str, Any]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     go = asyncio.Event()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        clients = [StormClient(i, spec["url"], []) for i in range(spec["first"], spec["last"])]
+        clients = [
+            StormClient(i, spec["url"], spec["key"]) for i in range(spec["first"], spec["last"])
+        ]
         tasks = []
         for start in range(0, len(clients), 50):  # connect in batches: no storm before the storm
             batch = clients[start : start + 50]
@@ -124,7 +141,14 @@ async def worker(spec: dict[str, Any]) -> None:
         print("ready", flush=True)
         await stdin.readline()  # "report" once every client is back (or the bench gave up)
         report = [
-            [c.retry_after_ms, c.failed_connects, c.welcomed_at, c.resubscribed_at] for c in clients
+            [
+                c.retry_after_ms,
+                c.failed_connects,
+                c.welcomed_at,
+                c.resubscribed_at,
+                c.subscribe_errors,
+            ]
+            for c in clients
         ]
         print(json.dumps(report), flush=True)
         go.set()
@@ -192,7 +216,12 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
             workers = []
             per = -(-args.clients // args.workers)
             for first in range(0, args.clients, per):
-                spec = {"url": a.url, "first": first, "last": min(args.clients, first + per)}
+                spec = {
+                    "url": a.url,
+                    "first": first,
+                    "last": min(args.clients, first + per),
+                    "key": "pk_live_demo" if args.presence else "pk_no_presence",
+                }
                 workers.append(
                     await asyncio.create_subprocess_exec(
                         sys.executable,
@@ -261,6 +290,11 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
                 await process.wait()
             alive_b = b.alive()
             tracebacks = a.log_text().count("Traceback") + b.log_text().count("Traceback")
+            if args.keep_logs:
+                keep = Path(args.keep_logs)
+                keep.mkdir(parents=True, exist_ok=True)
+                for node in (a, b):
+                    (keep / f"{node.name}-{reconnects_per_s:g}.log").write_text(node.log_text())
             await asyncio.gather(a.stop(), b.stop())
         await redis.aclose()
 
@@ -270,7 +304,8 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
     before = stayers.between(before_start, sigterm_at)
     during = stayers.between(sigterm_at, storm_end)
     return [
-        "off (fixed 1-2 s)" if reconnects_per_s == 0 else f"{reconnects_per_s:.0f}/s",
+        ("off (fixed 1-2 s)" if reconnects_per_s == 0 else f"{reconnects_per_s:.0f}/s")
+        + ("" if args.presence else ", no presence"),
         f"{min(retries, default=0)}..{max(retries, default=0)} ({len(retries)})",
         f"{up_at - sigterm_at:.1f}",
         f"{max(welcomed) - sigterm_at:.1f}" if welcomed else "-",
@@ -278,7 +313,7 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
         if resubscribed
         else "-",
         f"{max(resubscribed) - up_at:.1f}" if resubscribed else "-",
-        sum(r[1] for r in reports),
+        f"{sum(r[1] for r in reports)} / {sum(r[4] for r in reports)}",
         redis_peak,
         f"{percentile(before, 0.5):.1f} / {percentile(before, 0.99):.1f}",
         f"{percentile(during, 0.5):.1f} / {percentile(during, 0.99):.1f} ({len(during)})",
@@ -300,7 +335,7 @@ async def main(args: argparse.Namespace) -> None:
         "->last welcome s",
         "->last resubscribed s",
         "A up->last s",
-        "refused connects",
+        "refused connects / subscribe backend_errors",
         "Redis clients peak",
         "stayers p50/p99 before ms",
         "stayers p50/p99 storm ms",
@@ -321,6 +356,13 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--reconnects-per-s", type=float, default=1000)
     parser.add_argument("--compare", action="store_true")
+    parser.add_argument(
+        "--no-presence",
+        dest="presence",
+        action="store_false",
+        help="storm clients' key lacks presence",
+    )
     parser.add_argument("--before-s", type=float, default=5)
     parser.add_argument("--timeout-s", type=float, default=60)
+    parser.add_argument("--keep-logs", default="", help="a directory for the nodes' logs")
     asyncio.run(main(parser.parse_args()))
