@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S: Final = 2.0
 # Pooled connections per Redis server for commands outside the ordered path.
 DEFAULT_POOL_SIZE: Final = 64
+# How long a command may queue for a pooled connection (a 5,000-client storm queues ~15,000).
+POOL_WAIT_S: Final = 30.0
 CONFIRM_TIMEOUT_S: Final = 5.0
 RECONNECT_MAX_S: Final = 1.0
 _SUBSCRIBE_CHUNK: Final = 500
@@ -217,11 +219,13 @@ class RedisLink:
         if cluster:
             self.client = RedisCluster.from_url(url, max_connections=max_connections, **options)
         else:
-            # A burst of connects (a reconnect storm) queues for a pooled connection instead
-            # of being refused: the default pool raises once its connections are all in use,
-            # which would read as Redis being unreachable.
+            # A burst of connects or closes (a reconnect storm, a node shutting down) queues
+            # for a pooled connection instead of being refused: the default pool raises once
+            # its connections are all in use, which would read as Redis being unreachable.
+            # The wait is long because thousands queue at once while Redis answers quickly;
+            # an unanswered command still fails after COMMAND_TIMEOUT_S (socket_timeout).
             pool = BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=COMMAND_TIMEOUT_S, **options
+                url, max_connections=max_connections, timeout=POOL_WAIT_S, **options
             )
             self.client = Redis(connection_pool=pool)
         # The ordered command path: one sender per Redis server (each cluster primary).
