@@ -117,7 +117,7 @@ async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns
         # timeout fails with backend_error (the rest wait for Redis and are acknowledged).
         assert outcomes["backend_error"] >= 1, outcomes
         first_error = min(t for o, t in answers.values() if o == "backend_error")
-        assert 4.0 <= first_error - paused_at <= 7.0
+        assert 4.0 <= first_error - paused_at <= 8.0
         # Nothing acknowledged was lost, nothing was delivered twice.
         acked = {s for s, (o, _) in answers.items() if o == "ack"}
         assert all(delivered[s] == 1 for s in acked), delivered
