@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import tempfile
 import time
@@ -181,6 +182,12 @@ async def scenario(name: str, args: argparse.Namespace) -> list[Any]:
             watcher.cancel()
         alive = [n.name for n in (a, b) if not n.alive() and not (name == "kill" and n is a)]
         logs = a.log_text() + b.log_text()
+        if args.keep_logs:
+            keep = Path(args.keep_logs)
+            keep.mkdir(parents=True, exist_ok=True)
+            for node in (a, b):
+                (keep / f"{name}-{node.name}.log").write_text(node.log_text())
+    shutil.rmtree(directory, ignore_errors=True)
 
     during = [o for o in publisher.outcomes if fault_start <= o[0] < fault_end]
     after = [o for o in publisher.outcomes if o[0] >= fault_end + 5]
@@ -247,4 +254,5 @@ if __name__ == "__main__":
     parser.add_argument("--ttl", type=float, default=5)
     parser.add_argument("--peers", type=int, default=30)
     parser.add_argument("--after-s", type=float, default=10)
+    parser.add_argument("--keep-logs", default="", help="a directory for the nodes' logs")
     asyncio.run(main(parser.parse_args()))
