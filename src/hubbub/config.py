@@ -87,12 +87,16 @@ class ServerConfig(_Section):
     connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
     connect_window_s: float = 60.0
     shutdown_drain_s: float = 1.0
+    # On shutdown, going_away's retryAfterMs is spread over a window long enough that the
+    # dropped clients come back at about this many connects per second (0: a fixed 1 s window).
+    shutdown_reconnects_per_s: float = 1000.0
+    # Pending TCP connections the kernel queues for the listening socket (a reconnect storm
+    # overflows a small one: SYNs are dropped and retried after 1 s, 3 s, ...).
+    backlog: int = 1024
     keepalive_interval_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     # Bytes a connection may have queued but unsent before it is dropped as a slow consumer.
     slow_consumer_bytes: int = 1_048_576
-    # Pending connections the kernel queues before the server accepts them (a connect storm).
-    listen_backlog: int = 4096
     # Pause between a subscribe's ack and its presence snapshot (see spec section 13).
     snapshot_delay_ms: float = 5.0
     # A publish repeating a messageId within this window is not delivered again (spec 16.2).
@@ -183,6 +187,9 @@ class BrokerConfig(_Section):
     key_prefix: str = "hubbub"
     # True when url points at a Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
     cluster: bool = False
+    # Pooled connections per Redis server (per cluster primary); a command waits for a free
+    # one (up to its timeout) rather than opening more during a burst of connects.
+    max_connections: int = 64
 
 
 class ChannelConfig(_Section):
@@ -426,10 +433,15 @@ def _check(config: Config, fail: Callable[[str, str], None]) -> None:
     for name in ("connect_window_s", "keepalive_interval_s", "keepalive_timeout_s"):
         if getattr(server, name) <= 0:
             fail(f"server.{name}", "must be positive")
-    for name in ("connect_attempts_per_ip", "slow_consumer_bytes", "shutdown_drain_s"):
+    for name in (
+        "connect_attempts_per_ip",
+        "slow_consumer_bytes",
+        "shutdown_drain_s",
+        "shutdown_reconnects_per_s",
+    ):
         if getattr(server, name) < 0:
             fail(f"server.{name}", "must not be negative")
-    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids", "listen_backlog"):
+    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids", "backlog"):
         if getattr(server, name) <= 0:
             fail(f"server.{name}", "must be positive")
     for name in ("rate_per_second", "rate_burst", "max_message_bytes", "max_channels"):
@@ -588,6 +600,8 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
             fail(where, "must be a redis://, rediss:// or unix:// URL")
     if broker.presence_ttl_s <= 0:
         fail("broker.presence_ttl_s", "must be positive")
+    if broker.max_connections < 1:
+        fail("broker.max_connections", "must be positive")
     if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):
         fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
     if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):

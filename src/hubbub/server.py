@@ -109,7 +109,12 @@ def _backends(
         )
         return MemoryBroker(history), MemoryPresenceStore(events), MemoryUsageStore(), history
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
-    shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
+    shards = RedisShards(
+        [
+            RedisLink(url, cluster=settings.cluster, max_connections=settings.max_connections)
+            for url in urls
+        ]
+    )
     prefix = settings.key_prefix
     # Lifecycle events are decided in Redis and sent by one node per channel.
     router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
@@ -548,9 +553,9 @@ class Listening:
     port: int
 
 
-async def _drain(node: Node, drain_s: float) -> None:
+async def _drain(node: Node, drain_s: float, reconnects_per_s: float) -> None:
     """Graceful shutdown: going_away to everyone, a short drain, then close 1001."""
-    node.announce_shutdown()
+    node.announce_shutdown(reconnects_per_s=reconnects_per_s)
     if node.connection_count:
         await asyncio.sleep(drain_s)
     node.close_all(CloseCode.GOING_AWAY)
@@ -571,9 +576,7 @@ async def serve(
     shared = app[LEAN_KEY].build(loop)
     assert runner.server is not None
     listener = Listener(shared, runner.server, loop)
-    port = await listener.start(
-        config.server.host, config.server.port, config.server.listen_backlog
-    )
+    port = await listener.start(config.server.host, config.server.port, config.server.backlog)
     # Everything built so far lives as long as the process: keep it out of the cyclic GC's
     # collections (with thousands of connections, a full collection walks all it tracks).
     gc.freeze()
@@ -588,7 +591,9 @@ async def serve(
         await stop.wait()
         log.info("shutting down")
         await listener.close()
-        await _drain(app[NODE_KEY], config.server.shutdown_drain_s)
+        await _drain(
+            app[NODE_KEY], config.server.shutdown_drain_s, config.server.shutdown_reconnects_per_s
+        )
         await shared.wait_closed(timeout_s=3.0)  # the lean connections' close handshakes
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -92,6 +92,15 @@ UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
 
 
+def reconnect_window_ms(base_retry_ms: int, connections: int, reconnects_per_s: float) -> int:
+    """How widely ``going_away`` spreads its ``retryAfterMs`` past ``base_retry_ms``: at
+    least ``base_retry_ms``, and long enough that ``connections`` clients drawing uniformly
+    from it reconnect at about ``reconnects_per_s`` (a storm a node can welcome)."""
+    if reconnects_per_s <= 0:
+        return base_retry_ms
+    return max(base_retry_ms, round(connections * 1000 / reconnects_per_s))
+
+
 @dataclass(frozen=True, slots=True)
 class NodeLimits:
     rate_per_second: float = 100.0
@@ -286,10 +295,12 @@ class Node:
                 log.warning("broker unavailable: peer %s not unregistered", conn.peer_id)
         await self._usage.close_connection(conn.app_id)
 
-    def announce_shutdown(self, base_retry_ms: int = 1000) -> None:
-        """Tell every client to come back later; jitter spreads their reconnects."""
+    def announce_shutdown(self, base_retry_ms: int = 1000, reconnects_per_s: float = 0) -> None:
+        """Tell every client to come back later; jitter spreads their reconnects (over a
+        window that grows with the number of clients when ``reconnects_per_s`` is set)."""
+        window_ms = reconnect_window_ms(base_retry_ms, len(self._connections), reconnects_per_s)
         for conn in list(self._connections):
-            retry_ms = base_retry_ms + random.randint(0, base_retry_ms)
+            retry_ms = base_retry_ms + random.randint(0, window_ms)
             conn.frames_out += 1
             conn.sink.push(OutFrame(frames.going_away(retry_ms)))
 
