@@ -342,6 +342,7 @@ class Session(SessionHandler):
             voice,
             audio_format=access.settings.receive_audio_format,
             send=self._out.voice,
+            written=self._out.voice_sent,
             conversation_id=conversation_id,
             output_turn_id=output_turn_id,
             monotonic=self._services.monotonic,
