@@ -35,6 +35,9 @@ class FakeChannel:
     async def voice_sent(self, output_turn_id: str) -> None:
         pass
 
+    def hold_voice(self, held: bool) -> None:
+        pass
+
     def input_turn_opened(self, input_turn_id: str) -> None:
         pass
 

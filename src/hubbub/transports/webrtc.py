@@ -155,6 +155,11 @@ class WebRtcPeer:
         drained = self._voice_drained.setdefault(output_turn_id, asyncio.Event())
         await drained.wait()
 
+    def hold_voice(self, held: bool) -> None:
+        self._voice.held = held
+        if self._voice:
+            self._voice_ready.set()
+
     def input_turn_opened(self, input_turn_id: str) -> None:
         self._input_turn_id = input_turn_id
 

@@ -76,6 +76,7 @@ class OutboundVoice:
         self._frames: deque[QueuedFrame] = deque()
         self._queued_s = 0.0
         self._unsent: dict[str, int] = {}
+        self.held = False  # paused mid-sentence: frames wait, nothing is popped
         self.dropped_frames = 0
 
     @property
@@ -83,7 +84,7 @@ class OutboundVoice:
         return self._queued_s
 
     def __bool__(self) -> bool:
-        return bool(self._frames)
+        return bool(self._frames) and not self.held
 
     def turn_started(self, turn_id: str) -> None:
         """``start_ai_generation_output`` for ``turn_id`` has been queued on ``control``."""
@@ -114,7 +115,7 @@ class OutboundVoice:
 
     def pop(self) -> QueuedFrame | None:
         """The next frame to send; report it :meth:`sent` once written (or dropped)."""
-        if not self._frames:
+        if not self._frames or self.held:
             return None
         frame = self._frames.popleft()
         self._queued_s = max(0.0, self._queued_s - frame.duration_s)

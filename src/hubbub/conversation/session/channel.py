@@ -50,6 +50,10 @@ class ClientChannel(Protocol):
         network (a paced transport writes it in real time), or is void (aborted, superseded,
         connection closed). The turn's end is queued only after this: end means done."""
 
+    def hold_voice(self, held: bool) -> None:
+        """Pause (``held``) or resume the AI voice not yet written, mid-sentence: the user
+        may be interrupting. A transport that cannot hold audio already sent ignores it."""
+
     def input_turn_opened(self, input_turn_id: str) -> None:
         """A voice input turn is open (``start_user_voice_input`` replied, or server VAD heard
         speech): audio without a turn id of its own belongs to it."""

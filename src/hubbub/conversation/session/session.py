@@ -199,6 +199,7 @@ class Session(SessionHandler):
                 access.project,
                 access.settings.send_audio_format,
                 self._services.monotonic,
+                hold_voice=self._out.hold_voice,
             )
         self._reply(request.request_id, p.AuthReply(project_settings=access.project_settings()))
 

@@ -139,7 +139,7 @@ def turn_policy(
         ),
         backchannels=frozenset(" ".join(_words(b)) for b in backchannels if _words(b)),
         min_interruption_ms=(
-            taking.min_interruption_ms if taking.min_interruption_ms is not None else 600
+            taking.min_interruption_ms if taking.min_interruption_ms is not None else 400
         ),
         min_interruption_words=(
             taking.min_interruption_words if taking.min_interruption_words is not None else 1
