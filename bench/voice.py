@@ -7,8 +7,12 @@ Runs a real ``hubbub serve`` with the support-desk agent in server-VAD mode (the
 providers: PocketSphinx ASR, Piper TTS, Silero VAD, and for ``semantic`` the Smart Turn v3
 end-of-turn model), one server per turn-detection mode, and talks to it over the WebSocket the
 way a microphone does: audio streams continuously in 20 ms pieces at real-time pace, with no
-start/end commands. Each turn is "Hello, I need help with my order" (synthesized once with
-Piper), then silence until the answer is heard.
+start/end commands. Each turn is "I need help with my order." (synthesized once with Piper),
+then silence until the answer is heard. (Not "Hello, I need …": the pause after "Hello," is a
+finished utterance to the end-of-turn model, which then rightly ends the turn there.) A turn
+whose final transcript lacks "order" counts as cut off. The table also splits the latency at
+the final transcript's arrival: end of speech -> transcript (VAD silence, end-of-turn decision,
+final decode) and transcript -> heard (answer, first sentence's synthesis, delivery).
 
 Latency is measured in the client's own audio: from the moment the last non-silent sample of
 the user's speech was sent to the moment the first non-silent sample of the answer would play.
@@ -46,13 +50,13 @@ from tests.support.server import ServerProcess, running_server  # noqa: E402
 from tests.voice.speech import piper_pcm16k_async, silence  # noqa: E402
 from tests.voice_e2e.voice_clients import (  # noqa: E402
     DEMO_PROJECT,
-    UTTERANCE,
     WsClient,
     config_for,
     voice_chunk,
 )
 
 KEY = "demo-conversation-key"
+UTTERANCE = "I need help with my order."
 RATE = 16_000
 PIECE_BYTES = 640  # 20 ms
 LOUD = 300  # |sample| above this is not silence (both directions)
@@ -64,10 +68,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def summary(name: str, latencies: list[float], wall_s: float) -> dict[str, Any]:
+@dataclass
+class Turn:
+    latency_ms: float
+    to_transcript_ms: float
+    cut_off: bool
+
+
+def summary(name: str, turns: list[Turn], wall_s: float) -> dict[str, Any]:
+    latencies = [t.latency_ms for t in turns]
     return {
         "scenario": name,
         "turns": len(latencies),
+        "cut": sum(t.cut_off for t in turns),
+        "transcript_ms": round(statistics.median(t.to_transcript_ms for t in turns), 1),
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(percentile(latencies, 0.95), 1),
         "max_ms": round(max(latencies), 1),
@@ -154,7 +168,7 @@ class Speaker:
         self._next_send += len(piece) / 2 / RATE
         return sent_at
 
-    async def turn(self, speech: bytes, speech_end: int) -> float:
+    async def turn(self, speech: bytes, speech_end: int) -> Turn:
         """Speak, then keep sending silence until the answer is heard; returns the latency
         (ms) from the end of the speech to the first audible answer sample."""
         spoken_end_at = 0.0
@@ -164,6 +178,8 @@ class Speaker:
             if offset <= speech_end * 2 < offset + len(piece):
                 spoken_end_at = sent_at + (speech_end * 2 - offset) / 2 / RATE
         heard = Heard()
+        finals: list[str] = []
+        transcript_at = 0.0
         answer: str | None = None
         quiet = silence(20)
         deadline = self._loop.time() + TURN_TIMEOUT_S
@@ -176,12 +192,19 @@ class Speaker:
                 kind = message.get("type")
                 if kind == "start_ai_generation_output":
                     answer = message["outputTurnId"]
+                elif kind == "user_transcribed_chunk" and message["isFinal"]:
+                    finals.append(message["chunkText"])
+                    transcript_at = self._loop.time()
                 elif kind == "send_ai_voice_chunk" and message["outputTurnId"] == answer:
                     heard.chunk(self._loop.time(), base64.b64decode(message["audioData"]))
         assert heard.heard_at is not None
         latency_ms = (heard.heard_at - spoken_end_at) * 1000
         await self.listen(answer)
-        return latency_ms
+        return Turn(
+            latency_ms,
+            (transcript_at - spoken_end_at) * 1000,
+            not any("order" in text.lower() for text in finals),
+        )
 
     async def listen(self, answer: str | None) -> None:
         """Keep the microphone open (silence) until the answer's turn is over."""
@@ -208,7 +231,7 @@ async def turn_end(client: WsClient) -> dict[str, Any]:
                 return message
 
 
-async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int) -> list[float]:
+async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int) -> list[Turn]:
     speaker = await Speaker.open(server)
     try:
         return [await speaker.turn(speech, end) for _ in range(turns)]
@@ -218,11 +241,11 @@ async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int)
 
 async def concurrent(
     server: ServerProcess, speech: bytes, end: int, sessions: int, turns: int
-) -> list[float]:
+) -> list[Turn]:
     speakers = [await Speaker.open(server) for _ in range(sessions)]
     each = -(-turns // sessions)
 
-    async def talk(index: int, speaker: Speaker) -> list[float]:
+    async def talk(index: int, speaker: Speaker) -> list[Turn]:
         await asyncio.sleep(index * 0.6)  # stagger the callers, as real ones would be
         return [await speaker.turn(speech, end) for _ in range(each)]
 
@@ -262,13 +285,15 @@ async def rss_run(server: ServerProcess, speech: bytes, end: int, sessions: int)
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| mode | scenario | turns | p50 ms | p95 ms | max ms | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | scenario | turns | cut off | p50 ms | p95 ms | max ms "
+        "| p50 speech end -> transcript ms | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['mode']} | {row['scenario']} | {row['turns']} | {row['p50_ms']} "
-            f"| {row['p95_ms']} | {row['max_ms']} | {row['wall_s']} |"
+            f"| {row['mode']} | {row['scenario']} | {row['turns']} | {row['cut']} "
+            f"| {row['p50_ms']} "
+            f"| {row['p95_ms']} | {row['max_ms']} | {row['transcript_ms']} | {row['wall_s']} |"
         )
     return "\n".join(lines)
 
@@ -293,7 +318,9 @@ async def main() -> None:
         for mode in modes:
             config = config_for(project_dir(Path(tmp), mode), Path(tmp) / f"store-{mode}.db")
             async with running_server(config, env={"WEBRTC_STUN_URL": ""}) as server:
-                await Speaker.open(server)  # warm-up: models loaded, first decode done
+                warm = await Speaker.open(server)  # models loaded, first decode done
+                await warm.turn(speech, end)
+                await warm.close()
                 if args.turns:
                     began = time.perf_counter()
                     values = await sequential(server, speech, end, args.turns)
