@@ -238,6 +238,8 @@ class VoiceInput:
         turn = self._turn
         await self._drop_turn()
         self._hold(False)
+        if self._vad is not None:
+            self._vad.close()
         if turn is not None and not turn.candidate:
             turn.conversation.cancel_voice()
 

@@ -82,6 +82,9 @@ class VadStream(ABC):
     @abstractmethod
     def reset(self) -> None: ...
 
+    def close(self) -> None:  # noqa: B027 - optional: most streams hold nothing to release
+        """The stream is done: release its model state (a pooled model goes back)."""
+
 
 class VadProvider(ABC):
     @abstractmethod
