@@ -372,20 +372,21 @@ class VoiceInput:
             turn.speech_ms += ms
         elif turn.silence_ms is not None:
             turn.silence_ms += ms
-        if not conversation.speaking and conversation.can_start_voice:
-            self._interrupt(conversation, turn)  # the agent has finished: an ordinary turn
-            return
         # While the VAD is in speech its last ``_vad_silence_ms`` may already be silence.
         spoken_ms = turn.speech_ms - (self._vad_silence_ms if self._in_speech else 0)
-        if spoken_ms >= policy.min_interruption_ms:
-            if policy.interrupts(turn.last_text):
+        if spoken_ms >= policy.min_interruption_ms and conversation.speaking:
+            # Interim hypotheses of a short sound are unreliable ("mm-hm" may first be heard
+            # as "no"): they decide only once the speech has lasted twice the minimum; until
+            # then the final transcript does, when the speech ends.
+            if spoken_ms >= 2 * policy.min_interruption_ms and policy.interrupts(turn.last_text):
                 self._interrupt(conversation, turn)
                 return
-            if turn.held_ms is None:
+            backchannel_only = bool(turn.last_text) and not policy.meaningful_words(turn.last_text)
+            if turn.held_ms is None and not backchannel_only:
                 turn.held_ms = 0.0
                 self._hold(True)
             elif self._held:
-                turn.held_ms += ms
+                turn.held_ms = (turn.held_ms or 0.0) + ms
                 if turn.held_ms >= policy.false_interruption_timeout_ms:
                     self._hold(False)  # a false interruption: the agent goes on
         if turn.silence_ms is not None and turn.silence_ms >= turn.silence_needed_ms:

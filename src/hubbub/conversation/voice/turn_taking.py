@@ -16,9 +16,10 @@ Speech while the agent speaks (barge-in) is a *candidate* interruption:
 
 * once it has lasted ``minInterruptionMs`` the agent's voice pauses (over WebRTC, where the
   server paces the voice; a WebSocket client already holds the audio it was sent);
-* it interrupts (``user_speaking_started``, the answer aborted) as soon as its transcript holds
+* it interrupts (``user_speaking_started``, the answer aborted) once its transcript holds
   ``minInterruptionWords`` words that are not backchannels (``backchannels``: "mm-hm", "yeah",
-  "okay", "right", …), interim results included;
+  "okay", "right", …): interim results count once the speech has lasted twice
+  ``minInterruptionMs`` (before that they are unreliable), the final one when it ends;
 * speech that ends without such words (a backchannel, a cough) is dropped, and the agent goes
   on: its paused voice resumes mid-sentence;
 * a pause that yields no such words within ``falseInterruptionTimeoutMs`` is a false
