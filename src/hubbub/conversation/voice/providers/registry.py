@@ -12,7 +12,12 @@ import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from hubbub.conversation.voice.providers.base import AsrProvider, TtsProvider, VadProvider
+from hubbub.conversation.voice.providers.base import (
+    AsrProvider,
+    EndOfTurnModel,
+    TtsProvider,
+    VadProvider,
+)
 
 _P = TypeVar("_P")
 
@@ -62,6 +67,22 @@ def create_vad() -> VadProvider:
     from hubbub.conversation.voice.providers.silero_vad import SileroVad
 
     return SileroVad()
+
+
+def smart_turn_available() -> bool:
+    """The Smart Turn model (the ``pipecat-ai`` wheel of constraints/voice-model.txt) and
+    onnxruntime are installed."""
+    if not _importable("numpy", "onnxruntime"):
+        return False
+    from hubbub.conversation.voice.providers.smart_turn import model_path
+
+    return model_path() is not None
+
+
+def create_end_of_turn() -> EndOfTurnModel:
+    from hubbub.conversation.voice.providers.smart_turn import SmartTurnEndOfTurn
+
+    return SmartTurnEndOfTurn()
 
 
 def create_tts(name: str = "piper", settings: Mapping[str, Any] | None = None) -> TtsProvider:
