@@ -353,8 +353,11 @@ async def test_a_connection_that_never_sends_a_request_head_is_dropped() -> None
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\n")  # never finished
-        async with asyncio.timeout(WAIT_S):
-            assert await reader.read() == b""  # dropped by the handshake wheel
+        async with asyncio.timeout(WAIT_S):  # dropped (aborted) by the handshake wheel
+            try:
+                assert await reader.read() == b""
+            except ConnectionResetError:
+                pass
         writer.close()
     finally:
         await listener.close()
