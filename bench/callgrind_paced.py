@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -33,7 +34,8 @@ TOTALS = re.compile(rb"^totals: (\d+)", re.MULTILINE)
 
 
 async def count(name: str, args: argparse.Namespace, tmp: Path) -> tuple[int, int]:
-    peer = peers(tmp)[name]
+    peer = peers(tmp, args.before if name == "hubbub-before" else "")[name]
+    os.environ.update(peer.env)  # hubbub-before: PYTHONPATH to the other commit's src/
     out = tmp / f"callgrind.{name}.out"
     command = [
         "valgrind",
@@ -85,6 +87,8 @@ async def count(name: str, args: argparse.Namespace, tmp: Path) -> tuple[int, in
                 control("-d")
         report = (await process.stdout.read()).decode()
         await process.wait()
+    for variable in peer.env:
+        os.environ.pop(variable, None)
     deliveries = int(re.search(r'"deliveries": (\d+)', report).group(1))  # type: ignore[union-attr]
     counts = []
     for number in (1, 2):
@@ -116,6 +120,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--before", default="", help="git ref for server hubbub-before")
     return parser.parse_args()
 
 

@@ -70,8 +70,14 @@ def one_connection(before: set[int]) -> list[tuple[str, str, int]]:
     conn = next(o for o in gc.get_objects() if type(o) is Connection and id(o) not in before)
     transport = conn.sink._transport  # type: ignore[attr-defined]
     handler = transport.get_protocol()
-    assert isinstance(handler, RequestHandler)
-    roots = [conn, handler, transport, handler._task_handler]
+    roots = [conn, handler, transport]
+    # Shared by every connection (the lean socket points at them): not this connection's.
+    shared = getattr(handler, "_shared", None)
+    if shared is not None:
+        before.update(id(o) for o in (shared, shared.loop, shared.node, shared.flusher))
+        before.update(id(o) for o in (shared.keepalive, shared.lingering, shared.closing))
+    if isinstance(handler, RequestHandler):  # the aiohttp /v1 (before issue 16's lean one)
+        roots.append(handler._task_handler)
     seen: set[int] = set()
     found: list[tuple[str, str, int]] = []
     queue = [(root, type(root).__qualname__) for root in roots]

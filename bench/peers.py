@@ -118,7 +118,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def peers(tmp: Path) -> dict[str, Peer]:
+def before_tree(tmp: Path, ref: str) -> Path:
+    """``src/`` of git ref ``ref`` extracted under ``tmp`` (the "before" of a change)."""
+    target = tmp / "before"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", ref, "src"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "src"
+
+
+def peers(tmp: Path, before: str = "") -> dict[str, Peer]:
     hubbub_config = tmp / "hubbub.toml"
     hubbub_config.write_text(HUBBUB_CONFIG, encoding="utf-8")
     nats_config = tmp / "nats.conf"
@@ -128,16 +139,25 @@ def peers(tmp: Path) -> dict[str, Peer]:
     )
     jwt_env = {"BENCH_JWT_SECRET": JWT_SECRET}
     listening = re.compile(rb"listening on (\d+)")
-    return {
-        "hubbub": Peer(
-            ServerSpec(
+    hubbub_command = [sys.executable, "-m", "hubbub", "serve", "--config", str(hubbub_config)]
+    hubbub_ready = re.compile(rb"Hubbub listening on http://[^:]+:(\d+)")
+    before_peer = (
+        {
+            # The same server from another commit's src/ (PYTHONPATH wins over the editable
+            # install): the side-by-side "before".
+            "hubbub-before": Peer(
+                ServerSpec("hubbub-before", hubbub_command, hubbub_ready),
                 "hubbub",
-                [sys.executable, "-m", "hubbub", "serve", "--config", str(hubbub_config)],
-                re.compile(rb"Hubbub listening on http://[^:]+:(\d+)"),
-            ),
-            "hubbub",
-            "/v1",
-        ),
+                "/v1",
+                {"PYTHONPATH": str(before_tree(tmp, before))},
+            )
+        }
+        if before
+        else {}
+    )
+    return {
+        "hubbub": Peer(ServerSpec("hubbub", hubbub_command, hubbub_ready), "hubbub", "/v1"),
+        **before_peer,
         "nats": Peer(
             ServerSpec(
                 "nats",
@@ -439,7 +459,7 @@ async def main(args: argparse.Namespace) -> int:
         f"--storm={args.storm}",
     ]
     with tempfile.TemporaryDirectory(prefix="hubbub-peers-") as tmp:
-        table = peers(Path(tmp))
+        table = peers(Path(tmp), args.before)
         for name in args.servers.split(","):
             print(f"== {name} (load average {load_average()})", file=sys.stderr, flush=True)
             try:
@@ -498,6 +518,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=900.0, help="per server, seconds")
     parser.add_argument("--quick", action="store_true", help="small counts, no 100k run")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--before", default="", help="a git ref: adds server hubbub-before, its src/ (compare)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.subscribers, args.messages, args.paced_seconds = 200, 100, 2.0

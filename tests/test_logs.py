@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +85,35 @@ def test_a_server_without_the_voice_extra_says_so_once(
     assert lines[0].levelno == logging.WARNING  # the demo project wants voice
     assert "pip install 'hubbub[voice]'" in lines[0].getMessage()
     assert "support-desk" in lines[0].getMessage()
+
+
+class CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_lines_logged_on_the_loop_leave_in_one_write_at_the_iterations_end(
+    restore_logging: None,
+) -> None:
+    stream = CountingStream()
+    logs.configure("INFO", "text", stream)
+    log = logging.getLogger("hubbub.test")
+    log.info("first")
+    log.warning("second")
+    assert stream.getvalue() == ""  # not yet: the iteration has not ended
+    await asyncio.sleep(0)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["first", "second"]
+    assert stream.writes == 1
+    # Another thread writes at once, after whatever the loop had batched.
+    log.info("batched")
+    worker = threading.Thread(target=log.info, args=("from a thread",))
+    worker.start()
+    worker.join()
+    assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()[2:]] == [
+        "batched",
+        "from a thread",
+    ]

@@ -9,9 +9,11 @@ No secret is ever passed as a field.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any, Final, Literal, TextIO
 
@@ -59,15 +61,57 @@ _format: LogFormat = "text"
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """Ours (so a second configure replaces it); without a stream it writes to whatever
-    ``sys.stderr`` is at the time, never to a stream that was swapped out and closed."""
+    ``sys.stderr`` is at the time, never to a stream that was swapped out and closed.
+
+    Lines logged on the event loop's thread are written together at the end of the loop
+    iteration (one write for all of them, not a system call and a reader's wake-up per
+    line; the connect path logs two lines per connection). Elsewhere (other threads, no
+    running loop) each line is written at once, after any batch; ``flush`` (logging's
+    shutdown too) writes the batch.
+    """
 
     def __init__(self, stream: TextIO | None) -> None:
         super().__init__(stream or sys.stderr)
         self._fixed = stream
+        self._batch: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                try:
+                    line = self.format(record)
+                except Exception:
+                    self.handleError(record)
+                    return
+                if not self._batch:
+                    loop.call_soon(self._write_batch)
+                self._batch.append(line)
+                return
+        self._write_batch()
         self.stream = self._fixed or sys.stderr
         super().emit(record)
+
+    def _write_batch(self) -> None:
+        # Under the handler's lock (re-entrant: emit already holds it), as emit is: a line
+        # logged from another thread meanwhile is written after the batch, never lost.
+        with self.lock:  # type: ignore[union-attr]
+            if not self._batch:
+                return
+            lines, self._batch = self._batch, []
+            stream = self.stream = self._fixed or sys.stderr
+            try:
+                stream.write(self.terminator.join(lines) + self.terminator)
+                stream.flush()
+            except Exception:  # a closed stream: as logging.Handler.handleError would, go on
+                pass
+
+    def flush(self) -> None:
+        self._write_batch()
+        super().flush()
 
 
 def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -62,10 +63,17 @@ from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.http_log import install_bad_request_log_filter
+from hubbub.transports.listener import Listener
+from hubbub.transports.realtime_shared import RealtimeSettings, RealtimeShared
 from hubbub.transports.webhook_client import AiohttpWebhookClient
 from hubbub.transports.webrtc import PeerLimits
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
-from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
+from hubbub.transports.websocket import (
+    ENVELOPE_SLACK_BYTES,
+    RealtimeEndpoint,
+    WebSocketSettings,
+    connect_limiter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,16 @@ NODE_KEY = web.AppKey("node", Node)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 CONFIG_KEY = web.AppKey("config", Config)
 CONVERSATIONS_KEY = web.AppKey("conversations", ConversationService)
+
+
+@dataclass(frozen=True, slots=True)
+class LeanRealtime:
+    """What the lean /v1 transport (``transports.listener``) is built from at serve time."""
+
+    build: Callable[[asyncio.AbstractEventLoop], RealtimeShared]
+
+
+LEAN_KEY = web.AppKey("lean_realtime", LeanRealtime)
 
 
 class _LoopScheduler:
@@ -247,22 +265,33 @@ def build_app(config: Config) -> web.Application:
         proxies if proxies is not None else NO_AUTHORIZER,
     )
     server = config.server
+    ws_settings = WebSocketSettings(
+        max_message_bytes=config.limits.max_message_bytes,
+        slow_consumer_bytes=server.slow_consumer_bytes,
+        snapshot_delay_s=server.snapshot_delay_ms / 1000,
+        keepalive_interval_s=server.keepalive_interval_s,
+        keepalive_timeout_s=server.keepalive_timeout_s,
+        connect_attempts_per_ip=server.connect_attempts_per_ip,
+        connect_window_s=server.connect_window_s,
+    )
+    ip_limiter = connect_limiter(ws_settings)
+    trusted = TrustedProxies(server.trusted_proxies)
     endpoint = RealtimeEndpoint(
-        node,
-        keys,
-        WebSocketSettings(
-            max_message_bytes=config.limits.max_message_bytes,
-            slow_consumer_bytes=server.slow_consumer_bytes,
-            snapshot_delay_s=server.snapshot_delay_ms / 1000,
-            keepalive_interval_s=server.keepalive_interval_s,
-            keepalive_timeout_s=server.keepalive_timeout_s,
-            connect_attempts_per_ip=server.connect_attempts_per_ip,
-            connect_window_s=server.connect_window_s,
-        ),
-        TrustedProxies(server.trusted_proxies),
-        connect_proxy=proxies,
+        node, keys, ws_settings, trusted, connect_proxy=proxies, ip_limiter=ip_limiter
+    )
+    max_frame = config.limits.max_message_bytes
+    lean_settings = RealtimeSettings(
+        max_message_bytes=max_frame + ENVELOPE_SLACK_BYTES if max_frame else 0,
+        slow_consumer_bytes=server.slow_consumer_bytes,
+        snapshot_delay_s=server.snapshot_delay_ms / 1000,
+        keepalive_interval_s=server.keepalive_interval_s,
+        keepalive_timeout_s=server.keepalive_timeout_s,
+        inline=config.broker.kind == "memory",
     )
     app = web.Application()
+    app[LEAN_KEY] = LeanRealtime(
+        lambda loop: RealtimeShared(node, keys, lean_settings, trusted, ip_limiter, proxies, loop)
+    )
     app[NODE_KEY] = node
     app[KEYS_KEY] = keys
     app[CONFIG_KEY] = config
@@ -543,17 +572,15 @@ async def serve(
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(
-        runner, config.server.host, config.server.port, backlog=config.server.backlog
-    )
-    await site.start()
-    port = config.server.port
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            port = int(address[1])
-            break
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    shared = app[LEAN_KEY].build(loop)
+    assert runner.server is not None
+    listener = Listener(shared, runner.server, loop)
+    port = await listener.start(config.server.host, config.server.port, config.server.backlog)
+    # Everything built so far lives as long as the process: keep it out of the cyclic GC's
+    # collections (with thousands of connections, a full collection walks all it tracks).
+    gc.freeze()
+    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if CONVERSATIONS_KEY in app:
@@ -563,10 +590,11 @@ async def serve(
     try:
         await stop.wait()
         log.info("shutting down")
-        await site.stop()
+        await listener.close()
         await _drain(
             app[NODE_KEY], config.server.shutdown_drain_s, config.server.shutdown_reconnects_per_s
         )
+        await shared.wait_closed(timeout_s=3.0)  # the lean connections' close handshakes
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

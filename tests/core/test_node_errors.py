@@ -19,7 +19,7 @@ from hubbub.core.broker import (
     PresenceEntry,
     Publication,
 )
-from hubbub.core.node import NodeLimits, reconnect_window_ms
+from hubbub.core.node import EXPIRY_MARGIN_S, EXPIRY_RESOLUTION_S, NodeLimits, reconnect_window_ms
 from tests.core.fakes import ALL_ACTIONS, START_TIME, Client, Hub
 
 
@@ -498,15 +498,16 @@ async def test_rate_limit_zero_disables_the_bucket() -> None:
     assert not alice.sink.closed
 
 
-async def test_4002_expiry_timer_fires_250_ms_before_exp(hub: Hub) -> None:
+async def test_4002_expiry_fires_before_exp_within_the_wheel_resolution(hub: Hub) -> None:
     exp = int(START_TIME) + 60
     alice, sink = await hub.try_connect("alice", expires_at=exp)
     assert alice is not None
     bob = await hub.connect("bob")
     assert alice.new_frames()[0]["expiresAt"] == exp
-    hub.scheduler.advance_to(exp - 0.2501)
+    # The expiry wheel rounds down: never later than exp - margin, at most one slot earlier.
+    hub.scheduler.advance_to(exp - EXPIRY_MARGIN_S - EXPIRY_RESOLUTION_S - 0.0001)
     assert not sink.closed
-    hub.scheduler.advance_to(exp - 0.25)
+    hub.scheduler.advance_to(exp - EXPIRY_MARGIN_S)
     assert [(e.code, e.reason) for e in alice.new_events()] == [(4002, "token expired")]
     assert not bob.sink.closed
 
@@ -530,7 +531,7 @@ async def test_4002_timer_cancelled_when_the_connection_closes(hub: Hub) -> None
 
 async def test_publishable_principal_has_no_expiry_timer(hub: Hub) -> None:
     alice = await hub.connect("alice")
-    assert alice.conn.expiry_timer is None
+    assert alice.conn.expiry_slot is None
     assert hub.scheduler.pending == []
 
 

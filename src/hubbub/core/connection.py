@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from hubbub.core.broker import PresenceEntry
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.core.wheel import Cancellable
 from hubbub.protocol.frames import ClientFrame
 from hubbub.protocol.patterns import ChannelPattern
 
-
-class Cancellable(Protocol):
-    def cancel(self) -> None: ...
+__all__ = ["Cancellable", "Connection", "Subscription"]
 
 
 @dataclass(slots=True, eq=False)
@@ -40,7 +38,7 @@ class Connection:
     bucket: TokenBucket | None
     presence_entry: PresenceEntry
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    expiry_timer: Cancellable | None = None
+    expiry_slot: int | None = None  # its place in the node's token-expiry wheel
     ping_bucket: TokenBucket | None = None  # pings only (spec decision 8)
     # Frames handled off the reading path, in order (only when a backend proxy decides).
     lane: FrameLane[ClientFrame] | None = None

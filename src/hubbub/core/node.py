@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from hubbub.core import listing
 from hubbub.core.activity import ChannelActivity
@@ -46,7 +46,7 @@ from hubbub.core.broker import (
     UsageSnapshot,
     UsageStore,
 )
-from hubbub.core.connection import Cancellable, Connection, Subscription
+from hubbub.core.connection import Connection, Subscription
 from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
 from hubbub.core.history import (
     DEFAULT_DEDUP_WINDOW_S,
@@ -65,6 +65,7 @@ from hubbub.core.ratelimit import TokenBucket
 from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
+from hubbub.core.wheel import Scheduler, TimerWheel
 from hubbub.protocol import frames
 from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
@@ -83,13 +84,12 @@ from hubbub.protocol.validation import is_reserved_channel
 log = logging.getLogger(__name__)
 
 EXPIRY_MARGIN_S: Final = 0.25
+# Token expiries share one timer wheel: a connection closes with 4002 between
+# EXPIRY_MARGIN_S and EXPIRY_MARGIN_S + EXPIRY_RESOLUTION_S before its token's exp.
+EXPIRY_RESOLUTION_S: Final = 0.25
 # Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
 UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
-
-
-class Scheduler(Protocol):
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
 
 
 def reconnect_window_ms(base_retry_ms: int, connections: int, reconnects_per_s: float) -> int:
@@ -161,6 +161,9 @@ class Node:
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
         self._activity = ChannelActivity(clock)
+        self._expiries: TimerWheel[Connection] = TimerWheel(
+            scheduler, clock, EXPIRY_RESOLUTION_S, self._expire
+        )
         self._relay_handlers: dict[str, RelayHandler] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -240,8 +243,7 @@ class Node:
             )
         )
         if principal.expires_at is not None:
-            delay = max(0.0, principal.expires_at - EXPIRY_MARGIN_S - now)
-            conn.expiry_timer = self._scheduler.call_later(delay, lambda: self._expire(conn))
+            conn.expiry_slot = self._expiries.add(conn, principal.expires_at - EXPIRY_MARGIN_S)
         if self._local.add_peer_connection(conn):
             try:
                 await self._broker.register_peer(conn.app_id, conn.peer_id)
@@ -274,8 +276,9 @@ class Node:
         if conn.closed:
             return
         conn.closed = True
-        if conn.expiry_timer is not None:
-            conn.expiry_timer.cancel()
+        if conn.expiry_slot is not None:
+            self._expiries.remove(conn, conn.expiry_slot)
+            conn.expiry_slot = None
         if conn.lane is not None:
             await conn.lane.stop()  # the frame a backend is deciding completes first
         subscriptions, conn.subscriptions = conn.subscriptions, {}

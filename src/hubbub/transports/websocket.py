@@ -53,6 +53,12 @@ class WebSocketSettings:
     connect_window_s: float
 
 
+def connect_limiter(settings: WebSocketSettings) -> KeyedRateLimiter:
+    """The per-IP upgrade limit (spec decision 9), shared by both ``/v1`` transports."""
+    attempts = settings.connect_attempts_per_ip
+    return KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
+
+
 def _log_auth_failure(
     ip: str, reason: str, *, status: int | None = None, code: int | None = None
 ) -> None:
@@ -83,14 +89,14 @@ class RealtimeEndpoint:
         settings: WebSocketSettings,
         trusted_proxies: TrustedProxies,
         connect_proxy: ConnectProxy | None = None,
+        ip_limiter: KeyedRateLimiter | None = None,
     ) -> None:
         self._node = node
         self._connect_proxy = connect_proxy
         self._keys = keys
         self._settings = settings
         self._trusted = trusted_proxies
-        attempts = settings.connect_attempts_per_ip
-        self._ip_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
+        self._ip_limiter = ip_limiter or connect_limiter(settings)
         self._outboxes = OutboxFactory(
             max_pending_bytes=settings.slow_consumer_bytes, pause_s=settings.snapshot_delay_s
         )

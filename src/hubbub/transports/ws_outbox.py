@@ -25,21 +25,15 @@ from aiohttp import web
 from hubbub.core.outbound import OutFrame
 from hubbub.protocol.close_procedure import DEFAULT_CLOSE_TIMEOUTS, CloseTimeouts
 from hubbub.protocol.codes import SLOW_CONSUMER_REASON, CloseCode
+from hubbub.protocol.websocket import encode_frame
 from hubbub.transports.ws_close import LingeringClose, ManagedWebSocketResponse
 
 log = logging.getLogger(__name__)
 
 
-def encode_text_frame(payload: bytes) -> bytes:
-    """An unmasked, final, text WebSocket frame (RFC 6455 section 5.2)."""
-    length = len(payload)
-    if length < 126:
-        header = bytes((0x81, length))
-    elif length < 65536:
-        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-    return header + payload
+# The same encoder object as the lean transport's, so a fan-out reaching connections of both
+# kinds frames each message once (OutFrame.wire caches per encoder).
+encode_text_frame = encode_frame
 
 
 class OutboxFlusher:
