@@ -400,3 +400,33 @@ def test_conversation_transports_decode_no_json() -> None:
         and imp.imported.split(".")[0] in JSON_DECODERS
     ]
     assert offending == []
+
+
+# --- the whole package ---------------------------------------------------------------------
+
+# auth has its own key specification (hubbub.auth.keys.KeySpec); the configuration translates
+# its file into it, so auth never depends on the file's schema.
+AUTH_NEVER_IMPORTS = ("hubbub.config", "hubbub.config_hooks", "hubbub.config_sources")
+
+
+def test_auth_does_not_depend_on_the_configuration_schema() -> None:
+    offending = [
+        str(imp)
+        for imp in IMPORTS
+        if within(imp.importer, "hubbub.auth")
+        and any(within(imp.imported, config) for config in AUTH_NEVER_IMPORTS)
+    ]
+    assert offending == []
+
+
+PACKAGE_MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
+
+
+def test_the_package_imports_no_cycle() -> None:
+    # Packages count as the modules their __init__ imports; importing a.b.c does not make a
+    # cycle with a's __init__ by itself, so only module-to-module edges are followed here.
+    graph: dict[str, set[str]] = {module: set() for module in PACKAGE_MODULES}
+    for imp in IMPORTS:
+        if imp.imported in PACKAGE_MODULES and imp.imported != imp.importer:
+            graph[imp.importer].add(imp.imported)
+    assert cycles(graph) == []

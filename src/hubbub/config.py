@@ -11,15 +11,18 @@ A check of meaning is one ``fail(field, problem)`` call: checks collect, they do
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
+from hubbub.api.rest import RestSettings
+from hubbub.auth.keys import LEGACY_SECRET_PREFIX, IceServer, KeyRing, KeySpec, TurnServer
 from hubbub.config_hooks import (
     DEFAULT_CONNECT_PROXY_HEADERS,
     ConversationWebhookConfig,
@@ -30,14 +33,18 @@ from hubbub.config_hooks import (
 from hubbub.config_shape import UNUSABLE, check_struct
 from hubbub.config_sources import ENV_SOURCE, apply_environment, resolve_secrets
 from hubbub.console import demo_projects_dir
+from hubbub.core.node import NodeLimits
 from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, covers
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
+from hubbub.transports.webrtc_settings import (
+    DEFAULT_ICE_GATHERING_TIMEOUT_MS,
+    DEFAULT_STUN_URL,
+    PeerLimits,
+    WebRtcSettings,
+)
 
 ALL_ACTIONS = ["publish", "subscribe", "presence", "send"]
 MAX_KEYS_PER_APP = 50  # spec section 8.1
-# A secret key whose secret starts with this is also accepted as a bare ``Bearer sk_live_…``
-# on the REST API (the hosted service's older single-value form, spec 9.2).
-LEGACY_SECRET_PREFIX = "sk_live_"
 # What the SDK accepts in welcome.metadata.iceServers (spec 11.4).
 MAX_ICE_SERVERS = 16
 MAX_ICE_URL_LENGTH = 512
@@ -45,6 +52,12 @@ MAX_ICE_CREDENTIAL_LENGTH = 1024
 ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 # A subscribe with ``since`` replays up to a whole history in one go: keep that bounded.
 MAX_HISTORY_SIZE = 10_000
+
+
+def _default(settings: type[Any], name: str) -> Any:
+    """The default of a settings dataclass's field: those classes are the one source of
+    defaults, and the file's sections repeat none."""
+    return next(f.default for f in dataclasses.fields(settings) if f.name == name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +103,7 @@ class ServerConfig(_Section):
     keepalive_interval_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     # Bytes a connection may have queued but unsent before it is dropped as a slow consumer.
-    slow_consumer_bytes: int = 1_048_576
+    slow_consumer_bytes: int = _default(PeerLimits, "slow_consumer_bytes")
     # Pause between a subscribe's ack and its presence snapshot (see spec section 13).
     snapshot_delay_ms: float = 5.0
     # A publish repeating a messageId within this window is not delivered again (spec 16.2).
@@ -102,19 +115,19 @@ class ServerConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    rate_per_second: float = 100.0
-    rate_burst: int = 200
-    max_message_bytes: int = 65536
-    max_channels: int = 100
+    rate_per_second: float = _default(NodeLimits, "rate_per_second")
+    rate_burst: int = _default(NodeLimits, "rate_burst")
+    max_message_bytes: int = _default(NodeLimits, "max_message_bytes")
+    max_channels: int = _default(NodeLimits, "max_channels")
 
 
 class ApiConfig(_Section):
     """The REST control plane's request limits (0 disables a limit)."""
 
-    requests_per_second_per_key: float = 50.0
-    request_burst_per_key: int = 100
-    requests_per_second_per_ip: float = 50.0
-    request_burst_per_ip: int = 100
+    requests_per_second_per_key: float = _default(RestSettings, "requests_per_second_per_key")
+    request_burst_per_key: int = _default(RestSettings, "request_burst_per_key")
+    requests_per_second_per_ip: float = _default(RestSettings, "requests_per_second_per_ip")
+    request_burst_per_ip: int = _default(RestSettings, "request_burst_per_ip")
 
 
 class IceServerConfig(_Section):
@@ -248,16 +261,17 @@ class WebRtcConfig(_Section):
     ``ice_gathering_timeout_ms`` left unset come from the environment variables
     ``WEBRTC_STUN_URL`` and ``WEBRTC_ICE_GATHERING_TIMEOUT_MS``, then from the defaults below."""
 
-    stun_url: str | None = None  # default "stun:stun.l.google.com:19302"; "" disables STUN
-    ice_gathering_timeout_ms: float | None = None  # default 5000
-    max_peer_connections: int = 100
-    max_peer_connections_per_ip: int = 10
-    control_open_timeout_s: float = 15.0  # after the answer, for the client to open control
+    stun_url: str | None = None  # default DEFAULT_STUN_URL; "" disables STUN
+    ice_gathering_timeout_ms: float | None = None  # default DEFAULT_ICE_GATHERING_TIMEOUT_MS
+    max_peer_connections: int = _default(WebRtcSettings, "max_peer_connections")
+    max_peer_connections_per_ip: int = _default(WebRtcSettings, "max_peer_connections_per_ip")
+    # After the answer, for the client to open control.
+    control_open_timeout_s: float = _default(PeerLimits, "control_open_timeout_s")
 
     def resolved_stun_url(self, environ: Mapping[str, str]) -> str:
         if self.stun_url is not None:
             return self.stun_url
-        return environ.get("WEBRTC_STUN_URL", "stun:stun.l.google.com:19302")
+        return environ.get("WEBRTC_STUN_URL", DEFAULT_STUN_URL)
 
     def resolved_ice_gathering_timeout_ms(self, environ: Mapping[str, str]) -> float:
         """Raises :class:`ConfigError` for an environment value that is not a positive number."""
@@ -265,7 +279,7 @@ class WebRtcConfig(_Section):
             return self.ice_gathering_timeout_ms
         raw = environ.get("WEBRTC_ICE_GATHERING_TIMEOUT_MS")
         if raw is None:
-            return 5000.0
+            return DEFAULT_ICE_GATHERING_TIMEOUT_MS
         try:
             value = float(raw)
         except ValueError:
@@ -393,6 +407,41 @@ def demo_config(environ: Mapping[str, str] | None = None) -> Config:
     config.conversations.projects_dir = str(demo_projects_dir())
     config.conversations.demo_api = True
     return config
+
+
+def key_specs(config: Config) -> list[KeySpec]:
+    """Every app's keys, translated into auth's own specification."""
+    return [_key_spec(app.id, key) for app in config.apps for key in app.keys]
+
+
+def key_ring_of(config: Config) -> KeyRing:
+    return KeyRing.from_specs(key_specs(config), [app.id for app in config.apps])
+
+
+def _key_spec(app_id: str, key: KeyConfig) -> KeySpec:
+    turn = None
+    if key.turn is not None:
+        secret = key.turn.shared_secret
+        assert secret, "loading resolves shared_secret_env/_file and refuses an empty secret"
+        turn = TurnServer(tuple(key.turn.urls), secret, key.turn.ttl_s)
+    return KeySpec(
+        id=key.id,
+        app_id=app_id,
+        kind=key.kind,
+        secret=key.secret,
+        channel_patterns=tuple(key.channel_patterns),
+        actions=key.effective_actions(),
+        allowed_origins=frozenset(key.allowed_origins),
+        ice_servers=tuple(
+            IceServer(
+                server.urls if isinstance(server.urls, str) else tuple(server.urls),
+                server.username,
+                server.credential,
+            )
+            for server in key.ice_servers
+        ),
+        turn=turn,
+    )
 
 
 def _check(config: Config, fail: Callable[[str, str], None]) -> None:

@@ -31,7 +31,7 @@ from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
-from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
+from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError, key_ring_of
 from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
 from hubbub.console import docs_dir, static_dir
 from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
@@ -57,8 +57,8 @@ from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
 from hubbub.transports.demo_api import add_demo_routes
 from hubbub.transports.webhook_client import AiohttpWebhookClient
-from hubbub.transports.webrtc import PeerLimits
-from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
+from hubbub.transports.webrtc_settings import PeerLimits, WebRtcSettings
+from hubbub.transports.webrtc_signalling import WebRtcEndpoint, add_webrtc_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def build_app(config: Config) -> web.Application:
-    keys = KeyRing.from_config(config)
+    keys = key_ring_of(config)
     webhooks = build_webhooks(config)
     proxies = build_proxies(config)
     node = build_node(

@@ -10,9 +10,8 @@ import pytest
 from hubbub.api.errors import api_errors
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -286,7 +285,7 @@ async def test_backend_faults_answer_503_internal_error() -> None:
         scheduler=_LoopScheduler(),
     )
     app = web.Application(middlewares=[api_errors])
-    RestApi(node, KeyRing.from_config(config), RestSettings(), TrustedProxies([])).add_routes(app)
+    RestApi(node, key_ring_of(config), RestSettings(), TrustedProxies([])).add_routes(app)
 
     async def start(app: web.Application) -> None:
         await node.start()
@@ -324,7 +323,7 @@ async def test_an_unexpected_fault_is_a_json_500_without_details() -> None:
         clock=time.time,
         scheduler=_LoopScheduler(),
     )
-    keys = KeyRing.from_config(parse_config(API_TOML))
+    keys = key_ring_of(parse_config(API_TOML))
     app = web.Application(middlewares=[api_errors])
     RestApi(node, keys, RestSettings(), TrustedProxies([])).add_routes(app)
     async with serve_app(app) as served, api_client(served) as api:

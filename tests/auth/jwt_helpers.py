@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from hubbub.auth.keys import KeyRing
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 
 # At least 32 bytes: PyJWT warns about shorter HMAC keys.
 SECRET = "sk_secret_test_0123456789abcdefghijklmnop"
@@ -48,7 +48,7 @@ secret = "sk_secret_other_0123456789abcdefghijklmnop"
 
 
 def key_ring() -> KeyRing:
-    return KeyRing.from_config(parse_config(KEYS_TOML, "test.toml"))
+    return key_ring_of(parse_config(KEYS_TOML, "test.toml"))
 
 
 def _b64(data: bytes) -> str:

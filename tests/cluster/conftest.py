@@ -20,9 +20,8 @@ from metered_realtime import (
     SignallingClient,
 )
 
-from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import mint_token
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
 
@@ -139,7 +138,7 @@ async def sdk_client(
 
 
 def demo_token(peer_id: str, ttl_s: int = 600, peer_metadata: dict[str, Any] | None = None) -> str:
-    key = KeyRing.from_config(parse_config(DEMO_APP_TOML)).secret("sk_id_demo")
+    key = key_ring_of(parse_config(DEMO_APP_TOML)).secret("sk_id_demo")
     assert key is not None
     now = int(time.time())
     return mint_token(

@@ -19,8 +19,8 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.conversation.session.channel import ClientChannel, SessionHandler
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
-from hubbub.transports.webrtc import PeerLimits
-from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
+from hubbub.transports.webrtc_settings import PeerLimits, WebRtcSettings
+from hubbub.transports.webrtc_signalling import WebRtcEndpoint, add_webrtc_routes
 
 TIMEOUT_S = 10.0
 PCM_16000_BYTES_PER_S = 32_000

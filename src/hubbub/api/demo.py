@@ -99,7 +99,7 @@ class DemoApi:
             raise invalid_request("peerId must be 1-128 printable ASCII characters")
         now = self._clock()
         expires_at = int(now) + DEMO_TOKEN_TTL_S
-        metadata = with_ice_servers(None, self._key.config, peer_id, now, valid_until=expires_at)
+        metadata = with_ice_servers(None, self._key, peer_id, now, valid_until=expires_at)
         token = mint_token(
             self._key,
             peer_id,

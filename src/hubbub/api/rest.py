@@ -146,7 +146,7 @@ class RestApi:
         issued_at = int(now)
         expires_at = issued_at + wanted.expires_in_s
         metadata = with_ice_servers(
-            wanted.metadata, key.config, wanted.peer_id, now, valid_until=expires_at
+            wanted.metadata, key, wanted.peer_id, now, valid_until=expires_at
         )
         if metadata is not None and len(encode_json(metadata)) > MAX_METADATA_BYTES:
             raise invalid_request(

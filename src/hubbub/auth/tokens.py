@@ -127,7 +127,7 @@ def scoped_principal(
         return TokenRejected("invalid", str(exc))
     # The key's ICE servers go into the welcome unless the token brought its own (spec 3.1).
     claimed = claims.get("metadata")
-    injected = with_ice_servers(claimed, key.config, peer_id, now)
+    injected = with_ice_servers(claimed, key, peer_id, now)
     if injected is not claimed:
         metadata = _encode_json(injected)
 
