@@ -20,9 +20,10 @@ PACKAGE = SRC / "hubbub"
 
 # layer -> (hubbub packages it may import, third-party top-level modules it may import).
 # Standard-library imports are always allowed.
+# hubbub.errors (the exception tree, importing nothing) is open to every layer.
 INNER_LAYERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "hubbub.protocol": (frozenset({"hubbub.protocol"}), frozenset({"msgspec"})),
-    "hubbub.core": (frozenset({"hubbub.core", "hubbub.protocol"}), frozenset()),
+    "hubbub.protocol": (frozenset({"hubbub.protocol", "hubbub.errors"}), frozenset({"msgspec"})),
+    "hubbub.core": (frozenset({"hubbub.core", "hubbub.protocol", "hubbub.errors"}), frozenset()),
 }
 
 # third-party top-level module -> module prefixes allowed to import it. A prefix ending in "*"
@@ -430,3 +431,34 @@ def test_the_package_imports_no_cycle() -> None:
         if imp.imported in PACKAGE_MODULES and imp.imported != imp.importer:
             graph[imp.importer].add(imp.imported)
     assert cycles(graph) == []
+
+
+def test_the_error_tree_imports_nothing_of_hubbub() -> None:
+    assert [
+        str(imp) for imp in IMPORTS if imp.importer == "hubbub.errors" and is_hubbub(imp.imported)
+    ] == []
+
+
+def _exception_classes() -> Iterator[tuple[str, ast.ClassDef]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                yield module_name(path), node
+
+
+# Bases that start a class outside the tree: the tree's own root, and foreign roots a class
+# must extend to be raised where a library expects it (jinja2's sandbox).
+FOREIGN_ROOTS = {"Exception", "BaseException", "ValueError", "TypeError", "RuntimeError"}
+
+
+def test_every_exception_class_joins_the_one_tree() -> None:
+    """No class derives from a built-in exception alone: each has a hubbub branch first."""
+    offending = []
+    classes = list(_exception_classes())
+    assert ("hubbub.errors", "HubbubError") in {(m, c.name) for m, c in classes}
+    for module, node in classes:
+        bases = [ast.unparse(base) for base in node.bases]
+        if bases and bases[0] in FOREIGN_ROOTS and module != "hubbub.errors":
+            offending.append(f"{module}.{node.name}({', '.join(bases)})")
+    assert offending == []

@@ -34,6 +34,7 @@ from hubbub.config_shape import UNUSABLE, check_struct
 from hubbub.config_sources import ENV_SOURCE, apply_environment, resolve_secrets
 from hubbub.console import demo_projects_dir
 from hubbub.core.node import NodeLimits
+from hubbub.errors import HubbubError
 from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, covers
 from hubbub.protocol.validation import ACTIONS, is_valid_peer_id
 from hubbub.transports.webrtc_settings import (
@@ -70,7 +71,7 @@ class ConfigProblem:
         return f"{self.source}: {self.field}: {self.problem}"
 
 
-class ConfigError(Exception):
+class ConfigError(HubbubError):
     """One or more problems; ``source``/``field``/``problem`` are the first one's."""
 
     def __init__(

@@ -8,13 +8,14 @@ from typing import Literal
 from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
+from hubbub.errors import AuthError
 from hubbub.protocol.patterns import PatternError, compile_pattern, covers
 from hubbub.protocol.validation import is_valid_peer_id
 
 MAX_CLI_TOKEN_TTL_S = 86400
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(AuthError):
     """The command line asked for a token the configuration cannot sign."""
 
 

@@ -24,6 +24,7 @@ from hubbub.core.broker import (
 )
 from hubbub.core.events import ChannelEvent, ChannelEventName
 from hubbub.core.history import StreamPosition
+from hubbub.errors import BrokerError
 
 PUBLICATION: Final = ord("P")
 # A publication on a channel with history: a PUBLICATION envelope followed by the offset and
@@ -41,7 +42,7 @@ _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(BrokerError, ValueError):
     """A payload on a Hubbub channel that no Hubbub node wrote (or a newer version did)."""
 
 

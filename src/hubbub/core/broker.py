@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from hubbub.core.history import Published, Recording, StreamPosition
+from hubbub.errors import CoreError
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(CoreError):
     """The backend could not accept the request right now (transient)."""
 
 

@@ -32,12 +32,13 @@ from hubbub.conversation.project.schema import (
     WebhookTool,
 )
 from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
+from hubbub.errors import ConversationLayerError
 
 PROJECT_SUFFIXES = (".yaml", ".yml")
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
-class ProjectError(Exception):
+class ProjectError(ConversationLayerError):
     def __init__(self, source: str, path: str, reason: str) -> None:
         super().__init__(f"{source}: {path}: {reason}")
         self.source = source
