@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from hubbub.brokers.redis_broker import TALLY_WAIT_S, RedisBroker
+from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_link import shard_index
 from hubbub.brokers.redis_stores import scoped, slot_group
+from hubbub.brokers.redis_tally import TALLY_WAIT_S
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -36,11 +37,7 @@ async def crash(node: BackendNode) -> None:
     """Stop a node the way kill -9 does: no goodbye, no cleanup in Redis."""
     broker = node.broker
     assert isinstance(broker, RedisBroker)
-    liveness = broker._liveness
-    assert liveness is not None
-    liveness.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await liveness
+    await broker.liveness.stop_beating()
     await broker._shards.stop()
 
 

@@ -14,16 +14,10 @@ from typing import Final
 
 import msgspec
 
-from hubbub.core.broker import (
-    Direct,
-    NodeAnswer,
-    NodeQuery,
-    PresenceDelta,
-    PresenceEntry,
-    Publication,
-)
+from hubbub.core.broker import Direct, NodeAnswer, NodeQuery, Publication
 from hubbub.core.events import ChannelEvent, ChannelEventName
 from hubbub.core.history import StreamPosition
+from hubbub.core.presence import PresenceDelta, PresenceEntry
 from hubbub.errors import BrokerError
 
 PUBLICATION: Final = ord("P")

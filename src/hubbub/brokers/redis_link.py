@@ -7,8 +7,13 @@ every subscription of the node lives on one connection, so Redis pushes them to 
 that same order. Together that is per-sender FIFO across nodes.
 
 Vendor errors stop here: callers see :class:`~hubbub.core.broker.BrokerUnavailable`. An outage
-is logged once as a warning when it starts and once as info when it ends; listeners registered
-with :meth:`RedisLink.on_recovered` then restore what Redis may have lost.
+is logged once as a warning when it starts and once as info when it ends; the link's
+:attr:`LinkCallbacks.on_recovered` then restores what Redis may have lost.
+
+Each subscriber owns what it listens to: callers say :meth:`_Subscriber.want` and
+:meth:`_Subscriber.unwant`, and the subscriber keeps the set it restores after an outage. What
+the link tells its user (messages, confirmations, lost subscriptions, recovery) comes through
+the :class:`LinkCallbacks` given to :meth:`RedisLink.start`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import re
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from redis import exceptions as redis_errors
@@ -52,30 +58,81 @@ def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
     return None
 
 
+def _ignore_confirmation(kind: bytes, name: bytes) -> None:
+    return None
+
+
 def _forget(names: set[bytes]) -> None:
     return None
 
 
+async def _nothing_to_restore() -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCallbacks:
+    """What a link tells its user; the defaults ignore it (a link used only for commands)."""
+
+    # Every message of a subscription: (kind, channel or pattern, payload).
+    on_message: MessageHandler = _ignore
+    # Redis confirmed a (P|S)(UN)SUBSCRIBE: (confirmation kind, channel or pattern).
+    on_confirmed: Callable[[bytes, bytes], None] = _ignore_confirmation
+    # A dropped connection held these subscriptions (until they are confirmed again).
+    on_lost: Callable[[set[bytes]], None] = _forget
+    # Redis is reachable again after an outage (and may have lost everything).
+    on_recovered: Callable[[], Awaitable[None]] = _nothing_to_restore
+
+
 class _Subscriber:
-    """One pub/sub connection; remembers what it should listen to and restores it."""
+    """One pub/sub connection; owns what it should listen to and restores it."""
 
     def __init__(
-        self, link: RedisLink, connect: Callable[[], Connection], *, sharded: bool
+        self,
+        link: RedisLink,
+        connect: Callable[[], Connection],
+        callbacks: LinkCallbacks,
+        *,
+        sharded: bool,
+        on_moved: Callable[[_Subscriber, set[bytes]], None] | None = None,
     ) -> None:
         self._link = link
         self._make_connection = connect
-        self.subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
-        self.on_message: MessageHandler = _ignore
-        self.channels: set[bytes] = set()
-        self.patterns: set[bytes] = set()
+        self._callbacks = callbacks
+        self._subscribe = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self._unsubscribe = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self._channels: set[bytes] = set()
+        self._patterns: set[bytes] = set()
         self._connection: Connection | None = None
         self._connected = asyncio.Event()
         self._ever_connected = False
         self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
         # Redis Cluster: told which wanted channels this primary no longer serves.
-        self.on_moved: Callable[[_Subscriber, set[bytes]], None] | None = None
+        self._on_moved = on_moved
+
+    async def want(self, name: bytes, *, pattern: bool = False) -> None:
+        """Listen to channel ``name`` (a Redis glob with ``pattern``) until :meth:`unwant`.
+
+        Returns once Redis confirmed it. Raises :class:`BrokerUnavailable` when it cannot be
+        confirmed now; the name stays wanted, so the next reconnect subscribes it (a caller
+        that gives up on it calls :meth:`unwant`)."""
+        (self._patterns if pattern else self._channels).add(name)
+        await self._change("PSUBSCRIBE" if pattern else self._subscribe, name)
+
+    async def unwant(self, name: bytes, *, pattern: bool = False) -> None:
+        """Stop listening to ``name``. Never fails: when the connection is down there is
+        nothing to undo, since a reconnect restores only what is still wanted."""
+        (self._patterns if pattern else self._channels).discard(name)
+        with contextlib.suppress(BrokerUnavailable):
+            await self._change("PUNSUBSCRIBE" if pattern else self._unsubscribe, name)
+
+    def wants(self, name: bytes) -> bool:
+        """Whether channel ``name`` is wanted here (confirmed or still to be)."""
+        return name in self._channels
+
+    def wanted_channels(self) -> set[bytes]:
+        return set(self._channels)
 
     def start(self) -> None:
         self._reader = asyncio.get_running_loop().create_task(self._run())
@@ -92,8 +149,9 @@ class _Subscriber:
                 await self._connected.wait()
         return self._connected.is_set()
 
-    async def change(self, command: str, name: bytes, confirm_kind: bytes) -> None:
-        """Send (P)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
+    async def _change(self, command: str, name: bytes) -> None:
+        """Send (P|S)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
+        confirm_kind = command.lower().encode()
         if not self._connected.is_set() and not self._ever_connected:
             await self.wait_connected(CONNECT_TIMEOUT_S)  # a subscriber still starting up
         connection = self._connection
@@ -120,7 +178,7 @@ class _Subscriber:
         await connection.connect()  # type: ignore[no-untyped-call]
         # Restore everything first, so nothing published after the restore is missed.
         # Patterns first: while one is being confirmed, plain copies are not yet dropped.
-        restore = (("PSUBSCRIBE", self.patterns), (self.subscribe_command, self.channels))
+        restore = (("PSUBSCRIBE", self._patterns), (self._subscribe, self._channels))
         for command, names in restore:
             listed = list(names)
             for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
@@ -153,7 +211,7 @@ class _Subscriber:
             except Exception:
                 log.exception("unexpected error on the redis subscriber connection")
             self._connected.clear()
-            self._link.on_lost(self.channels | self.patterns)
+            self._callbacks.on_lost(self._channels | self._patterns)
             if self._connection is not None:
                 with contextlib.suppress(Exception):
                     await self._connection.disconnect()
@@ -170,29 +228,34 @@ class _Subscriber:
             return
         kind = reply[0]
         if kind in (b"message", b"smessage"):
-            self.on_message(kind, reply[1], reply[2])
+            self._callbacks.on_message(kind, reply[1], reply[2])
         elif kind == b"pmessage":
-            self.on_message(kind, reply[1], reply[3])
+            self._callbacks.on_message(kind, reply[1], reply[3])
         elif kind in _CONFIRMATIONS:
-            if self.on_confirmed is not None:
-                self.on_confirmed(kind, reply[1])
+            self._callbacks.on_confirmed(kind, reply[1])
             waiting = self._waiters.pop((kind, reply[1]), ())
             for future in waiting:
                 if not future.done():
                     future.set_result(None)
-            unasked = kind == b"sunsubscribe" and not waiting and reply[1] in self.channels
-            if unasked and self.on_moved is not None:
+            unasked = kind == b"sunsubscribe" and not waiting and reply[1] in self._channels
+            if unasked and self._on_moved is not None:
                 # Redis Cluster dropped the subscription: its slot moved to another primary.
-                self.on_moved(self, {reply[1]})
+                self._on_moved(self, {reply[1]})
 
     def _moved_away(self, slot: int) -> None:
-        names = {name for name in self.channels if key_slot(name) == slot}
+        names = {name for name in self._channels if key_slot(name) == slot}
         for name in names:
             for future in self._waiters.pop((b"ssubscribe", name), ()):
                 if not future.done():
                     future.set_exception(BrokerUnavailable("the slot moved to another primary"))
-        if names and self.on_moved is not None:
-            self.on_moved(self, names)
+        if names and self._on_moved is not None:
+            self._on_moved(self, names)
+
+    async def take_over(self, name: bytes, holder: _Subscriber) -> None:
+        """Listen to ``name`` here instead of at ``holder`` (its slot moved to this primary)."""
+        holder._channels.discard(name)
+        with contextlib.suppress(BrokerUnavailable):
+            await self.want(name)
 
 
 class RedisLink:
@@ -218,21 +281,19 @@ class RedisLink:
         # channels must be subscribed on the primary that owns their slot).
         self._subscribers: dict[str, _Subscriber] = {}
         self.in_outage = False
-        self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._callbacks = LinkCallbacks()  # the user's, from start()
         self._recovering: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
         self._dropped: dict[bytes, _Subscriber] = {}  # sharded channels to subscribe again
-        self.on_message: MessageHandler = _ignore
-        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
-        # Told which subscriptions a dropped connection held (until they are confirmed again).
-        self.on_lost: Callable[[set[bytes]], None] = _forget
 
     def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> _Subscriber:
-        subscriber = _Subscriber(self, connect, sharded=self.sharded)
-        subscriber.on_message = self.on_message
-        subscriber.on_confirmed = self.on_confirmed
-        if self.sharded:
-            subscriber.on_moved = self._slots_moved
+        subscriber = _Subscriber(
+            self,
+            connect,
+            self._callbacks,
+            sharded=self.sharded,
+            on_moved=self._slots_moved if self.sharded else None,
+        )
         self._subscribers[name] = subscriber
         subscriber.start()
         return subscriber
@@ -257,7 +318,10 @@ class RedisLink:
         """The subscriber for patterns (standalone Redis only)."""
         return self._subscribers["main"]
 
-    async def start(self) -> None:
+    async def start(self, callbacks: LinkCallbacks | None = None) -> None:
+        """Connect; ``callbacks`` hear of the subscriptions and of recoveries from now on."""
+        if callbacks is not None:
+            self._callbacks = callbacks
         if self.sharded:
             assert isinstance(self.client, RedisCluster)
             try:
@@ -277,7 +341,7 @@ class RedisLink:
             log.warning("redis at %s is not reachable yet; the node starts anyway", self.shown_url)
 
     def all_subscribed(self) -> set[bytes]:
-        return set().union(*(s.channels for s in self._subscribers.values()))
+        return set().union(*(s.wanted_channels() for s in self._subscribers.values()))
 
     # --- Redis Cluster slot migration ------------------------------------------------------
 
@@ -303,17 +367,13 @@ class RedisLink:
                 self.note_failure(exc)
                 return
             for name, holder in dropped.items():
-                if name not in holder.channels:
+                if not holder.wants(name):
                     continue  # no longer wanted
                 try:
                     owner = self.subscriber_for(name)
                 except BrokerUnavailable:
                     continue
-                holder.channels.discard(name)
-                owner.channels.add(name)
-                command = owner.subscribe_command
-                with contextlib.suppress(BrokerUnavailable):
-                    await owner.change(command, name, command.lower().encode())
+                await owner.take_over(name, holder)
             if self._dropped:
                 await asyncio.sleep(_REHOME_RETRY_S)
 
@@ -325,9 +385,6 @@ class RedisLink:
             await sender.stop()
         await stop_task(self._recovering)
         await self.client.aclose()
-
-    def on_recovered(self, listener: Callable[[], Awaitable[None]]) -> None:
-        self._recovery_listeners.append(listener)
 
     def note_failure(self, exc: BaseException) -> None:
         if not self.in_outage:
@@ -351,11 +408,9 @@ class RedisLink:
             self._recovering = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
-        for listener in self._recovery_listeners:
-            try:
-                await listener()
-            except BrokerUnavailable:
-                return  # a new outage: the next recovery runs them all again
+        # A new outage ends this; the next recovery runs it again.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._callbacks.on_recovered()
 
     def call(self, command: str, name: str | bytes, *args: Any) -> asyncio.Future[Any]:
         """Queue one command about channel or key ``name`` on the ordered, pipelined path."""
@@ -456,9 +511,10 @@ class RedisShards:
     def for_key(self, name: str | bytes) -> RedisLink:
         return self.links[self.index_of(name)]
 
-    async def start(self) -> None:
-        for link in self.links:
-            await link.start()
+    async def start(self, callbacks: Callable[[int], LinkCallbacks] | None = None) -> None:
+        """Connect every shard; ``callbacks(index)`` gives each shard's link its callbacks."""
+        for index, link in enumerate(self.links):
+            await link.start(callbacks(index) if callbacks is not None else None)
 
     async def stop(self) -> None:
         for link in self.links:

@@ -32,19 +32,13 @@ from hubbub.core import listing
 from hubbub.core.activity import ChannelActivity
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import (
-    AppQuota,
     Broker,
     BrokerUnavailable,
     ConnectionInfo,
     Direct,
     NodeAnswer,
     NodeQuery,
-    PresenceDelta,
-    PresenceEntry,
-    PresenceStore,
     Publication,
-    UsageSnapshot,
-    UsageStore,
 )
 from hubbub.core.connection import Cancellable, Connection, Subscription
 from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
@@ -60,11 +54,13 @@ from hubbub.core.history import (
 )
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
+from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
 from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
+from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
 from hubbub.protocol import frames
 from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
