@@ -45,10 +45,10 @@ from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from hubbub.conversation.voice.speech import SpeechStack
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
-from hubbub.core.connection import Cancellable
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
+from hubbub.core.timers import LoopScheduler
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
 from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
@@ -67,11 +67,6 @@ NODE_KEY = web.AppKey("node", Node)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 CONFIG_KEY = web.AppKey("config", Config)
 CONVERSATIONS_KEY = web.AppKey("conversations", ConversationService)
-
-
-class _LoopScheduler:
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
-        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 def _backends(
@@ -209,7 +204,7 @@ def build_node(
             for app in config.apps
         },
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
         events=events,
         authorizer=authorizer,
         history=history,

@@ -20,7 +20,7 @@ from hubbub.core.broker import (
     UsageSnapshot,
 )
 from hubbub.core.node import Node, NodeLimits
-from hubbub.server import _LoopScheduler
+from hubbub.core.timers import LoopScheduler
 from tests.api.conftest import (
     API_TOML,
     SK,
@@ -282,7 +282,7 @@ async def test_backend_faults_answer_503_internal_error() -> None:
         limits=NodeLimits(),
         quotas={},
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
     )
     app = web.Application(middlewares=[api_errors])
     RestApi(node, key_ring_of(config), RestSettings(), TrustedProxies([])).add_routes(app)
@@ -321,7 +321,7 @@ async def test_an_unexpected_fault_is_a_json_500_without_details() -> None:
         limits=NodeLimits(),
         quotas={},
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
     )
     keys = key_ring_of(parse_config(API_TOML))
     app = web.Application(middlewares=[api_errors])

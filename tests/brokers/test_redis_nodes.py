@@ -25,6 +25,8 @@ from hubbub.core.broker import (
 from tests.brokers.conftest import BackendNode, RedisBackend
 from tests.support.redis import delete_prefix, private_redis, redis_cli, unique_prefix
 
+pytestmark = pytest.mark.integration  # every case runs Redis nodes
+
 # With two shards this app lives on the second one, away from the liveness keys.
 APP = "tenant-a"
 

@@ -20,7 +20,8 @@ from hubbub.core.broker import (
     Publication,
 )
 from hubbub.core.node import NodeLimits
-from tests.core.fakes import ALL_ACTIONS, START_TIME, Client, Hub
+from tests.core.fakes import ALL_ACTIONS, Client, Hub
+from tests.support.clock import START_TIME
 
 
 def error(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:

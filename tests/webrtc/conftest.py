@@ -98,8 +98,11 @@ class RecordingHandler(SessionHandler):
             )
             self.channel.send_voice(chunk)
         if message.get("early"):
-            # An engine that is slow to announce the turn: the pacer gets to run meanwhile.
-            await asyncio.sleep(0.2)
+            # An engine that is slow to announce the turn: every task that is ready (the
+            # pacer, had the queued voice woken it) runs before the start goes out. Loop turns,
+            # not a timed sleep: what the pacer would do with the voice it does in one turn.
+            for _ in range(20):
+                await asyncio.sleep(0)
             self.channel.start_output_turn(turn, start)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:
