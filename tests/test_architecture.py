@@ -39,6 +39,12 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.conversation.voice.providers.openai_*",
         # the one HTTP client of webhooks and backend proxies
         "hubbub.hooks.http",
+        # the conversation webhook tools' client, beside the tools
+        "hubbub.conversation.runtime.webhook_client",
+        # the demo pages' helpers and the support-desk demo's shop backend (package data's
+        # Python side: console/ is what the server serves for the demo)
+        "hubbub.console.demo",
+        "hubbub.console.demo_orders",
     ),
     "jinja2": ("hubbub.conversation.project.templates",),
     "prometheus_client": ("hubbub.api.metrics",),
@@ -462,3 +468,31 @@ def test_every_exception_class_joins_the_one_tree() -> None:
         if bases and bases[0] in FOREIGN_ROOTS and module != "hubbub.errors":
             offending.append(f"{module}.{node.name}({', '.join(bases)})")
     assert offending == []
+
+
+def request_handlers(path: Path) -> list[str]:
+    """Functions in ``path`` that take an HTTP request (a parameter annotated ``...Request``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations = [arg.annotation for arg in node.args.args if arg.annotation is not None]
+            if any(ast.unparse(a).split(".")[-1] == "Request" for a in annotations):
+                found.append(f"{path.name}:{node.lineno} {node.name}")
+    return found
+
+
+def test_server_py_only_wires_it_defines_no_request_handler() -> None:
+    assert request_handlers(PACKAGE / "server.py") == []
+
+
+def test_the_handler_finder_sees_handlers(tmp_path: Path) -> None:
+    probe = tmp_path / "server.py"
+    probe.write_text(
+        "from aiohttp import web\n"
+        "def build():\n"
+        "    async def health(request: web.Request) -> web.Response: ...\n"
+        "async def start(app: web.Application) -> None: ...\n",
+        encoding="utf-8",
+    )
+    assert request_handlers(probe) == ["server.py:3 health"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,8 +17,8 @@ from aiohttp import web
 
 from hubbub import version
 from hubbub.api.conversations import ConversationReadApi
-from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
+from hubbub.api.health import HealthApi
 from hubbub.api.listing import ListingApi
 from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
 from hubbub.api.pages import Pages, SiteInfo
@@ -34,15 +35,17 @@ from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
 from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError, key_ring_of
 from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
 from hubbub.console import docs_dir, static_dir
-from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
+from hubbub.console.demo import add_demo_api
+from hubbub.console.demo_orders import add_demo_routes
+from hubbub.conversation.project.loader import ProjectError, load_projects_dir
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
+from hubbub.conversation.runtime.webhook_client import AiohttpWebhookClient
 from hubbub.conversation.session.inspect import ConversationInspector
 from hubbub.conversation.session.service import AuthLimits, ConversationService
-from hubbub.conversation.voice.providers.base import LlmProvider
-from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
-from hubbub.conversation.voice.speech import SpeechStack
+from hubbub.conversation.voice.providers.registry import create_llm
+from hubbub.conversation.voice.speech import speech_stack_for
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.events import NO_EVENTS, EventSink
@@ -55,8 +58,6 @@ from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispat
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
-from hubbub.transports.demo_api import add_demo_routes
-from hubbub.transports.webhook_client import AiohttpWebhookClient
 from hubbub.transports.webrtc_settings import PeerLimits, WebRtcSettings
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, add_webrtc_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
@@ -213,11 +214,6 @@ def build_node(
     )
 
 
-async def _health(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    return web.json_response({"status": "ok", "connections": node.connection_count})
-
-
 def build_app(config: Config) -> web.Application:
     keys = key_ring_of(config)
     webhooks = build_webhooks(config)
@@ -248,7 +244,7 @@ def build_app(config: Config) -> web.Application:
     app[KEYS_KEY] = keys
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
-    app.router.add_get("/healthz", _health)
+    HealthApi(node).add_routes(app)
     metrics_registry, turn_metrics = build_metrics(node, webhooks.senders, proxies)
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
@@ -296,14 +292,7 @@ def _add_pages(
     demo = config.demo
     demo_keys: dict[str, str] = {}
     if demo.enabled:
-        own = [key for key in keys.keys() if key.app_id == demo.app]  # noqa: SIM118 (KeyRing)
-        signer = next(key for key in own if key.kind == "secret")  # the config checked it
-        DemoApi(node, signer, lambda: _demo_projects(service)).add_routes(app)
-        if (signer.id, signer.secret) == PUBLIC_DEMO_SECRET_KEY:
-            demo_keys["secret"] = f"{signer.id}:{signer.secret}"
-            publishable = next((key.id for key in own if key.kind == "publishable"), None)
-            if publishable is not None:
-                demo_keys["publishable"] = publishable
+        demo_keys = add_demo_api(app, node, keys, demo.app, service, PUBLIC_DEMO_SECRET_KEY)
     info = SiteInfo(
         version=version(),
         node=node.node_id,
@@ -316,17 +305,6 @@ def _add_pages(
         demo_keys=demo_keys,
     )
     Pages(static_dir(), info, docs_dir()).add_routes(app)
-
-
-def _demo_projects(service: ConversationService | None) -> list[DemoProject]:
-    if service is None:
-        return []
-    found = []
-    for loaded in service.projects.values():
-        key = next((k.key for k in loaded.project.api_keys if k.active), None)
-        if key is not None:
-            found.append(DemoProject(loaded.id, loaded.project.name or loaded.id, key))
-    return sorted(found, key=lambda p: p.id)
 
 
 def _add_conversation_reads(
@@ -344,15 +322,6 @@ def _add_conversation_reads(
                 )
     inspector = ConversationInspector(service) if service is not None else None
     ConversationReadApi(inspector, rest.authorize, readable).add_routes(app)
-
-
-def _openai_llm(config: LlmConfig) -> LlmProvider:
-    api_key = config.api_key
-    if api_key is None and config.api_key_env:
-        api_key = os.environ.get(config.api_key_env)
-    return OpenAiCompatibleLlm(
-        base_url=config.base_url, api_key=api_key, model=config.model, timeout_s=config.timeout_s
-    )
 
 
 def _add_conversations(
@@ -381,12 +350,12 @@ def _add_conversations(
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),
-        llm_factory=_openai_llm,
+        llm_factory=create_llm,
         default_llm=default_llm,
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
-        speech=_speech_stack(projects),
+        speech=speech_stack_for(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
     )
@@ -410,26 +379,6 @@ def _add_conversations(
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return service
-
-
-VOICE_EXTRA_MISSING = (
-    "offline speech is off: the 'voice' extra is not installed (pip install 'hubbub[voice]'); "
-    "voice commands answer 'Voice input is disabled for this session'"
-)
-
-
-def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
-    """The shared speech stack, or None (one log line) when the ``voice`` extra is missing."""
-    if SpeechStack.available():
-        return SpeechStack()
-    wanting = [p.project.id for p in projects if p.project.accept_voice or p.project.generate_voice]
-    if wanting:
-        log.warning(
-            "%s; voice projects answer in text only: %s", VOICE_EXTRA_MISSING, ", ".join(wanting)
-        )
-    else:
-        log.info("%s", VOICE_EXTRA_MISSING)
-    return None
 
 
 def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
@@ -456,15 +405,19 @@ class Listening:
     port: int
 
 
+# How long a shutdown waits for the closed connections to be released.
+CLOSE_WAIT_S = 5.0
+
+
 async def _drain(node: Node, drain_s: float) -> None:
     """Graceful shutdown: going_away to everyone, a short drain, then close 1001."""
     node.announce_shutdown()
     if node.connection_count:
         await asyncio.sleep(drain_s)
     node.close_all(CloseCode.GOING_AWAY)
-    deadline = time.monotonic() + 5.0
-    while node.connection_count and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await node.until_no_connections()
 
 
 async def serve(

@@ -22,6 +22,7 @@ are dropped from then on, so the seam has neither a gap nor a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -136,6 +137,8 @@ class Node:
         self._dedup_window_s = dedup_window_s
         self._next_connection = 0
         self._connections: set[Connection] = set()
+        self._no_connections = asyncio.Event()  # set while the node holds none
+        self._no_connections.set()
         self._local = LocalRoutes()
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
@@ -196,6 +199,7 @@ class Node:
             frames_out=1,  # the welcome
         )
         self._connections.add(conn)
+        self._no_connections.clear()
         authorizer = self._authorizer
         if authorizer.covers_subscribe(principal) or authorizer.covers_publish(principal):
             conn.lane = FrameLane(
@@ -258,6 +262,8 @@ class Node:
             except BrokerUnavailable:
                 log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
         self._connections.discard(conn)
+        if not self._connections:
+            self._no_connections.set()
         if self._local.remove_peer_connection(conn):
             try:
                 await self._broker.unregister_peer(conn.app_id, conn.peer_id)
@@ -275,6 +281,11 @@ class Node:
     def close_all(self, code: CloseCode, reason: str | None = None) -> None:
         for conn in list(self._connections):
             self._close(conn, code, reason)
+
+    async def until_no_connections(self) -> None:
+        """Return once the node holds no connection (at once when it holds none); the
+        caller bounds the wait (a shutdown gives closing clients a few seconds)."""
+        await self._no_connections.wait()
 
     # --- client frames --------------------------------------------------------------------
 
