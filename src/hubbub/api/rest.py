@@ -29,11 +29,12 @@ from hubbub.auth.keys import ApiKey, KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
 from hubbub.core.node import Node
+from hubbub.core.principal import ChannelScope, channel_refusal
 from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import encode_json
 from hubbub.protocol.validation import (
     MAX_METADATA_BYTES,
-    is_reserved_channel,
     is_valid_channel,
     is_valid_peer_id,
 )
@@ -124,12 +125,13 @@ class RestApi:
         channel = request.match_info["channel"]
         if not is_valid_channel(channel):
             raise invalid_request("invalid channel name")
-        if is_reserved_channel(channel):
-            raise ApiError(400, "channel_reserved", "channel name uses a reserved prefix")
-        if action not in key.actions:
-            raise ApiError(403, "action_not_permitted", f"the key does not hold {action!r}")
-        if not any(pattern.matches(channel) for pattern in key.patterns):
-            raise ApiError(403, "channel_not_authorized", f"not authorized: {channel}")
+        refusal = channel_refusal(channel, action, key.actions, ChannelScope((key.patterns,)))
+        if refusal is ErrorCode.CHANNEL_RESERVED:
+            raise ApiError(400, refusal.value, "channel name uses a reserved prefix")
+        if refusal is ErrorCode.ACTION_NOT_PERMITTED:
+            raise ApiError(403, refusal.value, f"the key does not hold {action!r}")
+        if refusal is not None:
+            raise ApiError(403, refusal.value, f"not authorized: {channel}")
         return channel
 
     # --- endpoints ------------------------------------------------------------------------

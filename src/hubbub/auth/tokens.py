@@ -18,7 +18,7 @@ import msgspec
 
 from hubbub.auth.keys import ApiKey, KeyRing
 from hubbub.auth.turn import with_ice_servers
-from hubbub.core.principal import ChannelScope, Principal
+from hubbub.core.principal import EXPIRY_MARGIN_S, ChannelScope, Principal
 from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import (
     ACTIONS,
@@ -28,8 +28,6 @@ from hubbub.protocol.validation import (
 )
 
 LEEWAY_S: Final = 5.0
-# The server closes a connection this long before its token's exp (spec section 7, 4002).
-EXPIRY_MARGIN_S: Final = 0.25
 
 _encode_json = msgspec.json.Encoder().encode
 

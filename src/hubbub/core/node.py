@@ -56,7 +56,7 @@ from hubbub.core.history import (
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
-from hubbub.core.principal import Principal
+from hubbub.core.principal import EXPIRY_MARGIN_S, Principal, channel_refusal
 from hubbub.core.ratelimit import TokenBucket
 from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
 from hubbub.core.routes import LocalRoutes
@@ -75,11 +75,9 @@ from hubbub.protocol.frames import (
     decode_client_frame,
 )
 from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, has_wildcard
-from hubbub.protocol.validation import is_reserved_channel
 
 log = logging.getLogger(__name__)
 
-EXPIRY_MARGIN_S: Final = 0.25
 # Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
 UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
@@ -376,14 +374,15 @@ class Node:
         return self._retention.for_channel(app_id, channel)
 
     def _channel_refusal(self, conn: Connection, channel: str, action: str) -> ErrorCode | None:
-        """The shared checks of subscribe and publish, in the spec's order (4.6: 6-8)."""
-        if is_reserved_channel(channel):
-            return ErrorCode.CHANNEL_RESERVED
-        if action not in conn.principal.actions:
-            return ErrorCode.ACTION_NOT_PERMITTED
-        if not conn.principal.scope.allows_channel(channel):
-            return ErrorCode.CHANNEL_NOT_AUTHORIZED
-        return None
+        """The shared checks of subscribe and publish (the REST API uses the same rule)."""
+        return channel_refusal(channel, action, conn.principal.actions, conn.principal.scope)
+
+    async def _within_message_quota(self, conn: Connection, request_id: str | None) -> bool:
+        """Count a billable message (publish, send); refuse it when over the app's quota."""
+        if await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
+            return True
+        self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, request_id)
+        return False
 
     async def _publish(self, conn: Connection, frame: Publish) -> None:
         refusal = self._channel_refusal(conn, frame.channel, "publish")
@@ -398,8 +397,7 @@ class Node:
                 return
             if verdict.data is not None:
                 data = verdict.data
-        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
-            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
+        if not await self._within_message_quota(conn, frame.request_id):
             return
         publication = Publication(
             app_id=conn.app_id,
@@ -445,8 +443,7 @@ class Node:
         if "send" not in conn.principal.actions:
             self._reply_error(conn, ErrorCode.ACTION_NOT_PERMITTED, frame.request_id)
             return
-        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
-            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
+        if not await self._within_message_quota(conn, frame.request_id):
             return
         reached = await self._broker.send_direct(
             Direct(
@@ -473,14 +470,10 @@ class Node:
             except PatternError:
                 self._reply_error(conn, ErrorCode.INVALID_CHANNEL, frame.request_id)
                 return
-            if is_reserved_channel(channel):
-                refusal = ErrorCode.CHANNEL_RESERVED
-            elif "subscribe" not in conn.principal.actions:
-                refusal = ErrorCode.ACTION_NOT_PERMITTED
-            elif not conn.principal.scope.allows_pattern(pattern):
-                refusal = ErrorCode.CHANNEL_NOT_AUTHORIZED
-            else:
-                refusal = None
+            principal = conn.principal
+            refusal = channel_refusal(
+                channel, "subscribe", principal.actions, principal.scope, pattern=pattern
+            )
         else:
             refusal = self._channel_refusal(conn, channel, "subscribe")
         if refusal is not None:
