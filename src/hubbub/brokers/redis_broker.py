@@ -55,10 +55,11 @@ from typing import Any
 from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_history import RedisHistoryStore
-from hubbub.brokers.redis_link import LinkCallbacks, RedisShards
+from hubbub.brokers.redis_link import RedisShards
 from hubbub.brokers.redis_liveness import NodeLiveness
 from hubbub.brokers.redis_sender import all_answers, discard_outcome
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped, slot_group
+from hubbub.brokers.redis_subscriber import LinkCallbacks
 from hubbub.brokers.redis_tally import Tallies, Tally
 from hubbub.core.broker import (
     Broker,
