@@ -12,6 +12,11 @@ are queued, which is how the presence ordering rules of spec section 5 hold:
 The node talks to other nodes only through the :class:`Broker` it was given, and the broker
 calls back into it through the :class:`BrokerHandler` methods (``deliver_*``).
 
+The node is the composition root of one process's hub; its roles live beside it: subscribing
+and presence in :mod:`hubbub.core.membership`, publish and send in :mod:`hubbub.core.messaging`,
+the ``error``/``ack`` replies in :mod:`hubbub.core.replies`. This module keeps the connections'
+lifecycle, the dispatch of client frames, the broker's callbacks and the control plane.
+
 History (spec 16.1): on a channel with history, a subscribe is added to the routes with its
 live messages *held*, then the history is read (``since``: everything after the client's
 offset; ``rewind``: the newest K; neither: just the position), then the ack (with
@@ -41,29 +46,30 @@ from hubbub.core.broker import (
     NodeQuery,
     Publication,
 )
-from hubbub.core.connection import Cancellable, Connection, Subscription
-from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
+from hubbub.core.connection import Cancellable, Connection
+from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import (
     DEFAULT_DEDUP_WINDOW_S,
     HistoryPage,
     HistoryStats,
     HistoryStore,
     Published,
-    Recording,
     Retention,
     RetentionRules,
 )
 from hubbub.core.lane import FrameLane
+from hubbub.core.membership import Membership
+from hubbub.core.messaging import Messaging
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
-from hubbub.core.principal import EXPIRY_MARGIN_S, Principal, channel_refusal
+from hubbub.core.principal import EXPIRY_MARGIN_S, Principal
 from hubbub.core.ratelimit import TokenBucket
-from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
+from hubbub.core.replies import Replies
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
 from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
 from hubbub.protocol import frames
-from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
+from hubbub.protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
     ClientFrame,
     FrameError,
@@ -71,10 +77,8 @@ from hubbub.protocol.frames import (
     Publish,
     Send,
     Subscribe,
-    Unsubscribe,
     decode_client_frame,
 )
-from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, has_wildcard
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +99,6 @@ class NodeLimits:
     max_channels: int = 100
     # Frames a proxied connection may have waiting for its backend before reading pauses.
     max_pending_frames: int = 32
-
-
-def _detail(code: ErrorCode, channel: str) -> str | None:
-    # The hosted service names the channel it refused (spec 3.3 example).
-    return f"not authorized: {channel}" if code is ErrorCode.CHANNEL_NOT_AUTHORIZED else None
 
 
 class Node:
@@ -141,6 +140,30 @@ class Node:
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
         self._activity = ChannelActivity(clock)
+        self._replies = Replies(self.stats)
+        self._membership = Membership(
+            broker=broker,
+            presence=presence,
+            local=self._local,
+            authorizer=authorizer,
+            history=history,
+            retention=self._retention,
+            replies=self._replies,
+            max_channels=limits.max_channels,
+        )
+        self._messaging = Messaging(
+            broker=broker,
+            usage=usage,
+            quota=self.quota,
+            clock=clock,
+            authorizer=authorizer,
+            events=events,
+            activity=self._activity,
+            retention=self._retention,
+            dedup_window_s=dedup_window_s,
+            replies=self._replies,
+            stats=self.stats,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -256,7 +279,7 @@ class Node:
         subscriptions, conn.subscriptions = conn.subscriptions, {}
         for channel, sub in subscriptions.items():
             try:
-                await self._drop_subscription(conn, channel, sub)
+                await self._membership.drop(conn, channel, sub)
             except BrokerUnavailable:
                 log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
         self._connections.discard(conn)
@@ -301,7 +324,7 @@ class Node:
             self._close_over_rate(conn)
             return
         if isinstance(frame, FrameError):
-            self._reply_error(conn, frame.code, frame.request_id, frame.message)
+            self._replies.error(conn, frame.code, frame.request_id, frame.message)
             return
         if conn.lane is not None:
             await conn.lane.put(frame)
@@ -317,18 +340,18 @@ class Node:
             return
         try:
             if isinstance(frame, Publish):
-                await self._publish(conn, frame)
+                await self._messaging.publish(conn, frame)
             elif isinstance(frame, Send):
-                await self._send(conn, frame)
+                await self._messaging.send(conn, frame)
             elif isinstance(frame, Subscribe):
-                await self._subscribe(conn, frame)
+                await self._membership.subscribe(conn, frame)
             else:
-                await self._unsubscribe(conn, frame)
+                await self._membership.unsubscribe(conn, frame)
         except BrokerUnavailable:
-            self._reply_error(conn, ErrorCode.BACKEND_ERROR, frame.request_id)
+            self._replies.error(conn, ErrorCode.BACKEND_ERROR, frame.request_id)
         except Exception:
             log.exception("unexpected error handling a %s frame", type(frame).__name__)
-            self._reply_error(conn, ErrorCode.INTERNAL_ERROR, frame.request_id)
+            self._replies.error(conn, ErrorCode.INTERNAL_ERROR, frame.request_id)
 
     async def handle_binary_frame(self, conn: Connection) -> None:
         """The protocol is JSON text frames only; binary ones count as malformed."""
@@ -338,288 +361,13 @@ class Node:
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
             self._close_over_rate(conn)
             return
-        self._reply_error(
+        self._replies.error(
             conn, ErrorCode.MALFORMED_MESSAGE, None, "binary frames are not supported"
         )
-
-    def _reply_error(
-        self, conn: Connection, code: ErrorCode, request_id: str | None, message: str | None = None
-    ) -> None:
-        text = message or ERROR_MESSAGES[code]
-        self.stats.errors[code.value] += 1
-        conn.frames_out += 1
-        conn.sink.push(OutFrame(frames.error(code, text, request_id)))
-
-    def _reply_verdict(self, conn: Connection, code: str, request_id: str | None) -> None:
-        """A backend's refusal: its code may be one the protocol does not define."""
-        try:
-            self._reply_error(conn, ErrorCode(code), request_id)
-            return
-        except ValueError:
-            pass
-        self.stats.errors[code] += 1
-        conn.frames_out += 1
-        conn.sink.push(OutFrame(frames.error(code, "refused by the backend", request_id)))
-
-    def _ack(
-        self, conn: Connection, request_id: str | None, fields: dict[str, object] | None = None
-    ) -> None:
-        if request_id is not None:
-            payload = frames.ack_with(request_id, fields) if fields else frames.ack(request_id)
-            conn.frames_out += 1
-            conn.sink.push(OutFrame(payload))
 
     def retention(self, app_id: str, channel: str) -> Retention | None:
         """The history kept for a concrete channel (None: it keeps none)."""
         return self._retention.for_channel(app_id, channel)
-
-    def _channel_refusal(self, conn: Connection, channel: str, action: str) -> ErrorCode | None:
-        """The shared checks of subscribe and publish (the REST API uses the same rule)."""
-        return channel_refusal(channel, action, conn.principal.actions, conn.principal.scope)
-
-    async def _within_message_quota(self, conn: Connection, request_id: str | None) -> bool:
-        """Count a billable message (publish, send); refuse it when over the app's quota."""
-        if await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
-            return True
-        self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, request_id)
-        return False
-
-    async def _publish(self, conn: Connection, frame: Publish) -> None:
-        refusal = self._channel_refusal(conn, frame.channel, "publish")
-        if refusal is not None:
-            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, frame.channel))
-            return
-        data = frame.data
-        if self._authorizer.covers_publish(conn.principal):
-            verdict = await self._authorizer.publish(conn.principal, frame.channel, data)
-            if verdict.code is not None:
-                self._reply_verdict(conn, verdict.code, frame.request_id)
-                return
-            if verdict.data is not None:
-                data = verdict.data
-        if not await self._within_message_quota(conn, frame.request_id):
-            return
-        publication = Publication(
-            app_id=conn.app_id,
-            channel=frame.channel,
-            sender=conn.peer_id,
-            data=data,
-            sender_metadata=conn.principal.peer_metadata,
-            origin_connection=conn.id,
-        )
-        published = await self._hand_over(publication, frame.message_id)
-        self.stats.publications += 1
-        if not published.duplicate:
-            self._activity.published(conn.app_id, frame.channel)
-        self._ack(conn, frame.request_id, published_fields(published))
-        if not published.duplicate and self._events.wants(
-            conn.app_id, ChannelEventName.CLIENT_EVENT
-        ):
-            self._events.emit(
-                ChannelEvent(
-                    ChannelEventName.CLIENT_EVENT,
-                    conn.app_id,
-                    frame.channel,
-                    user_id=conn.peer_id,
-                    data=data,
-                )
-            )
-
-    async def _hand_over(
-        self, publication: Publication, message_id: str | None, *, count_everywhere: bool = False
-    ) -> Published:
-        """Give a publication to the broker: recorded when the channel keeps history or the
-        publish carries a messageId (spec 16.2), plain otherwise."""
-        retention = self.retention(publication.app_id, publication.channel)
-        if retention is None and message_id is None:
-            reached = await self._broker.publish(publication, count_everywhere=count_everywhere)
-            return Published(reached, None)
-        recording = Recording(retention, message_id, self._dedup_window_s)
-        return await self._broker.publish_recorded(
-            publication, recording, count_everywhere=count_everywhere
-        )
-
-    async def _send(self, conn: Connection, frame: Send) -> None:
-        if "send" not in conn.principal.actions:
-            self._reply_error(conn, ErrorCode.ACTION_NOT_PERMITTED, frame.request_id)
-            return
-        if not await self._within_message_quota(conn, frame.request_id):
-            return
-        reached = await self._broker.send_direct(
-            Direct(
-                app_id=conn.app_id,
-                to=frame.to,
-                sender=conn.peer_id,
-                data=frame.data,
-                sender_metadata=conn.principal.peer_metadata,
-                origin_connection=conn.id,
-            )
-        )
-        if reached == 0:
-            self._reply_error(conn, ErrorCode.PEER_NOT_FOUND, frame.request_id)
-            return
-        self._ack(conn, frame.request_id)
-
-    async def _subscribe(self, conn: Connection, frame: Subscribe) -> None:
-        channel = frame.channel
-        pattern: ChannelPattern | None = None
-        refusal: ErrorCode | None
-        if has_wildcard(channel):
-            try:
-                pattern = compile_pattern(channel)
-            except PatternError:
-                self._reply_error(conn, ErrorCode.INVALID_CHANNEL, frame.request_id)
-                return
-            principal = conn.principal
-            refusal = channel_refusal(
-                channel, "subscribe", principal.actions, principal.scope, pattern=pattern
-            )
-        else:
-            refusal = self._channel_refusal(conn, channel, "subscribe")
-        if refusal is not None:
-            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, channel))
-            return
-
-        retention = None if pattern is not None else self.retention(conn.app_id, channel)
-        wants_history = frame.since is not None or frame.rewind is not None
-        existing = conn.subscriptions.get(channel)
-        if existing is not None:
-            # Idempotent: last subscribe wins, and the SDK expects a fresh snapshot.
-            existing.include_sender_metadata = frame.include_sender_metadata
-            replay: HistoryPage | None = None
-            if retention is not None and wants_history:
-                existing.held_messages = []
-                try:
-                    replay = await read_for(self._history, conn, channel, retention, frame)
-                except BaseException:
-                    release_held(conn, channel, existing, None)
-                    raise
-            self._ack(conn, frame.request_id, subscribe_fields(frame, retention, replay))
-            try:
-                if existing.pattern is not None:
-                    self._queue_empty_snapshot(conn, channel)
-                else:
-                    await self._queue_snapshot(conn, channel, existing)
-            finally:
-                if replay is not None:
-                    release_held(conn, channel, existing, replay)
-            return
-        max_channels = self._limits.max_channels
-        if max_channels and len(conn.subscriptions) >= max_channels:
-            self._reply_error(conn, ErrorCode.CHANNEL_LIMIT_EXCEEDED, frame.request_id)
-            return
-        if self._authorizer.covers_subscribe(conn.principal):
-            verdict = await self._authorizer.subscribe(conn.principal, channel)
-            if verdict.code is not None:
-                self._reply_verdict(conn, verdict.code, frame.request_id)
-                return
-            if conn.closed:
-                return
-
-        sub = Subscription(frame.include_sender_metadata, pattern)
-        conn.subscriptions[channel] = sub
-        listed = False
-        page: HistoryPage | None = None
-        try:
-            if pattern is not None:
-                await self._add_pattern_member(conn, pattern, sub)
-                self._ack(conn, frame.request_id, subscribe_fields(frame, None, None))
-                self._queue_empty_snapshot(conn, channel)
-                return
-            sub.held_presence = []
-            if retention is not None:
-                sub.held_messages = []  # from the moment it is routed, until the replay
-            await self._add_channel_member(conn, channel, sub)
-            before = await self._presence.add(conn.app_id, channel, conn.presence_entry, conn.id)
-            listed = True
-            entry = (conn.presence_entry,)
-            # A second connection of a present peer: left then joined, so WebRTC peers rebuild.
-            await self._broker.publish_presence(
-                PresenceDelta(conn.app_id, channel, conn.peer_id, entry, entry if before else ())
-            )
-            if retention is not None:
-                # Read after the node watches the channel: what is not in the page arrives live.
-                page = await read_for(self._history, conn, channel, retention, frame)
-        except Exception:
-            # Undo what was done (whatever failed: a broker fault or a bug) so the client can
-            # simply retry the subscribe, instead of being left listed but never announced.
-            conn.subscriptions.pop(channel, None)
-            try:
-                await self._remove_local_member(conn, channel, sub)
-                if listed:
-                    await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
-            except BrokerUnavailable:
-                pass
-            raise
-        self._ack(conn, frame.request_id, subscribe_fields(frame, retention, page))
-        try:
-            await self._queue_snapshot(conn, channel, sub)
-        finally:
-            if page is not None:
-                release_held(conn, channel, sub, page)
-
-    def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
-        if conn.sees_presence:
-            conn.frames_out += 1
-            conn.sink.push_after_pause(OutFrame(frames.presence(channel, [], [])))
-
-    async def _queue_snapshot(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        if sub.held_presence is None:
-            sub.held_presence = []
-        try:
-            members = await self._presence.members(conn.app_id, channel)
-        except BaseException:
-            held, sub.held_presence = sub.held_presence, None
-            conn.frames_out += len(held)
-            for frame in held:
-                conn.sink.push(frame)
-            raise
-        held, sub.held_presence = sub.held_presence, None
-        if not conn.sees_presence or conn.closed:
-            return
-        joined = [
-            frames.presence_entry(m.peer_id, m.metadata)
-            for m in members
-            if m.peer_id != conn.peer_id
-        ]
-        conn.sink.push_after_pause(OutFrame(frames.presence(channel, joined, [])))
-        conn.frames_out += 1 + len(held)
-        for frame in held:
-            conn.sink.push(frame)
-
-    async def _unsubscribe(self, conn: Connection, frame: Unsubscribe) -> None:
-        sub = conn.subscriptions.pop(frame.channel, None)
-        if sub is not None:
-            await self._drop_subscription(conn, frame.channel, sub)
-        self._ack(conn, frame.request_id)
-
-    async def _add_channel_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        if self._local.add_channel_member(conn, channel, sub):
-            await self._broker.watch_channel(conn.app_id, channel)
-
-    async def _add_pattern_member(
-        self, conn: Connection, pattern: ChannelPattern, sub: Subscription
-    ) -> None:
-        if self._local.add_pattern_member(conn, pattern, sub):
-            await self._broker.watch_pattern(conn.app_id, pattern.text)
-
-    async def _remove_local_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        """Forget a subscription locally; unwatch in the broker when it was the last one."""
-        if sub.pattern is None:
-            if self._local.remove_channel_member(conn, channel):
-                await self._broker.unwatch_channel(conn.app_id, channel)
-        elif self._local.remove_pattern_member(conn, channel):
-            await self._broker.unwatch_pattern(conn.app_id, channel)
-
-    async def _drop_subscription(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        await self._remove_local_member(conn, channel, sub)
-        if sub.pattern is not None:
-            return
-        remaining = await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
-        if remaining == 0:
-            await self._broker.publish_presence(
-                PresenceDelta(conn.app_id, channel, conn.peer_id, (), (conn.presence_entry,))
-            )
 
     # --- deliveries from the broker (BrokerHandler) ---------------------------------------
 
@@ -668,12 +416,8 @@ class Node:
         message_id: str | None = None,
     ) -> Published:
         """A REST publish: counted everywhere, recorded like a client's (spec 16.1, 16.2)."""
-        await self._usage.count_message(app_id, self.quota(app_id), self._clock())
         publication = Publication(app_id, channel, sender, data, sender_metadata, None)
-        published = await self._hand_over(publication, message_id, count_everywhere=True)
-        if not published.duplicate:
-            self._activity.published(app_id, channel)
-        return published
+        return await self._messaging.publish_as_server(publication, message_id)
 
     async def channel_history(
         self, app_id: str, channel: str, *, since: int | None, limit: int
