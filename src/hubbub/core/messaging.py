@@ -86,7 +86,7 @@ class Messaging:
             sender_metadata=conn.principal.peer_metadata,
             origin_connection=conn.id,
         )
-        published = await self._hand_over(publication, frame.message_id)
+        published = await self.hand_over(publication, frame.message_id)
         self._stats.publications += 1
         if not published.duplicate:
             self._activity.published(conn.app_id, frame.channel)
@@ -104,7 +104,7 @@ class Messaging:
                 )
             )
 
-    async def _hand_over(
+    async def hand_over(
         self, publication: Publication, message_id: str | None, *, count_everywhere: bool = False
     ) -> Published:
         """Give a publication to the broker: recorded when the channel keeps history or the
@@ -145,7 +145,7 @@ class Messaging:
         """A REST publish: counted (never refused), delivered and counted on every node."""
         app_id = publication.app_id
         await self._usage.count_message(app_id, self._quota(app_id), self._clock())
-        published = await self._hand_over(publication, message_id, count_everywhere=True)
+        published = await self.hand_over(publication, message_id, count_everywhere=True)
         if not published.duplicate:
             self._activity.published(app_id, publication.channel)
         return published
