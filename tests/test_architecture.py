@@ -187,14 +187,18 @@ def test_inner_layers_import_only_what_they_may(layer: str) -> None:
     assert offending == []
 
 
-def test_core_never_imports_a_backend_or_an_outer_layer() -> None:
-    offending = [
+def forbidden_imports(importers: str, forbidden: Iterable[str]) -> list[str]:
+    """The imports by modules within ``importers`` of anything within ``forbidden``."""
+    return [
         str(imp)
         for imp in IMPORTS
-        if within(imp.importer, "hubbub.core")
-        and any(within(imp.imported, outer) for outer in CORE_NEVER_IMPORTS)
+        if within(imp.importer, importers)
+        and any(within(imp.imported, prefix) for prefix in forbidden)
     ]
-    assert offending == []
+
+
+def test_core_never_imports_a_backend_or_an_outer_layer() -> None:
+    assert forbidden_imports("hubbub.core", CORE_NEVER_IMPORTS) == []
 
 
 @pytest.mark.parametrize("library", sorted(THIRD_PARTY_HOMES))
@@ -417,13 +421,7 @@ AUTH_NEVER_IMPORTS = ("hubbub.config*",)  # config.py and every config_*.py
 
 
 def test_auth_does_not_depend_on_the_configuration_schema() -> None:
-    offending = [
-        str(imp)
-        for imp in IMPORTS
-        if within(imp.importer, "hubbub.auth")
-        and any(within(imp.imported, config) for config in AUTH_NEVER_IMPORTS)
-    ]
-    assert offending == []
+    assert forbidden_imports("hubbub.auth", AUTH_NEVER_IMPORTS) == []
 
 
 PACKAGE_MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
