@@ -424,6 +424,11 @@ def test_auth_does_not_depend_on_the_configuration_schema() -> None:
     assert forbidden_imports("hubbub.auth", AUTH_NEVER_IMPORTS) == []
 
 
+def test_the_rest_api_gets_settings_and_keys_not_the_configuration_file() -> None:
+    # server.py translates the file into RestSettings and a KeyRing; no TOML type reaches here.
+    assert forbidden_imports("hubbub.api", AUTH_NEVER_IMPORTS) == []
+
+
 PACKAGE_MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
 
 
