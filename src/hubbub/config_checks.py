@@ -70,6 +70,18 @@ def check_config(config: Config, fail: Callable[[str, str], None]) -> None:
         fail("conversations.auth_window_s", "must be positive")
     if conversations.max_message_bytes <= 0:
         fail("conversations.max_message_bytes", "must be positive")
+    for name in (
+        "rate_per_second",
+        "rate_burst",
+        "max_text_input_chars",
+        "max_variables_bytes",
+        "auth_timeout_s",
+        "connect_attempts_per_ip",
+    ):
+        if getattr(conversations, name) < 0:
+            fail(f"conversations.{name}", "must not be negative (0 disables the limit)")
+    if conversations.connect_window_s <= 0:
+        fail("conversations.connect_window_s", "must be positive")
     for i, target in enumerate(conversations.python_tools):
         module, _, function = target.partition(":")
         if not module or not function:

@@ -228,6 +228,16 @@ class ConversationsConfig(_Section):
     # "module:function" callables that project files may use as python tools.
     python_tools: list[str] = []
     max_message_bytes: int = 1_048_576
+    # Abuse bounds (conversation protocol section 9): a per-connection message rate (token
+    # bucket; each started 64 KiB of a message costs one more token), the longest text input,
+    # the time a client has to authenticate, and /ws upgrades + WebRTC offers per client IP.
+    rate_per_second: float = 100.0  # 0 disables the rate limit
+    rate_burst: int = 200
+    max_text_input_chars: int = 10_000  # 0: unlimited
+    max_variables_bytes: int = 1_048_576  # a stage's variables as JSON (set_var); 0: unlimited
+    auth_timeout_s: float = 10.0  # 0: no deadline
+    connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
+    connect_window_s: float = 60.0
     # Serve the demo order-status API (GET /demo/api/orders/{id}) the support-desk demo uses.
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None

@@ -43,6 +43,7 @@ from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
 from hubbub.conversation.runtime.webhook_client import AiohttpWebhookClient
 from hubbub.conversation.session.inspect import ConversationInspector
+from hubbub.conversation.session.limits import SessionLimits
 from hubbub.conversation.session.service import AuthLimits, ConversationService
 from hubbub.conversation.voice.providers.registry import create_llm
 from hubbub.conversation.voice.speech import speech_stack_for
@@ -51,6 +52,7 @@ from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
+from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.core.timers import LoopScheduler
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
@@ -355,20 +357,36 @@ def _add_conversations(
         python_tools=frozenset(settings.python_tools),
         webhooks=AiohttpWebhookClient(),
         auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
+        session_limits=SessionLimits(
+            rate_per_s=settings.rate_per_second,
+            rate_burst=settings.rate_burst,
+            max_text_input_chars=settings.max_text_input_chars,
+            max_variables_bytes=settings.max_variables_bytes,
+            auth_timeout_s=settings.auth_timeout_s,
+        ),
         speech=speech_stack_for(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
     )
+    attempts = settings.connect_attempts_per_ip
+    connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
     endpoint = ConversationEndpoint(
         service,
         TrustedProxies(config.server.trusted_proxies),
         max_message_bytes=settings.max_message_bytes,
         slow_consumer_bytes=config.server.slow_consumer_bytes,
         keepalive_interval_s=config.server.keepalive_interval_s,
+        connect_limiter=connect_limiter,
     )
     app[CONVERSATIONS_KEY] = service
     app.router.add_get("/ws", endpoint.handle)
-    add_webrtc_routes(app, _webrtc_endpoint(config, service))
+    add_webrtc_routes(app, _webrtc_endpoint(config, service, connect_limiter))
+
+    async def close_sockets(app: web.Application) -> None:
+        await endpoint.close_all()
+
+    # on_shutdown runs before on_cleanup: sessions close (1001) while the engine is still up.
+    app.on_shutdown.append(close_sockets)
 
     async def start(app: web.Application) -> None:
         await service.start()
@@ -381,7 +399,9 @@ def _add_conversations(
     return service
 
 
-def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndpoint:
+def _webrtc_endpoint(
+    config: Config, service: ConversationService, connect_limiter: KeyedRateLimiter
+) -> WebRtcEndpoint:
     webrtc = config.webrtc
     return WebRtcEndpoint(
         service,
@@ -394,8 +414,10 @@ def _webrtc_endpoint(config: Config, service: ConversationService) -> WebRtcEndp
             peer=PeerLimits(
                 control_open_timeout_s=webrtc.control_open_timeout_s,
                 slow_consumer_bytes=config.server.slow_consumer_bytes,
+                max_message_bytes=config.conversations.max_message_bytes,
             ),
         ),
+        connect_limiter,
     )
 
 

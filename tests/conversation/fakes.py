@@ -19,6 +19,7 @@ class FakeChannel:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.closed_with: list[object] = []  # the CloseReason of every close() asked for
 
     def send_message(self, message: bytes) -> None:
         decoded = json.loads(message)
@@ -40,8 +41,8 @@ class FakeChannel:
     def input_turn_closed(self, input_turn_id: str) -> None:
         pass
 
-    def close(self) -> None:
-        pass
+    def close(self, why: object) -> None:
+        self.closed_with.append(why)
 
     async def wait_for(self, **fields: Any) -> dict[str, Any]:
         async with asyncio.timeout(10):

@@ -14,6 +14,10 @@ def test_defaults_and_demo_mode() -> None:
     assert config.conversations.projects_dir is None
     assert config.conversations.auth_attempts_per_ip == 10
     assert config.conversations.auth_window_s == 900.0
+    bounds = config.conversations
+    assert (bounds.rate_per_second, bounds.rate_burst) == (100.0, 200)
+    assert (bounds.max_text_input_chars, bounds.auth_timeout_s) == (10_000, 10.0)
+    assert (bounds.connect_attempts_per_ip, bounds.connect_window_s) == (60, 60.0)
     demo = demo_config()
     assert demo.conversations.projects_dir is not None
     assert Path(demo.conversations.projects_dir, "support-desk.yaml").is_file()
@@ -47,6 +51,13 @@ api_key_env = "OPENAI_API_KEY"
     [
         ("auth_attempts_per_ip = -1", "conversations.auth_attempts_per_ip", "must not be negative"),
         ("auth_window_s = 0", "conversations.auth_window_s", "must be positive"),
+        ("rate_per_second = -1", "conversations.rate_per_second", "must not be negative"),
+        ("rate_burst = -5", "conversations.rate_burst", "must not be negative"),
+        ("max_text_input_chars = -1", "conversations.max_text_input_chars", "must not be"),
+        ("max_variables_bytes = -1", "conversations.max_variables_bytes", "must not be"),
+        ("auth_timeout_s = -0.5", "conversations.auth_timeout_s", "must not be negative"),
+        ("connect_attempts_per_ip = -1", "conversations.connect_attempts_per_ip", "must not"),
+        ("connect_window_s = 0", "conversations.connect_window_s", "must be positive"),
         ('python_tools = ["nocolon"]', "conversations.python_tools[0]", "module:function"),
         ("surprise = 1", "conversations", "unknown field `surprise`"),
         ("[conversations.llm]\nmodel = 'm'", "conversations.llm", "base_url"),

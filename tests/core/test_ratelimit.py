@@ -62,3 +62,20 @@ def test_keyed_limiter_prunes_only_full_buckets_when_at_its_key_cap() -> None:
     assert limiter.allow("other", 10.0)  # everything full by now: pruned, then added
     assert limiter.allow("busy", 10.0) and limiter.allow("busy", 10.0)
     assert not limiter.allow("busy", 10.0)
+
+
+def test_would_allow_looks_without_using_anything_up() -> None:
+    """What a limiter counting only failures needs: look before, charge after a failure."""
+    limiter = KeyedRateLimiter(capacity=2, refill_per_s=1)
+    assert all(limiter.would_allow("ip", 0.0) for _ in range(100))
+    assert limiter.allow("ip", 0.0) and limiter.allow("ip", 0.0)
+    assert not limiter.would_allow("ip", 0.0)
+    assert not limiter.would_allow("ip", 0.5)
+    assert limiter.would_allow("ip", 1.0)  # one token back
+    assert limiter.would_allow("other", 0.0)
+    assert KeyedRateLimiter(capacity=0, refill_per_s=0).would_allow("ip", 0.0)
+    bucket = TokenBucket(capacity=1, refill_per_s=1, now=0.0)
+    assert bucket.take(0.0)
+    assert not bucket.has_token(0.5)
+    assert bucket.has_token(1.0)
+    assert not bucket.take(0.5)  # has_token took nothing: the half token is still short

@@ -151,9 +151,10 @@ async def start_server() -> AsyncIterator[ServerFactory]:
 
     async def start(**overrides: Any) -> WebRtcServer:
         peer = PeerLimits(**overrides.pop("peer", {}))
+        connect_limiter = overrides.pop("connect_limiter", None)
         settings = WebRtcSettings(**{"stun_url": "", "peer": peer, **overrides})
         sessions = RecordingFactory()
-        endpoint = WebRtcEndpoint(sessions, TrustedProxies([]), settings)
+        endpoint = WebRtcEndpoint(sessions, TrustedProxies([]), settings, connect_limiter)
         app = web.Application()
         add_webrtc_routes(app, endpoint)
         runner = web.AppRunner(app, access_log=None)

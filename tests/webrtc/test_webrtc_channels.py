@@ -10,7 +10,7 @@ import pytest
 
 from hubbub.protocol.audio_frame import MAX_AUDIO_BYTES_PER_FRAME, encode_audio_frame
 
-from .conftest import TIMEOUT_S, Client, WebRtcServer, wait_until
+from .conftest import TIMEOUT_S, Client, ServerFactory, WebRtcServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +180,23 @@ async def test_server_stop_closes_every_peer_connection(
     assert handler.closed_calls == 1
     assert server.endpoint.peers == frozenset()
     await asyncio.wait_for(client.control_closed.wait(), TIMEOUT_S)
+
+
+async def test_a_control_message_over_the_size_bound_closes_the_connection(
+    start_server: ServerFactory, clients: Callable[..., Client]
+) -> None:
+    server = await start_server(peer={"max_message_bytes": 1_000})
+    big, other = clients(), clients()
+    await big.connect(server.offer_url)
+    await other.connect(server.offer_url)
+    handler = server.sessions.handlers[0]
+    at_bound = '{"type": "echo", "pad": "' + "x" * (1_000 - 27) + '"}'
+    assert len(at_bound) == 1_000
+    big.control.send(at_bound)
+    assert (await big.receive())["type"] == "echo"
+    big.control.send(at_bound[:-2] + 'x"}')  # one byte more
+    await asyncio.wait_for(big.control_closed.wait(), TIMEOUT_S)
+    await asyncio.wait_for(handler.closed_event.wait(), TIMEOUT_S)
+    assert handler.messages == [at_bound]  # the big one never reached the session
+    other.send({"type": "echo"})
+    assert (await other.receive())["type"] == "echo"

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from hubbub.core.ratelimit import KeyedRateLimiter
+
 from .conftest import TIMEOUT_S, Client, ServerFactory, WebRtcServer
 
 pytestmark = pytest.mark.integration
@@ -40,6 +42,9 @@ async def post(url: str, **kwargs: Any) -> tuple[int, Any]:
         {"data": b"not json"},
         {"data": b"\xff\xfe"},
         {"data": b""},
+        # Deep JSON (issue 11: an HTML 500 page) is a bad body like any other.
+        {"data": b'{"sdpOffer": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"},
+        {"data": b"[" * 100_000 + b"]" * 100_000},
     ],
 )
 async def test_missing_or_non_string_offer_is_400(
@@ -107,6 +112,24 @@ async def test_peer_connection_limit_per_address(
     status, body = await post(server.offer_url, json=offer)
     assert (status, body) == (429, {"error": "Too many WebRTC connections from this address"})
     assert len(server.endpoint.peers) == 1
+
+
+async def test_offers_over_the_per_ip_attempt_rate_are_429(
+    start_server: ServerFactory, clients: Callable[..., Client]
+) -> None:
+    """Offers count against the per-IP connection attempt rate (shared with ``/ws`` upgrades),
+    whatever becomes of them."""
+    limiter = KeyedRateLimiter(3, 3 / 60)
+    server = await start_server(connect_limiter=limiter)
+    assert (await post(server.offer_url, json={}))[0] == 400
+    await clients().connect(server.offer_url)
+    await clients().connect(server.offer_url)
+    assert await post(server.offer_url, json={}) == (
+        429,
+        {"error": "Too many WebRTC connections from this address"},
+    )
+    assert len(server.endpoint.peers) == 2
+    assert limiter.would_allow("127.0.0.2", time.monotonic())
 
 
 async def test_client_that_never_opens_control_is_closed(

@@ -22,6 +22,11 @@ class TokenBucket:
             return True
         return False
 
+    def has_token(self, now: float) -> bool:
+        """Whether :meth:`take` would succeed now (takes nothing)."""
+        elapsed = max(0.0, now - self._last)
+        return min(self._capacity, self._tokens + elapsed * self._refill_per_s) >= 1.0
+
     def is_full(self, now: float) -> bool:
         elapsed = max(0.0, now - self._last)
         return self._tokens + elapsed * self._refill_per_s >= self._capacity
@@ -51,6 +56,14 @@ class KeyedRateLimiter:
                 self._prune(now)
             bucket = self._buckets[key] = TokenBucket(self._capacity, self._refill_per_s, now)
         return bucket.take(now)
+
+    def would_allow(self, key: str, now: float) -> bool:
+        """Whether :meth:`allow` would succeed now, without using anything up (a limiter
+        that counts only failures checks before the attempt and charges after it)."""
+        if not self.enabled:
+            return True
+        bucket = self._buckets.get(key)
+        return bucket is None or bucket.has_token(now)
 
     def _prune(self, now: float) -> None:
         # A full bucket is indistinguishable from a fresh one, so dropping it loses nothing.

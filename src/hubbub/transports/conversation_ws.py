@@ -7,15 +7,23 @@ memory. Voice goes out base64-encoded inside ``send_ai_voice_chunk`` messages (s
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiohttp import WSMsgType, web
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.protocol.pushes import SendAiVoiceChunk, VoiceChunk, encode
-from hubbub.conversation.session.channel import SessionFactory, TransportKind
+from hubbub.conversation.session.channel import (
+    GOING_AWAY,
+    CloseReason,
+    SessionFactory,
+    SessionHandler,
+    TransportKind,
+)
 from hubbub.core.outbound import OutFrame
-from hubbub.protocol.codes import CloseCode
+from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
@@ -56,13 +64,25 @@ class WebSocketClientChannel:
     def input_turn_closed(self, input_turn_id: str) -> None:
         pass
 
-    def close(self) -> None:
-        log.warning(
-            "conversation client remote=%s: too many authentication attempts; closing",
-            self._ip,
-            extra={"event": "auth_rate_limited", "transport": "websocket", "remote": self._ip},
-        )
-        self._outbox.close(CloseCode.POLICY_VIOLATION, "too many authentication attempts")
+    def close(self, why: CloseReason) -> None:
+        if why is not GOING_AWAY:
+            log.warning(
+                "conversation client remote=%s: %s; closing (%d)",
+                self._ip,
+                why.reason,
+                why.code,
+                extra={
+                    "event": "conversation_refused",
+                    "transport": "websocket",
+                    "remote": self._ip,
+                    "reason": why.reason,
+                    "code": why.code,
+                },
+            )
+        self._outbox.close(why.code, why.reason)
+
+
+TOO_MANY_CONNECTION_ATTEMPTS = {"error": "Too many connection attempts from this address"}
 
 
 class ConversationEndpoint:
@@ -74,15 +94,40 @@ class ConversationEndpoint:
         max_message_bytes: int,
         slow_consumer_bytes: int,
         keepalive_interval_s: float,
+        connect_limiter: KeyedRateLimiter | None = None,
+        shutdown_grace_s: float = 2.0,
     ) -> None:
         self._sessions = sessions
         self._trusted = trusted_proxies
         self._max_message_bytes = max_message_bytes
         self._keepalive_interval_s = keepalive_interval_s
         self._outboxes = OutboxFactory(max_pending_bytes=slow_consumer_bytes, pause_s=0.0)
+        # Shared with the WebRTC offers: upgrades per client IP (spec section 11).
+        self._connect_limiter = connect_limiter
+        self._shutdown_grace_s = shutdown_grace_s
+        self._open: dict[WebSocketClientChannel, tuple[SessionHandler, asyncio.Future[None]]] = {}
+
+    async def close_all(self) -> None:
+        """Graceful shutdown: close every connection with 1001 (each session ends its live
+        turn and lets go of its conversation, which stays resumable), and wait a bounded time
+        for the close handshakes."""
+        done = [finished for _, finished in self._open.values()]
+        for channel, (session, _) in list(self._open.items()):
+            session.going_away()
+            channel.close(GOING_AWAY)
+        if done:
+            await asyncio.wait(done, timeout=self._shutdown_grace_s)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        limiter = self._connect_limiter
+        if limiter is not None and not limiter.allow(ip, time.monotonic()):
+            log.warning(
+                "conversation connect refused remote=%s: too many connection attempts (HTTP 429)",
+                ip,
+                extra={"event": "connect_refused", "transport": "websocket", "remote": ip},
+            )
+            return web.json_response(TOO_MANY_CONNECTION_ATTEMPTS, status=429)
         ws = web.WebSocketResponse(
             max_msg_size=self._max_message_bytes,
             compress=False,
@@ -94,7 +139,10 @@ class ConversationEndpoint:
         outbox = self._outboxes.create(ws, request)
         if outbox is None:
             return ws
-        session = self._sessions.open_session(WebSocketClientChannel(outbox, ip))
+        channel = WebSocketClientChannel(outbox, ip)
+        finished = asyncio.get_running_loop().create_future()
+        session = self._sessions.open_session(channel)
+        self._open[channel] = (session, finished)
         log.info(
             "conversation connection opened remote=%s",
             ip,
@@ -109,7 +157,11 @@ class ConversationEndpoint:
                     # client gets "Invalid JSON" rather than silence.
                     await session.handle_message(message.data)
         finally:
-            await session.closed()
+            try:
+                await session.closed()
+            finally:
+                del self._open[channel]
+                finished.set_result(None)
             code = ws.close_code if outbox.close_code is None else outbox.close_code
             log.info(
                 "conversation connection closed remote=%s code=%s",

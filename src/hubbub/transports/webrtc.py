@@ -25,7 +25,13 @@ from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from hubbub.conversation.protocol.pushes import VoiceChunk
-from hubbub.conversation.session.channel import SessionFactory, SessionHandler, TransportKind
+from hubbub.conversation.session.channel import (
+    GOING_AWAY,
+    CloseReason,
+    SessionFactory,
+    SessionHandler,
+    TransportKind,
+)
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
 from hubbub.transports.webrtc_media import AiVoiceTrack, read_microphone
 from hubbub.transports.webrtc_settings import PeerLimits
@@ -134,9 +140,20 @@ class WebRtcPeer:
         if input_turn_id == self._input_turn_id:
             self._input_turn_id = None
 
-    def close(self) -> None:
+    def close(self, why: CloseReason | None = None) -> None:
+        """Close both DataChannels and the peer connection (which carry no close code, so
+        ``why`` is only logged)."""
+        if why is not None and self._closing is None:
+            log.info("webrtc client %s: %s; closing", self._ip, why.reason)
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_task(self._close())
+
+    def going_away(self) -> None:
+        """Server shutdown: the session ends its live turn (its last messages still go out),
+        then the peer closes."""
+        if self._session is not None and not self.closed:
+            self._session.going_away()
+        self.close(GOING_AWAY)
 
     async def wait_closed(self) -> None:
         """Close, and return once everything is released."""
@@ -200,6 +217,10 @@ class WebRtcPeer:
         self._consumer = asyncio.get_running_loop().create_task(self._consume_inbox(self._session))
 
     def _on_control_message(self, payload: str | bytes) -> None:
+        if len(payload) > self._limits.max_message_bytes:
+            log.info("webrtc client %s sent a control message too big; closing", self._ip)
+            self.close()
+            return
         try:
             self._inbox.put_nowait(_Message(payload))
         except asyncio.QueueFull:

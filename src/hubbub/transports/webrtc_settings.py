@@ -18,6 +18,8 @@ class PeerLimits:
     # Client messages waiting for the engine; past this, audio is dropped and control floods
     # close the connection.
     inbox_size: int = 512
+    # A longer control message closes the connection, as a larger frame closes /ws (1009).
+    max_message_bytes: int = 1_048_576
     # Unsent control bytes before the client counts as a slow consumer and is disconnected.
     slow_consumer_bytes: int = 1_048_576
     max_queued_voice_s: float = 120.0

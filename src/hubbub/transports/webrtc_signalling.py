@@ -11,7 +11,8 @@ no trickle ICE. Replies:
 * ``500 {"error": "WebRTC signaling failed"}``: the offer cannot be applied or answered, or has
   no DataChannels (so ``control`` could never open);
 * ``429 {"error": "Too many WebRTC connections from this address"}``: the client's address
-  (resolved through trusted proxies) already holds ``max_peer_connections_per_ip``;
+  (resolved through trusted proxies) already holds ``max_peer_connections_per_ip``, or made
+  more connection attempts (offers and ``/ws`` upgrades together) than the per-IP rate allows;
 * ``503 {"error": "Too many WebRTC connections"}``: the node already holds
   ``max_peer_connections`` peer connections.
 
@@ -22,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.session.channel import SessionFactory
+from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.transports.webrtc import WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
 from hubbub.transports.webrtc_settings import WebRtcSettings
@@ -51,10 +54,13 @@ class WebRtcEndpoint:
         sessions: SessionFactory,
         trusted_proxies: TrustedProxies,
         settings: WebRtcSettings,
+        connect_limiter: KeyedRateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._trusted = trusted_proxies
         self._settings = settings
+        # Shared with ``/ws`` upgrades: offers per client IP (conversation spec section 11).
+        self._connect_limiter = connect_limiter
         self._peers: set[WebRtcPeer] = set()
 
     @property
@@ -62,16 +68,19 @@ class WebRtcEndpoint:
         return frozenset(self._peers)
 
     async def handle_offer(self, request: web.Request) -> web.Response:
+        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
+        limiter = self._connect_limiter
+        if limiter is not None and not limiter.allow(ip, time.monotonic()):
+            return web.json_response(TOO_MANY_FROM_ADDRESS, status=429)
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deep JSON: a bad body too
             body = None
         offer = body.get("sdpOffer") if isinstance(body, dict) else None
         if not isinstance(offer, str) or not offer:
             return web.json_response(BAD_OFFER, status=400)
         if len(self._peers) >= self._settings.max_peer_connections:
             return web.json_response(TOO_MANY_CONNECTIONS, status=503)
-        ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"), self._trusted)
         same_address = sum(1 for peer in self._peers if peer.client_ip == ip)
         if same_address >= self._settings.max_peer_connections_per_ip:
             return web.json_response(TOO_MANY_FROM_ADDRESS, status=429)
@@ -97,6 +106,8 @@ class WebRtcEndpoint:
 
     async def close_all(self) -> None:
         peers = list(self._peers)
+        for peer in peers:
+            peer.going_away()
         await asyncio.gather(*(peer.wait_closed() for peer in peers), return_exceptions=True)
 
     def _configuration(self) -> RTCConfiguration:

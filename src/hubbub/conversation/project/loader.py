@@ -38,6 +38,9 @@ PROJECT_SUFFIXES = (".yaml", ".yml")
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
+NESTED_TOO_DEEPLY = "nested too deeply"
+
+
 class ProjectError(ConversationLayerError):
     def __init__(self, source: str, path: str, reason: str) -> None:
         super().__init__(f"{source}: {path}: {reason}")
@@ -80,6 +83,8 @@ def _path_from_msgspec(message: str) -> tuple[str, str]:
 
 
 def parse_project(text: str, source: str, renderer: TemplateRenderer) -> LoadedProject:
+    """The validated project, or :class:`ProjectError` (never another exception, whatever
+    the text: structures nested past Python's recursion limit are an error too)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -87,15 +92,19 @@ def parse_project(text: str, source: str, renderer: TemplateRenderer) -> LoadedP
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(document)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProjectError(source, where, f"not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ProjectError(source, "(document)", NESTED_TOO_DEEPLY) from None
     if not isinstance(raw, dict):
         raise ProjectError(source, "(document)", "a project file must be a mapping")
     try:
         project = msgspec.convert(raw, Project)
+        loaded = LoadedProject(project=project, source=source)
+        _Checker(loaded, renderer).run()
     except msgspec.ValidationError as exc:
         path, reason = _path_from_msgspec(str(exc))
         raise ProjectError(source, path, reason) from None
-    loaded = LoadedProject(project=project, source=source)
-    _Checker(loaded, renderer).run()
+    except RecursionError:
+        raise ProjectError(source, "(document)", NESTED_TOO_DEEPLY) from None
     return loaded
 
 

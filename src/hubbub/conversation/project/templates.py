@@ -30,6 +30,9 @@ Choices, and why:
   iteration (loops are rewritten at compile time to iterate through a guard), so even
   ``{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}`` over a long string stops.
 * **Autoescape off**: the output is chat text and prompts, not HTML.
+* **``urlencode`` encodes a value completely**, ``/`` included (Jinja's leaves ``/`` alone,
+  so a tool parameter such as ``../../metrics`` could walk a webhook URL out of its path;
+  :mod:`hubbub.conversation.runtime.tools` also refuses a URL whose path leaves the tool's).
 
 Exceptions: every failure (syntax, undefined arithmetic, sandbox refusal, limit exceeded) is a
 :class:`TemplateError` whose message says what went wrong and, for syntax errors, on which line.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import re
 import string
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -50,6 +54,7 @@ from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
 from jinja2.exceptions import TemplateError as JinjaTemplateError
+from jinja2.filters import do_urlencode
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
@@ -232,6 +237,15 @@ def _check_replace(text: str = "", old: str = "", new: str = "", *_: str) -> Non
         raise _LimitExceeded(f"replace() would produce more than {limit} characters")
 
 
+def _urlencode(value: Any) -> str:
+    """A value made safe for one URL path segment or query value: everything but unreserved
+    characters percent-encoded, ``/`` too. Mappings and pairs become a query string, as in
+    Jinja."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return urllib.parse.quote(str(value), safe="")
+    return do_urlencode(value)
+
+
 class _HubbubSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
@@ -241,6 +255,7 @@ class _HubbubSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = _budgeted_range
         self.globals["namespace"] = _GuardedNamespace
         self.globals[_LOOP_GUARD] = _guarded_iteration
+        self.filters["urlencode"] = _urlencode
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:

@@ -10,7 +10,7 @@ Attributes are snake_case; the wire's camelCase names (``requestId``) are mapped
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -165,6 +165,9 @@ FEATURE_OF: dict[str, str] = {
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 _DECODER = msgspec.json.Decoder()
+# JSON nested deeper than this is "Invalid JSON" (spec section 11): deep enough for any real
+# variable value, shallow enough that nothing downstream (templates, the store) can recurse far.
+MAX_JSON_DEPTH: Final = 64
 
 
 class Envelope(msgspec.Struct):
@@ -180,11 +183,37 @@ class DecodeFailure(ConversationLayerError):
         self.request_id = request_id
 
 
-def decode_envelope(payload: str | bytes) -> Envelope:
+def decode_json(payload: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``payload`` decoded, or :class:`DecodeFailure` (``Invalid JSON``) when it is not JSON or
+    nests containers deeper than ``max_depth``; never a ``RecursionError``."""
     try:
-        body = _DECODER.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+        value = _DECODER.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise DecodeFailure(errors.INVALID_JSON) from None
+    # Fewer brackets than the bound cannot nest past it: most messages skip the walk.
+    opening = (
+        payload.count("[") + payload.count("{")
+        if isinstance(payload, str)
+        else payload.count(b"[") + payload.count(b"{")
+    )
+    if opening > max_depth and isinstance(value, (dict, list)):
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            children = item.values() if isinstance(item, dict) else item
+            if depth > max_depth:
+                raise DecodeFailure(errors.INVALID_JSON)
+            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return value
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (values decoded from a message always encode)."""
+    return len(msgspec.json.encode(value))
+
+
+def decode_envelope(payload: str | bytes) -> Envelope:
+    body = decode_json(payload)
     if not isinstance(body, dict):
         raise DecodeFailure(errors.INVALID_JSON)
     request_id = body.get("requestId")

@@ -17,6 +17,9 @@ INVALID_JSON: Final = "Invalid JSON"
 UNKNOWN_MESSAGE_TYPE: Final = "Unknown message type"
 AUTHENTICATION_REQUIRED: Final = "Authentication required"
 TOO_MANY_AUTH_ATTEMPTS: Final = "Too many authentication attempts, please try again later"
+# Abuse bounds (spec section 11): each is followed by the close of the connection.
+AUTHENTICATION_TIMEOUT: Final = "Authentication timed out"
+MESSAGE_RATE_EXCEEDED: Final = "Message rate exceeded"
 
 ALREADY_AUTHENTICATED: Final = "Already authenticated"
 INVALID_API_KEY: Final = "Invalid or inactive API key"
@@ -44,6 +47,18 @@ INTERNAL_ERROR: Final = "Internal error"
 
 def invalid_message(field: str, reason: str) -> str:
     return f"Invalid message: {field}: {reason}"
+
+
+def text_too_long(max_chars: int) -> str:
+    return invalid_message("text", f"longer than {max_chars} characters")
+
+
+def variables_too_big(max_bytes: int) -> str:
+    return invalid_message("variableValue", f"the stage's variables would exceed {max_bytes} bytes")
+
+
+def stage_variables_too_big(max_bytes: int) -> str:
+    return invalid_message("stageVariables", f"more than {max_bytes} bytes")
 
 
 def feature_not_permitted(feature: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -83,6 +84,8 @@ class ToolRunner:
     async def _webhook(self, tool: WebhookTool, scope: Mapping[str, Any]) -> Any:
         render = self._renderer.render
         url = render(tool.url, scope)
+        if not self._stays_in_path(tool, url, scope):
+            raise ToolError(f"webhook {tool.id}: the parameters lead the URL out of its path")
         headers = {name: render(value, scope) for name, value in tool.headers.items()}
         body = render(tool.body, scope) if tool.body is not None else None
         if body is not None and not any(h.lower() == "content-type" for h in headers):
@@ -95,6 +98,30 @@ class ToolRunner:
             )
         except WebhookError as exc:
             raise ToolError(f"webhook {tool.id}: {exc}") from None
+
+    def _stays_in_path(self, tool: WebhookTool, url: str, scope: Mapping[str, Any]) -> bool:
+        """Whether the rendered ``url`` stays where the tool points: no ``.`` or ``..``
+        segment (raw or percent-encoded: HTTP clients resolve both), and the same origin and
+        leading path as the URL rendered without parameters (the tool's base)."""
+        path = urllib.parse.urlsplit(url).path
+        segments = path.split("/")
+        if any(urllib.parse.unquote(segment) in (".", "..") for segment in segments):
+            return False
+        try:
+            base = urllib.parse.urlsplit(
+                self._renderer.render(tool.url, {**scope, "parameters": {}})
+            )
+        except TemplateError:  # the URL needs its parameters to render at all
+            return True
+        rendered = urllib.parse.urlsplit(url)
+        if base.netloc and (rendered.scheme, rendered.netloc) != (base.scheme, base.netloc):
+            return False
+        # The base's segments up to where a parameter was (an empty segment) or the last one
+        # (a parameter may end it, as in ``order-{{ parameters.id }}``) are the tool's path.
+        base_segments = base.path.split("/")[:-1]
+        if "" in base_segments[1:]:
+            base_segments = base_segments[: base_segments.index("", 1)]
+        return segments[: len(base_segments)] == base_segments
 
     def _resolve(self, target: str) -> Callable[..., Any]:
         found = self._callables.get(target)

@@ -13,11 +13,27 @@ input turn is open (where a WebRTC microphone track's audio goes).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol
 
 from hubbub.conversation.protocol.pushes import VoiceChunk
 
 TransportKind = Literal["websocket", "webrtc"]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReason:
+    """Why the server closes a client connection: the WebSocket close code and reason. A
+    WebRTC peer closes its DataChannels and peer connection, which carry no code."""
+
+    code: int
+    reason: str
+
+
+AUTH_RATE_LIMITED: Final = CloseReason(1008, "too many authentication attempts")
+AUTH_TIMEOUT: Final = CloseReason(1008, "authentication timeout")
+OVER_MESSAGE_RATE: Final = CloseReason(4011, "over message rate")
+GOING_AWAY: Final = CloseReason(1001, "server going away")
 
 
 class ClientChannel(Protocol):
@@ -53,8 +69,8 @@ class ClientChannel(Protocol):
         """The voice input turn is over (``end_user_voice_input`` replied, or its final
         transcript was made)."""
 
-    def close(self) -> None:
-        """Close the client connection (e.g. after too many auth attempts)."""
+    def close(self, why: CloseReason) -> None:
+        """Close the client connection (after too many auth attempts, a flood, ...)."""
 
 
 class SessionHandler(ABC):
@@ -71,6 +87,10 @@ class SessionHandler(ABC):
     @abstractmethod
     async def closed(self) -> None:
         """The transport is gone: end the session; the conversation stays resumable."""
+
+    def going_away(self) -> None:  # noqa: B027 (optional: most handlers have nothing to do)
+        """The server is shutting down and closes the transport next: end the live turn while
+        the client can still hear it."""
 
 
 class SessionFactory(Protocol):

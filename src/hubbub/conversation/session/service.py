@@ -23,6 +23,7 @@ from hubbub.conversation.runtime.states import TERMINAL, State
 from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner, WebhookRequester
 from hubbub.conversation.session.channel import ClientChannel, SessionHandler
+from hubbub.conversation.session.limits import DEFAULT_SESSION_LIMITS, SessionLimits
 from hubbub.conversation.session.session import Session
 from hubbub.conversation.voice.providers.base import LlmProvider
 from hubbub.conversation.voice.speech import SpeechStack
@@ -51,6 +52,7 @@ class ConversationService:
         python_tools: frozenset[str] = frozenset(),
         webhooks: WebhookRequester | None = None,
         auth_limits: AuthLimits = AuthLimits(),
+        session_limits: SessionLimits = DEFAULT_SESSION_LIMITS,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         speech: SpeechStack | None = None,
@@ -81,6 +83,7 @@ class ConversationService:
         )
         limit = auth_limits.attempts_per_ip
         self._auth_limiter = KeyedRateLimiter(limit, limit / auth_limits.window_s if limit else 0)
+        self.session_limits = session_limits
         self._running: dict[str, Conversation] = {}
         # None: the voice extra is missing, and voice commands say voice is disabled.
         self.speech = speech
@@ -116,8 +119,11 @@ class ConversationService:
     def open_session(self, channel: ClientChannel) -> SessionHandler:
         return Session(self, channel, ids.new_id("sess_"))
 
-    def allow_auth_attempt(self, client_ip: str) -> bool:
-        return self._auth_limiter.allow(client_ip, self.services.monotonic())
+    def auth_refused(self, client_ip: str) -> bool:
+        return not self._auth_limiter.would_allow(client_ip, self.services.monotonic())
+
+    def auth_failed(self, client_ip: str) -> None:
+        self._auth_limiter.allow(client_ip, self.services.monotonic())
 
     def find_key(self, api_key: str) -> tuple[LoadedProject, ApiKey] | None:
         return self._keys.get(api_key)

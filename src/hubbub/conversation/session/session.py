@@ -28,7 +28,15 @@ from hubbub.conversation.runtime.scope import valid_timezone
 from hubbub.conversation.runtime.states import INPUT_COMMANDS, Command
 from hubbub.conversation.runtime.variables import VariableTypeError
 from hubbub.conversation.session.auth import Access, grant
-from hubbub.conversation.session.channel import ClientChannel, SessionHandler
+from hubbub.conversation.session.channel import (
+    AUTH_RATE_LIMITED,
+    AUTH_TIMEOUT,
+    OVER_MESSAGE_RATE,
+    ClientChannel,
+    CloseReason,
+    SessionHandler,
+)
+from hubbub.conversation.session.limits import MessageRate, SessionLimits
 from hubbub.conversation.session.output import SessionOutput
 from hubbub.conversation.voice.input import SERVER_VAD_TURN_ID, VoiceInput
 from hubbub.conversation.voice.output import TurnVoice
@@ -49,7 +57,16 @@ class SessionServices(Protocol):
     @property
     def monotonic(self) -> Callable[[], float]: ...
 
-    def allow_auth_attempt(self, client_ip: str) -> bool: ...
+    @property
+    def session_limits(self) -> SessionLimits: ...
+
+    def auth_refused(self, client_ip: str) -> bool:
+        """Whether ``client_ip`` has used up its failed auth attempts (spec section 2)."""
+        ...
+
+    def auth_failed(self, client_ip: str) -> None:
+        """Count one failed auth attempt of ``client_ip`` (successful ones are not counted)."""
+        ...
 
     def find_key(self, api_key: str) -> tuple[LoadedProject, ApiKey] | None: ...
 
@@ -78,6 +95,15 @@ class Session(SessionHandler):
         self._conversation: Conversation | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._voice_input: VoiceInput | None = None
+        limits = services.session_limits
+        self._limits = limits
+        self._rate = MessageRate(limits, services.monotonic())
+        self._closing = False
+        self._auth_deadline: asyncio.TimerHandle | None = None
+        if limits.auth_timeout_s > 0:
+            self._auth_deadline = asyncio.get_running_loop().call_later(
+                limits.auth_timeout_s, self._auth_timed_out
+            )
         self._handlers: dict[str, Callable[[Any], Awaitable[None]]] = {
             "start_conversation": self._start,
             "resume_conversation": self._resume,
@@ -125,6 +151,12 @@ class Session(SessionHandler):
     # --- input -----------------------------------------------------------------------------
 
     async def handle_message(self, payload: str | bytes) -> None:
+        if self._closing:
+            return  # the connection is being closed: nothing more is handled
+        if not self._rate.allow(len(payload), self._services.monotonic()):
+            self._out.transport_error(errors.MESSAGE_RATE_EXCEEDED, None)
+            self._close(OVER_MESSAGE_RATE)
+            return
         try:
             envelope = m.decode_envelope(payload)
             if envelope.type == "auth":
@@ -159,7 +191,30 @@ class Session(SessionHandler):
         if self._voice_input is not None and self._has_live_conversation():
             await self._voice_input.audio(self._conversation, input_turn_id, audio)
 
+    def _close(self, why: CloseReason) -> None:
+        self._closing = True
+        self._cancel_auth_deadline()
+        self._channel.close(why)
+
+    def _auth_timed_out(self) -> None:
+        self._auth_deadline = None
+        if self._access is None and not self._closing and not self._out.closed:
+            self._out.transport_error(errors.AUTHENTICATION_TIMEOUT, None)
+            self._close(AUTH_TIMEOUT)
+
+    def _cancel_auth_deadline(self) -> None:
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
+            self._auth_deadline = None
+
+    def going_away(self) -> None:
+        if self._has_live_conversation() and self._conversation is not None:
+            self._conversation.interrupt()  # the client gets the turn's abort with its text
+        self._closing = True
+
     async def closed(self) -> None:
+        self._closing = True
+        self._cancel_auth_deadline()
         self._out.closed = True
         if self._voice_input is not None:
             await self._voice_input.close()
@@ -172,11 +227,16 @@ class Session(SessionHandler):
     # --- auth ------------------------------------------------------------------------------
 
     async def _auth(self, envelope: m.Envelope) -> None:
-        if not self._services.allow_auth_attempt(self._channel.client_ip):
+        ip = self._channel.client_ip
+        if self._services.auth_refused(ip):
             self._out.transport_error(errors.TOO_MANY_AUTH_ATTEMPTS, envelope.request_id)
-            self._channel.close()
+            self._close(AUTH_RATE_LIMITED)
             return
-        request: m.Auth = m.decode_command(envelope)
+        try:
+            request: m.Auth = m.decode_command(envelope)
+        except m.DecodeFailure:
+            self._services.auth_failed(ip)
+            raise
         speech = self._services.speech
         try:
             if self._access is not None:
@@ -188,9 +248,12 @@ class Session(SessionHandler):
                 speech_available=speech is not None,
             )
         except CommandError as exc:
+            if exc.message != errors.ALREADY_AUTHENTICATED:  # not a guess at a key
+                self._services.auth_failed(ip)
             self._out.fail("auth", request.request_id, exc.message)
             return
         self._access = access
+        self._cancel_auth_deadline()
         self._out.receive_transcripts = access.receive_transcripts
         self._out.receive_events = access.receive_events
         if access.accept_voice and speech is not None:
@@ -216,6 +279,13 @@ class Session(SessionHandler):
             raise CommandError(errors.NO_ACTIVE_CONVERSATION)
         return conversation
 
+    def _release(self, conversation: Conversation) -> None:
+        """An ended conversation is of no more use to this session: let go of it (and of its
+        history), so that its memory is freed while the session lives on."""
+        if self._conversation is conversation:
+            conversation.detach(self)
+            self._conversation = None
+
     def _has_live_conversation(self) -> bool:
         conversation = self._conversation
         return (
@@ -240,6 +310,9 @@ class Session(SessionHandler):
         timezone = command.timezone or project.project.timezone
         if not valid_timezone(timezone):
             raise CommandError(errors.INVALID_TIMEZONE)
+        max_bytes = self._limits.max_variables_bytes
+        if max_bytes and m.json_size(command.stage_variables) > max_bytes:
+            raise CommandError(errors.stage_variables_too_big(max_bytes))
         conversation = self._services.create(
             project,
             user_id=command.user_id,
@@ -272,7 +345,8 @@ class Session(SessionHandler):
 
         async def end() -> p.Reply:
             await conversation.end("ended by client")
-            return p.EndConversationReply()
+            self._release(conversation)
+            return p.EndConversationReply(conversation_id=conversation.id)
 
         self._later("end_conversation", command.request_id, end())
 
@@ -280,6 +354,9 @@ class Session(SessionHandler):
         conversation = self._active(command, Command.TEXT_INPUT)
         if not self._granted().settings.send_text_input:
             raise CommandError(errors.TEXT_INPUT_DISABLED)
+        max_chars = self._limits.max_text_input_chars
+        if max_chars and len(command.text) > max_chars:
+            raise CommandError(errors.text_too_long(max_chars))
         turn_id = conversation.submit_text(command.text)
         self._reply(command.request_id, p.SendUserTextInputReply(input_turn_id=turn_id))
 
@@ -368,6 +445,11 @@ class Session(SessionHandler):
     async def _set_var(self, command: m.SetVar) -> None:
         conversation = self._active(command, Command.SET_VAR)
         self._check_stage(conversation, command.stage_id)
+        max_bytes = self._limits.max_variables_bytes
+        if max_bytes:
+            after = {**conversation.stage_variables, command.variable_name: command.variable_value}
+            if m.json_size(after) > max_bytes:
+                raise CommandError(errors.variables_too_big(max_bytes))
         try:
             conversation.set_variable(command.variable_name, command.variable_value)
         except VariableTypeError as exc:
