@@ -38,6 +38,9 @@ def test_demo_config_is_the_documented_one() -> None:
     assert (config.demo.enabled, config.demo.app) == (True, "demo")
     assert config.apps[0].conversation_projects == ["support-desk"]
     assert (sk.id, sk.secret) == PUBLIC_DEMO_SECRET_KEY
+    # The conversation bus is on, into the demo app, for every project.
+    assert config.conversations.events_app == "demo"
+    assert config.conversations.events_projects == ["*"]
 
 
 def test_defaults_for_an_empty_file() -> None:
@@ -127,6 +130,18 @@ BAD_FILES = [
     ("[demo]\nenabled = true", "demo.app", "no app 'demo'"),
     ("[demo]\nenabled = true\napp = 'a'\n" + APP + KEY, "demo.app", "has no secret key"),
     ("[demo]\nenable = true", "demo", "unknown field `enable`"),
+    ("[conversations]\nevents_app = 'nope'", "conversations.events_app", "no app 'nope'"),
+    (
+        "[conversations]\nevents_app = 'a'\n" + APP + KEY,
+        "conversations.events_app",
+        "has no secret key to steer conversations with",
+    ),
+    (
+        "[conversations]\nevents_projects = ['']",
+        "conversations.events_projects[0]",
+        "must be a project id",
+    ),
+    ("[conversations]\nevents_app = 5", "conversations.events_app", "Expected `str`"),
 ]
 
 

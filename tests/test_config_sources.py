@@ -66,6 +66,9 @@ SPECIAL_EXAMPLES: dict[str, tuple[str, Any]] = {
     "HUBBUB_BROKER_KEY_PREFIX": ("tenant-7", "tenant-7"),
     "HUBBUB_CONVERSATIONS_LLM_BASE_URL": ("http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1"),
     "HUBBUB_CONVERSATIONS_PYTHON_TOOLS": ('["pkg.mod:fn"]', ["pkg.mod:fn"]),
+    # The bus's app must exist and have a secret key (the demo app below does).
+    "HUBBUB_CONVERSATIONS_EVENTS_APP": ("demo", "demo"),
+    "HUBBUB_CONVERSATIONS_EVENTS_PROJECTS": ('["support-desk"]', ["support-desk"]),
     "HUBBUB_SERVER_TRUSTED_PROXIES": ('["127.0.0.1", "10.0.0.0/8"]', ["127.0.0.1", "10.0.0.0/8"]),
 }
 
@@ -108,7 +111,8 @@ def test_each_scalar_field_is_overridable(setting: Any) -> None:
         text, expected = "7", 7  # a rate and its burst must both be 0 or both set
         environ[setting.variable] = text
     # The demo helpers sign tokens with the demo app's secret key: it must exist.
-    file_text = DEMO_APP_WITH_SECRET if setting.path[0] == "demo" else ""
+    needs_demo_app = setting.path[0] == "demo" or setting.path[-1] == "events_app"
+    file_text = DEMO_APP_WITH_SECRET if needs_demo_app else ""
     config = parse_config(file_text, "h.toml", environ=environ)
     assert _value_at(config, setting.path) == expected
 

@@ -90,6 +90,11 @@ max_channels = 100
 enabled = true
 app = "demo"
 
+# The conversation bus: the demo conversations can be watched on
+# conversations/{projectId}/{conversationId} and steered with the demo app's secret key.
+[conversations]
+events_app = "demo"
+
 [[apps]]
 id = "demo"
 conversation_projects = ["support-desk"]

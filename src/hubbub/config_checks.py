@@ -162,6 +162,20 @@ def check_config(config: Config, fail: Callable[[str, str], None]) -> None:
                         f"unknown action {action!r} (expected one of {', '.join(ALL_ACTIONS)})",
                     )
 
+    conversations = config.conversations
+    if conversations.events_app:
+        bus_app = next((a for a in config.apps if a.id == conversations.events_app), None)
+        if bus_app is None:
+            fail("conversations.events_app", f"no app {conversations.events_app!r}")
+        elif not any(k.kind == "secret" for k in bus_app.keys):
+            fail(
+                "conversations.events_app",
+                f"app {conversations.events_app!r} has no secret key to steer conversations with",
+            )
+    for i, project_id in enumerate(conversations.events_projects):
+        if not project_id or not project_id.isprintable():
+            fail(f"conversations.events_projects[{i}]", 'must be a project id or "*"')
+
     demo = config.demo
     if demo.enabled:
         demo_app = next((a for a in config.apps if a.id == demo.app), None)

@@ -104,6 +104,9 @@ class ServerConfig(_Section):
 class LimitsConfig(_Section):
     rate_per_second: float = _default(NodeLimits, "rate_per_second")
     rate_burst: int = _default(NodeLimits, "rate_burst")
+    # Pings have their own bucket (0 burst disables it).
+    ping_rate_per_second: float = _default(NodeLimits, "ping_rate_per_second")
+    ping_burst: int = _default(NodeLimits, "ping_burst")
     max_message_bytes: int = _default(NodeLimits, "max_message_bytes")
     max_channels: int = _default(NodeLimits, "max_channels")
 
@@ -242,6 +245,11 @@ class ConversationsConfig(_Section):
     demo_api: bool = False
     llm: ConversationLlmConfig | None = None
     webhooks: list[ConversationWebhookConfig] = []  # conversation events, signed like apps'
+    # The conversation bus: every push of a conversation is also published on the channel
+    # conversations/{projectId}/{conversationId} of this app, whose secret keys may steer the
+    # conversation over REST ("" is off). Only the projects in events_projects ("*": all).
+    events_app: str = ""
+    events_projects: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class DemoConfig(_Section):

@@ -26,6 +26,8 @@ slow_consumer_bytes = 1048576 # unsent bytes before a connection is dropped (100
 [limits]                      # per connection; 0 disables a limit
 rate_per_second = 100
 rate_burst = 200
+ping_rate_per_second = 2      # pings have a bucket of their own (spec decision 8)
+ping_burst = 20
 max_message_bytes = 65536
 max_channels = 100
 
@@ -67,6 +69,7 @@ actions = ["publish", "subscribe", "presence", "send"]
 # [conversations]
 # projects_dir = "projects"
 # database_url = "sqlite+aiosqlite:///hubbub-conversations.db"
+# events_app = "{app_id}"   # the conversation bus: watch conversations/{{projectId}}/{{id}}
 
 # The demo pages (/demo/chat, /demo/call, ...) and their token helper: off outside demo mode,
 # because they hand out tokens of this app to anyone who can reach the server.

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub import version
+from hubbub.api.conversation_commands import ConversationCommandApi
 from hubbub.api.conversations import ConversationReadApi
 from hubbub.api.errors import api_errors
 from hubbub.api.health import HealthApi
@@ -42,9 +43,11 @@ from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.store import ConversationStore
 from hubbub.conversation.runtime.webhook_client import AiohttpWebhookClient
+from hubbub.conversation.session.bus import RealtimeBus
 from hubbub.conversation.session.inspect import ConversationInspector
 from hubbub.conversation.session.limits import SessionLimits
 from hubbub.conversation.session.service import AuthLimits, ConversationService
+from hubbub.conversation.session.steering import RELAY_TOPIC, Steering
 from hubbub.conversation.voice.providers.registry import create_llm
 from hubbub.conversation.voice.speech import speech_stack_for
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
@@ -60,6 +63,7 @@ from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispat
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.patterns import compile_pattern
 from hubbub.transports.conversation_ws import ConversationEndpoint
+from hubbub.transports.http_log import install_bad_request_log_filter
 from hubbub.transports.webrtc_settings import PeerLimits, WebRtcSettings
 from hubbub.transports.webrtc_signalling import WebRtcEndpoint, add_webrtc_routes
 from hubbub.transports.websocket import RealtimeEndpoint, WebSocketSettings
@@ -195,6 +199,8 @@ def build_node(
         limits=NodeLimits(
             rate_per_second=limits.rate_per_second,
             rate_burst=limits.rate_burst,
+            ping_rate_per_second=limits.ping_rate_per_second,
+            ping_burst=limits.ping_burst,
             max_message_bytes=limits.max_message_bytes,
             max_channels=limits.max_channels,
         ),
@@ -217,6 +223,7 @@ def build_node(
 
 
 def build_app(config: Config) -> web.Application:
+    install_bad_request_log_filter()
     keys = key_ring_of(config)
     webhooks = build_webhooks(config)
     proxies = build_proxies(config)
@@ -278,8 +285,9 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    service = _add_conversations(app, config, turn_metrics, webhooks)
+    service = _add_conversations(app, config, node, turn_metrics, webhooks)
     _add_conversation_reads(app, config, service, rest)
+    _add_conversation_commands(app, config, node, service, rest)
     _add_pages(app, config, node, keys, service)
     return app
 
@@ -326,9 +334,28 @@ def _add_conversation_reads(
     ConversationReadApi(inspector, rest.authorize, readable).add_routes(app)
 
 
+def _add_conversation_commands(
+    app: web.Application,
+    config: Config,
+    node: Node,
+    service: ConversationService | None,
+    rest: RestApi,
+) -> None:
+    """The conversation bus's REST commands; with the bus, its relay between nodes."""
+    bus = service.services.bus if service is not None else None
+    steering = None
+    if service is not None and isinstance(bus, RealtimeBus):
+        steering = Steering(service, bus, node)
+        node.handle_relay(RELAY_TOPIC, steering.answer_relay)
+    ConversationCommandApi(steering, config.conversations.events_app, rest.authorize).add_routes(
+        app
+    )
+
+
 def _add_conversations(
     app: web.Application,
     config: Config,
+    node: Node,
     turn_metrics: TurnMetricsRecorder,
     webhooks: WebhookDispatcher,
 ) -> ConversationService | None:
@@ -349,6 +376,12 @@ def _add_conversations(
             api_key=settings.llm.api_key,
             timeout_s=settings.llm.timeout_s,
         )
+    bus = None
+    if settings.events_app:
+        bus = RealtimeBus(node, settings.events_app, settings.events_projects)
+        unknown = sorted(set(settings.events_projects) - {p.id for p in projects} - {"*"})
+        if unknown:
+            log.warning("[conversations] events_projects names no loaded project: %s", unknown)
     service = ConversationService(
         projects,
         ConversationStore.from_url(settings.database_url),
@@ -367,6 +400,7 @@ def _add_conversations(
         speech=speech_stack_for(projects),
         on_message_event=turn_metrics,
         events=webhooks if config.conversations.webhooks else None,
+        bus=bus,
     )
     attempts = settings.connect_attempts_per_ip
     connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
@@ -393,6 +427,8 @@ def _add_conversations(
 
     async def stop(app: web.Application) -> None:
         await service.stop()
+        if bus is not None:
+            await bus.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

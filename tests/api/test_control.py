@@ -208,6 +208,10 @@ async def test_the_openapi_document_is_public() -> None:
             "/v1/conversations",
             "/v1/conversations/{conversationId}",
             "/v1/conversations/{conversationId}/events",
+            "/v1/conversations/{conversationId}/say",
+            "/v1/conversations/{conversationId}/input",
+            "/v1/conversations/{conversationId}/stage",
+            "/v1/conversations/{conversationId}/end",
         }
 
 

@@ -243,3 +243,21 @@ async def test_the_reads_need_a_secret_key(toml: str) -> None:
             for auth in (None, "Bearer pk_live_acme", "Bearer sk_id_acme:nope"):
                 reply = await api.call("GET", path, auth=auth)
                 assert (reply.status, reply.body["error"]) == (401, "unauthorized")
+
+
+async def test_with_the_bus_off_the_commands_find_no_conversation(toml: str) -> None:
+    async with (
+        serve(toml) as served,
+        api_client(served) as api,
+        conversation(served, "notes-key", "u1") as client,
+    ):
+        path = f"/v1/conversations/{client.conversation_id}"
+        for command, body in (("say", {"text": "x"}), ("end", None)):
+            reply = await api.call("POST", f"{path}/{command}", body)
+            assert (reply.status, reply.body["error"]) == (404, "conversation_not_found")
+        # The body is still checked first, and nothing happened to the conversation.
+        reply = await api.call("POST", f"{path}/stage", {"stage": "x"})
+        assert (reply.status, reply.body["error"]) == (400, "invalid_request")
+        await say(client, "weather")
+        reply = await api.call("GET", path)
+        assert reply.body["variables"]["intro"]["topic"] == "weather"

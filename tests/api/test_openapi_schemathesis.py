@@ -30,6 +30,7 @@ request_burst_per_ip = 100000
 [conversations]
 projects_dir = "{demo_projects_dir()}"
 database_url = "sqlite+aiosqlite:///fuzz-conversations.db"
+events_app = "fuzz"
 
 [[apps]]
 id = "fuzz"

@@ -10,6 +10,7 @@ import aiohttp
 import jwt
 import pytest
 
+from hubbub.client import ConversationClient
 from hubbub.config import demo_config, parse_config
 from hubbub.server import build_app
 from tests.api.conftest import API_TOML, frame_of_type, serve_app, subscribe, ws_connect
@@ -149,6 +150,7 @@ async def test_a_demo_token_carries_the_name_into_presence_and_messages() -> Non
         (json.dumps({"peerId": "é"}).encode(), 400),
         (json.dumps({"peerId": ""}).encode(), 400),
         (json.dumps({"name": "x" * 5000}).encode(), 413),
+        (b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400),  # a RecursionError once
         (b"", 200),
     ],
 )
@@ -204,3 +206,26 @@ async def test_the_voice_demo_lists_projects_with_a_key_each() -> None:
                 }
             ]
         }
+
+
+async def test_demo_mode_puts_conversations_on_the_bus_and_the_demo_key_steers_them() -> None:
+    async with (
+        serve_app(build_app(demo_config())) as served,
+        aiohttp.ClientSession() as http,
+        await ConversationClient.connect(served.ws_url + "/ws") as client,
+    ):
+        await client.auth("demo-conversation-key")
+        conversation_id = await client.start("visitor")
+        await client.next_turn()  # the greeting
+        watcher, _ = await ws_connect(http, served, "key=pk_live_demo")
+        channel = f"conversations/support-desk/{conversation_id}"
+        await subscribe(watcher, channel)
+        url = f"{served.http_url}/v1/conversations/{conversation_id}/say"
+        headers = {"Authorization": "Bearer sk_id_demo:sk_secret_demo"}
+        async with http.post(url, json={"text": "A human joins."}, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        assert (await client.next_turn()).text == "A human joins."
+        message = await frame_of_type(watcher, "message")
+        assert message["channel"] == channel
+        assert message["data"]["type"] == "start_ai_generation_output"
+        await watcher.close()

@@ -124,6 +124,15 @@ def test_exp_must_be_a_number(exp: Any) -> None:
     assert rejected(verify(make_jwt({"sub": "a", "exp": exp})))[0] == "invalid"
 
 
+@pytest.mark.parametrize("exp", [10**400, -(10**400), 2**53, 1e308, -1e308])
+def test_an_exp_beyond_2_to_the_53_is_invalid_not_an_overflow(exp: float) -> None:
+    # 10**400 used to raise OverflowError in the float arithmetic: HTTP 500 at the upgrade.
+    assert rejected(verify(make_jwt({"sub": "a", "exp": exp}))) == (
+        "invalid",
+        "exp is out of range",
+    )
+
+
 def test_expired_and_inside_the_close_margin_are_expired() -> None:
     now = float(int(time.time()))
     assert rejected(verify(make_jwt({"sub": "a", "exp": now - 1}), now)) == (

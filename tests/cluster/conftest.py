@@ -179,12 +179,15 @@ class JsClient:
 
 
 @contextlib.asynccontextmanager
-async def js_client(node: ServerProcess, api_key: str = "pk_live_demo") -> AsyncIterator[JsClient]:
+async def js_client(
+    node: ServerProcess, api_key: str = "pk_live_demo", token: str | None = None
+) -> AsyncIterator[JsClient]:
+    """``token``: connect with that JWT (through the SDK's tokenProvider) instead of a key."""
     process = await asyncio.create_subprocess_exec(
         "node",
         str(JS_CLIENT),
         node.ws_url,
-        api_key,
+        api_key if token is None else f"token:{token}",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,

@@ -1,5 +1,5 @@
 // A JS SDK client driven over stdin/stdout (JSON lines) by the cluster tests.
-// argv: <server url> <api key>. Commands: {"op":"subscribe"|"publish"|"send"|"close", ...}.
+// argv: <server url> <api key, or "token:<jwt>">. Commands: {"op":"subscribe"|"publish"|"send"|"close", ...}.
 // Events printed: {"event":"connected"|"presence"|"message"|"direct"|"ack"|"error"|"closed",...}
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
@@ -7,9 +7,12 @@ import { SignallingClient } from "@metered-ca/realtime";
 
 const [url, apiKey] = process.argv.slice(2);
 const print = (event) => process.stdout.write(JSON.stringify(event) + "\n");
+const credentials = apiKey.startsWith("token:")
+  ? { tokenProvider: async () => apiKey.slice("token:".length) }
+  : { apiKey };
 const client = new SignallingClient({
   url,
-  apiKey,
+  ...credentials,
   webSocketFactory: (target) => new WebSocket(target),
 });
 client.on("presence", (e) => print({ event: "presence", channel: e.channel, joined: e.joined, left: e.left }));

@@ -11,7 +11,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from hubbub.conversation.voice.providers.base import ChatMessage, ProviderError
+from hubbub.conversation.voice.providers.base import (
+    ChatMessage,
+    FunctionSpec,
+    ProviderError,
+    ToolCall,
+)
 from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
 from tests.support.fake_openai import FakeOpenAi, Reply
 
@@ -291,3 +296,87 @@ async def test_close_is_idempotent_and_provider_reopens() -> None:
         await llm.close()
         assert await llm.complete(MESSAGES) == "Hello there!"
         await llm.close()
+
+
+# --- function calling -----------------------------------------------------------------------
+
+WEATHER = FunctionSpec("tool_weather", "The weather.", {"type": "object", "properties": {}})
+
+
+async def test_streamed_calls_are_assembled_after_the_text() -> None:
+    reply = Reply.calls(("tool_weather", '{"city": "Oslo"}'), ("action_x", ""), text=["Hm. "])
+    async with FakeOpenAi(replies=[reply]) as server, provider_for(server) as llm:
+        items = [item async for item in llm.stream_turn(MESSAGES, functions=[WEATHER])]
+        assert items == [
+            "Hm. ",
+            ToolCall("call_0", "tool_weather", '{"city": "Oslo"}'),
+            ToolCall("call_1", "action_x", "{}"),
+        ]
+        body = server.requests[0].body
+        assert body["tools"] == [
+            {
+                "type": "function",
+                "function": {
+                    "name": "tool_weather",
+                    "description": "The weather.",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ]
+        assert body["tool_choice"] == "auto"
+
+
+async def test_calls_not_allowed_are_dropped_and_asked_for_none() -> None:
+    reply = Reply.calls(("tool_weather", "{}"), text=["Fine."])
+    async with FakeOpenAi(replies=[reply]) as server, provider_for(server) as llm:
+        turn = llm.stream_turn(MESSAGES, functions=[WEATHER], allow_calls=False)
+        assert [item async for item in turn] == ["Fine."]
+        assert server.requests[0].body["tool_choice"] == "none"
+
+
+async def test_tool_messages_answer_calls_natively() -> None:
+    call = ToolCall("call_7", "tool_weather", "{}")
+    history = [
+        *MESSAGES,
+        ChatMessage("assistant", "", tool_calls=(call,)),
+        ChatMessage("tool", '{"ok":true}', tool_call_id="call_7"),
+        ChatMessage("tool", "an action's tool result"),
+    ]
+    async with FakeOpenAi() as server, provider_for(server) as llm:
+        assert await llm.complete(history)
+        sent = server.requests[0].body["messages"][2:]
+        assert sent == [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "type": "function",
+                        "id": "call_7",
+                        "function": {"name": "tool_weather", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_7", "content": '{"ok":true}'},
+            {"role": "system", "content": "Tool result: an action's tool result"},
+        ]
+        assert "tools" not in server.requests[0].body
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        '"not a list"',
+        '[{"index": "zero", "function": {}}]',
+        '[{"index": 0, "function": {"name": 5}}]',
+    ],
+)
+async def test_malformed_streamed_calls_are_provider_errors(piece: str) -> None:
+    lines = [
+        'data: {"choices": [{"delta": {"tool_calls": ' + piece + '}, "finish_reason": null}]}',
+        "data: [DONE]",
+    ]
+    async with FakeOpenAi(replies=[Reply.raw(lines)]) as server, provider_for(server) as llm:
+        with pytest.raises(ProviderError, match="malformed tool call"):
+            async for _ in llm.stream_turn(MESSAGES, functions=[WEATHER]):
+                pass

@@ -438,8 +438,8 @@ async def test_4011_a_long_idle_does_not_overfill_the_bucket() -> None:
     assert alice.new_events()[-1].code == 4011
 
 
-async def test_4011_ping_takes_no_token_but_junk_does() -> None:
-    hub = await Hub(limits=NodeLimits(rate_burst=2, rate_per_second=1)).start()
+async def test_4011_ping_takes_no_message_token_but_junk_does() -> None:
+    hub = await Hub(limits=NodeLimits(rate_burst=2, rate_per_second=1, ping_burst=50)).start()
     alice = await hub.connect("alice")
     for _ in range(50):
         await alice.send({"type": "ping"})
@@ -450,6 +450,37 @@ async def test_4011_ping_takes_no_token_but_junk_does() -> None:
     events = alice.new_events()
     assert [e.frame["code"] for e in events if e.frame] == ["malformed_message"] * 2
     assert (events[-1].code, events[-1].reason) == (4011, "over message rate")
+
+
+async def test_4011_a_ping_flood_empties_the_ping_bucket_only() -> None:
+    # Spec decision 8: pings cost a token from a bucket of their own (capacity 20, 2/s).
+    # 400,000 pings used to be answered forever while others' latency went up 250-fold.
+    hub = await Hub(limits=NodeLimits(rate_burst=5, rate_per_second=1)).start()
+    alice = await hub.connect("alice")
+    bob = await hub.connect("bob")
+    for _ in range(20):
+        await alice.send({"type": "ping"})
+    assert alice.new_frames() == [{"type": "pong"}] * 20
+    hub.clock.now += 0.5  # one ping token back
+    await alice.send({"type": "ping"})
+    assert alice.new_frames() == [{"type": "pong"}]
+    for _ in range(1000):
+        await alice.send({"type": "ping"})
+    events = alice.new_events()
+    assert [(e.kind, e.code, e.reason) for e in events] == [("close", 4011, "over message rate")]
+    await assert_still_works(bob)
+
+
+async def test_pings_do_not_spend_the_message_bucket_nor_frames_the_ping_bucket() -> None:
+    hub = await Hub(limits=NodeLimits(rate_burst=3, rate_per_second=0.001, ping_burst=2)).start()
+    alice = await hub.connect("alice")
+    for i in range(3):
+        await alice.publish("c", i, str(i))
+    for _ in range(2):
+        await alice.send({"type": "ping"})
+    frames = alice.new_frames()
+    assert [f["type"] for f in frames] == ["ack"] * 3 + ["pong"] * 2
+    assert not alice.sink.closed
 
 
 async def test_4011_binary_flood() -> None:

@@ -38,10 +38,17 @@ class Reply:
     hang_after_chunks: int | None = None  # stop sending (but keep the stream open) after N chunks
     hang_before_headers: bool = False
     ignore_stream: bool = False  # answer one JSON completion even when asked to stream
+    # Function calls the model asks for, (name, JSON arguments), after the text chunks.
+    tool_calls: Sequence[tuple[str, str]] = ()
 
     @classmethod
     def text(cls, chunks: Sequence[str], *, chunk_delay_s: float = 0.0) -> Reply:
         return cls(chunks=tuple(chunks), chunk_delay_s=chunk_delay_s)
+
+    @classmethod
+    def calls(cls, *calls: tuple[str, str], text: Sequence[str] = ()) -> Reply:
+        """The model calls these functions (streamed in pieces, arguments split in two)."""
+        return cls(chunks=tuple(text), tool_calls=tuple(calls))
 
     @classmethod
     def error(
@@ -149,8 +156,25 @@ class FakeOpenAi:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(reply.chunks)},
-                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(reply.chunks) or None,
+                        **(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "id": f"call_{i}",
+                                        "type": "function",
+                                        "function": {"name": name, "arguments": arguments},
+                                    }
+                                    for i, (name, arguments) in enumerate(reply.tool_calls)
+                                ]
+                            }
+                            if reply.tool_calls
+                            else {}
+                        ),
+                    },
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                 }
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -176,7 +200,22 @@ class FakeOpenAi:
         else:
             lines = [self._chunk({"role": "assistant", "content": ""})]
             lines += [self._chunk({"content": text}) for text in reply.chunks]
-            lines += [self._chunk({}, "stop"), "data: [DONE]"]
+            for i, (name, arguments) in enumerate(reply.tool_calls):
+                half = len(arguments) // 2
+                opening = {"index": i, "id": f"call_{i}", "type": "function"}
+                lines.append(
+                    self._chunk(
+                        {"tool_calls": [{**opening, "function": {"name": name, "arguments": ""}}]}
+                    )
+                )
+                for piece in (arguments[:half], arguments[half:]):
+                    lines.append(
+                        self._chunk(
+                            {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                        )
+                    )
+            finish = "tool_calls" if reply.tool_calls else "stop"
+            lines += [self._chunk({}, finish), "data: [DONE]"]
         for index, line in enumerate(lines):
             if reply.hang_after_chunks is not None and index >= reply.hang_after_chunks + 1:
                 await self._hang_forever.wait()

@@ -18,14 +18,54 @@ PAUSE_S = 0.002
 
 @dataclass
 class FakeTransport:
+    """Records writes; a half-close is answered by the peer's EOF at once (a polite peer).
+    The close procedure over real sockets is tested in test_ws_close.py."""
+
     writes: list[bytes] = field(default_factory=list)
     buffered: int = 0  # what get_write_buffer_size reports
     closing: bool = False
     wrote: asyncio.Event = field(default_factory=asyncio.Event)
+    protocol: asyncio.BaseProtocol = field(default_factory=asyncio.Protocol)
+    eof_written: bool = False
+    aborted: bool = False
 
     def write(self, data: bytes) -> None:
+        assert not self.eof_written, "nothing may be written after the half-close"
         self.writes.append(data)
         self.wrote.set()
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def is_reading(self) -> bool:
+        return True
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+        protocol = self.protocol
+        assert isinstance(protocol, asyncio.Protocol)
+        asyncio.get_running_loop().call_soon(protocol.eof_received)
+
+    def close(self) -> None:
+        self._lose()
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._lose()
+
+    def _lose(self) -> None:
+        if not self.closing:
+            self.closing = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -198,89 +238,97 @@ async def test_a_pause_with_nothing_before_it_still_waits() -> None:
 # --- close and slow consumers -----------------------------------------------------------------
 
 
-async def test_close_flushes_everything_queued_then_closes() -> None:
-    outbox, transport, ws = await make_outbox()
+def close_frame(code: int, reason: str) -> bytes:
+    payload = code.to_bytes(2, "big") + reason.encode()
+    return bytes((0x88, len(payload))) + payload
+
+
+async def test_close_flushes_everything_queued_then_the_close_frame() -> None:
+    outbox, transport, _ = await make_outbox()
+    started = []
+    outbox.on_close_started = lambda: started.append(len(transport.writes))
     outbox.push(frame("a"))
     outbox.push_after_pause(frame("b"))
     outbox.push(frame("c"))
     outbox.close(4011, "over message rate")
+    assert started == [0], "the release hook runs first, before anything is written"
     outbox.push(frame("dropped"))
     outbox.push_after_pause(frame("dropped"))
     outbox.close(1000, "second close is ignored")
     async with asyncio.timeout(2):
         await outbox.closed
-    assert [unframe(w) for w in transport.writes] == [[b"a", b"b", b"c"]]
-    assert ws.closes == [(4011, b"over message rate")]
+    assert len(transport.writes) == 1
+    written = transport.writes[0]
+    tail = close_frame(4011, "over message rate")
+    assert written.endswith(tail)
+    assert unframe(written[: -len(tail)]) == [b"a", b"b", b"c"]
+    assert transport.eof_written and not transport.aborted
+    assert (outbox.closing, outbox.close_code) == (True, 4011)
 
 
 async def test_slow_consumer_when_the_transport_buffer_passes_the_mark() -> None:
-    outbox, transport, ws = await make_outbox(max_pending_bytes=100)
+    outbox, transport, _ = await make_outbox(max_pending_bytes=100)
     transport.buffered = 101
     outbox.push(frame("x"))
-    async with asyncio.timeout(2):
-        await outbox.closed
-    assert ws.closes == [(1008, b"slow consumer")]
+    await transport.next_write(1)
+    assert outbox.close_code == 1008
+    assert transport.writes[-1] == close_frame(1008, "slow consumer")
     outbox.push(frame("after"))
     await settle()
-    assert len(transport.writes) == 1
+    assert len(transport.writes) == 2
+    # The close frame cannot leave (the buffer never empties): aborted at the send deadline.
+    outbox.abort()
+    assert transport.aborted
+    async with asyncio.timeout(2):
+        await outbox.closed
 
 
 async def test_slow_consumer_when_queued_bytes_pass_the_mark() -> None:
-    outbox, transport, ws = await make_outbox(max_pending_bytes=50)
+    outbox, transport, _ = await make_outbox(max_pending_bytes=50)
     outbox.push(frame("a" * 20))
     outbox.push_after_pause(frame("b" * 20))
-    assert ws.closes == []
+    assert not outbox.closing
     outbox.push(frame("c" * 20))  # 3 x 22 bytes queued > 50
     async with asyncio.timeout(2):
         await outbox.closed
-    assert ws.closes == [(1008, b"slow consumer")]
-    assert transport.writes == []  # the backlog is dropped, not written
+    # The backlog is dropped, not written: only the close frame goes out.
+    assert transport.writes == [close_frame(1008, "slow consumer")]
 
 
 async def test_at_the_mark_is_not_slow() -> None:
     payload = "a" * 48  # 50 bytes framed
-    outbox, transport, ws = await make_outbox(max_pending_bytes=50)
+    outbox, transport, _ = await make_outbox(max_pending_bytes=50)
     transport.buffered = 50
     outbox.push(frame(payload))
     await transport.next_write(1)
     await settle()
-    assert ws.closes == []
+    assert not outbox.closing
 
 
 async def test_zero_disables_the_slow_consumer_check() -> None:
-    outbox, transport, ws = await make_outbox(max_pending_bytes=0)
+    outbox, transport, _ = await make_outbox(max_pending_bytes=0)
     transport.buffered = 10**9
     for _ in range(100):
         outbox.push(frame("x" * 1000))
     await transport.next_write(1)
     await settle()
-    assert ws.closes == []
+    assert not outbox.closing
 
 
 async def test_nothing_is_written_to_a_closing_transport() -> None:
-    outbox, transport, ws = await make_outbox(max_pending_bytes=30)
+    outbox, transport, _ = await make_outbox(max_pending_bytes=30)
     transport.closing = True
     for _ in range(5):  # 5 x 22 bytes over several iterations: none of it stays pending
         outbox.push(frame("x" * 20))
         await settle()
     assert transport.writes == []
-    assert ws.closes == []
+    assert not outbox.closing
 
 
-async def test_closed_resolves_even_when_the_close_handshake_fails() -> None:
-    class BrokenWebSocket(FakeWebSocket):
-        async def close(self, *, code: int, message: bytes) -> bool:
-            raise ConnectionResetError("peer went away")
-
-    loop = asyncio.get_running_loop()
-    outbox = WebSocketOutbox(
-        BrokenWebSocket(),  # type: ignore[arg-type]
-        FakeTransport(),  # type: ignore[arg-type]
-        OutboxFlusher(loop),
-        loop,
-        max_pending_bytes=0,
-        pause_s=PAUSE_S,
-    )
+async def test_closed_resolves_when_the_transport_is_already_gone() -> None:
+    outbox, transport, _ = await make_outbox()
+    transport.closing = True
     outbox.close(1001, "server going away")
     async with asyncio.timeout(2):
         await outbox.closed
+    assert transport.writes == []

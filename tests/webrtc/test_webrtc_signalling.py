@@ -45,6 +45,9 @@ async def post(url: str, **kwargs: Any) -> tuple[int, Any]:
         # Deep JSON (issue 11: an HTML 500 page) is a bad body like any other.
         {"data": b'{"sdpOffer": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"},
         {"data": b"[" * 100_000 + b"]" * 100_000},
+        # ~1,000 levels used to raise RecursionError: an HTML 500 page (issue 11).
+        {"data": b'{"sdpOffer": "v=0", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"},
+        {"data": b"[" * 100_000},
     ],
 )
 async def test_missing_or_non_string_offer_is_400(

@@ -15,6 +15,7 @@ import msgspec
 from hubbub.api.errors import ApiError, invalid_request
 from hubbub.auth.keys import ApiKey
 from hubbub.protocol.frames import MAX_MESSAGE_ID_LENGTH, MAX_OFFSET, is_valid_message_id
+from hubbub.protocol.json_depth import TOO_DEEP_MESSAGE, exceeds_json_depth
 from hubbub.protocol.patterns import PatternError, compile_pattern, covers
 from hubbub.protocol.validation import (
     ACTIONS,
@@ -81,6 +82,8 @@ _T = TypeVar("_T")
 def _decode(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
     if not body.strip():
         raise invalid_request("the body must be a JSON object")
+    if exceeds_json_depth(body):
+        raise invalid_request(f"the body is not valid JSON: {TOO_DEEP_MESSAGE}")
     try:
         return decoder.decode(body)
     except msgspec.ValidationError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hubbub.api import openapi_listing
+from hubbub.api import openapi_commands, openapi_listing
 from hubbub.api.bodies import (
     DEFAULT_SENDER,
     DEFAULT_TOKEN_TTL_S,
@@ -450,3 +450,6 @@ OPENAPI_DOCUMENT: Final[dict[str, Any]] = {
 # The listing endpoints are described in their own module.
 OPENAPI_DOCUMENT["paths"].update(openapi_listing.PATHS)
 OPENAPI_DOCUMENT["components"]["schemas"].update(openapi_listing.SCHEMAS)
+# And the conversation bus's commands in theirs.
+OPENAPI_DOCUMENT["paths"].update(openapi_commands.PATHS)
+OPENAPI_DOCUMENT["components"]["schemas"].update(openapi_commands.SCHEMAS)

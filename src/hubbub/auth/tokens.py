@@ -28,6 +28,8 @@ from hubbub.protocol.validation import (
 )
 
 LEEWAY_S: Final = 5.0
+# The largest exp accepted: JSON integers beyond 2**53 lose precision in JavaScript clients.
+MAX_EXP_S: Final = 2**53 - 1
 
 _encode_json = msgspec.json.Encoder().encode
 
@@ -89,8 +91,11 @@ def _principal_from_claims(
     if not is_valid_peer_id(sub):
         return TokenRejected("invalid", "sub must be 1-128 printable ASCII characters")
     assert isinstance(sub, str)
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
         return TokenRejected("invalid", "exp must be a number")
+    # Compared before any float arithmetic: 10**400 overflows a float (a 500, once).
+    if not -MAX_EXP_S <= exp <= MAX_EXP_S or not math.isfinite(exp):
+        return TokenRejected("invalid", "exp is out of range")
     if exp - EXPIRY_MARGIN_S <= now:
         return TokenRejected("expired", "token expired")
     return scoped_principal(claims, key, sub, now, math.floor(exp))

@@ -30,6 +30,7 @@ from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
 from hubbub.core.node import Node
 from hubbub.protocol.frames import encode_json
+from hubbub.protocol.json_depth import TOO_DEEP_MESSAGE, exceeds_json_depth
 from hubbub.protocol.validation import is_valid_peer_id
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class DemoApi:
         raw = await request.content.read(MAX_DEMO_BODY_BYTES + 1)
         if len(raw) > MAX_DEMO_BODY_BYTES:
             raise ApiError(413, "invalid_request", f"the body is over {MAX_DEMO_BODY_BYTES} bytes")
+        if exceeds_json_depth(raw):
+            raise invalid_request(f"the body must be JSON: {TOO_DEEP_MESSAGE}")
         try:
             body = json.loads(raw or b"{}")
         except ValueError:

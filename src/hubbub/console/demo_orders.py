@@ -10,6 +10,8 @@ import json
 
 from aiohttp import web
 
+from hubbub.protocol.json_depth import TOO_DEEP_MESSAGE, exceeds_json_depth
+
 DEMO_ORDERS: dict[str, dict[str, str]] = {
     "1001": {"item": "noise-cancelling headphones", "status": "shipped", "eta": "Thursday"},
     "1002": {"item": "mechanical keyboard", "status": "processing", "eta": "next week"},
@@ -34,7 +36,10 @@ async def open_ticket(request: web.Request) -> web.Response:
     if request.headers.get("X-Demo-Token") != DEMO_TOKEN:
         return web.json_response({"error": "missing or wrong X-Demo-Token"}, status=401)
     try:
-        body = json.loads(await request.text())
+        text = await request.text()
+        if exceeds_json_depth(text):
+            raise ValueError(TOO_DEEP_MESSAGE)
+        body = json.loads(text)
     except ValueError:
         return web.json_response({"error": "body must be JSON"}, status=400)
     if not isinstance(body, dict) or not isinstance(body.get("problem"), str):

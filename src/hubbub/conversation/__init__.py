@@ -17,10 +17,13 @@ list (``tests/test_architecture.py`` checks it, and that no module imports in a 
 ``runtime``
     Running conversations: the state machine (``states``), the engine's ``Conversation``
     (the one owner of a conversation's state), actions and effects, responders, tools, the
-    AI turns, the event journal and the store.
+    AI turns, the event journal and the store; ``functions`` offers tools and actions to an
+    LLM that calls functions.
 ``session``
     What a connected client talks to: the channel seam that transports implement, one
-    session's commands and output, the conversation service that opens sessions.
+    session's commands and output, the conversation service that opens sessions; and what a
+    backend sees: the conversation bus (``bus``, pushes on realtime channels) and ``steering``
+    (the bus's REST commands, relayed to the node a conversation runs on).
 
 The conversation transports (``hubbub.transports``: ``/ws``, WebRTC) see only ``session.channel``
 and ``protocol.pushes``.

@@ -93,16 +93,20 @@ class NodeQuery:
     (a channel or a pattern, by name) or of ``peer_id``; ``channels``: the app's channels with
     local subscribers or publications, optionally starting with ``prefix``; ``nodes``: just
     the counts. Each node answers with at most ``limit`` entries, in the listing's order.
+    ``relay``: ``payload`` for the handler registered under ``topic`` on each node (see
+    :meth:`~hubbub.core.node.Node.relay`); a node answers with what it returned.
     """
 
     app_id: str
-    subject: Literal["connections", "channels", "nodes"]
+    subject: Literal["connections", "channels", "nodes", "relay"]
     channel: str | None = None
     peer_id: str | None = None
     prefix: str | None = None
     limit: int = 100
     # channels: only those matching one of these patterns (empty: any), a key's scope.
     patterns: tuple[str, ...] = ()
+    topic: str = ""  # relay
+    payload: bytes = b""  # relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,7 @@ class NodeAnswer:
     channels: tuple[ChannelInfo, ...] = ()
     connection_count: int = 0  # the app's open connections on the node
     channel_count: int = 0  # the app's channels with subscribers on the node
+    relayed: bytes | None = None  # relay: the handler's answer (None: it had nothing to say)
 
 
 class BrokerHandler(Protocol):

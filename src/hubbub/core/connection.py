@@ -41,6 +41,7 @@ class Connection:
     presence_entry: PresenceEntry
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     expiry_timer: Cancellable | None = None
+    ping_bucket: TokenBucket | None = None  # pings only (spec decision 8)
     # Frames handled off the reading path, in order (only when a backend proxy decides).
     lane: FrameLane[ClientFrame] | None = None
     # closing: the node decided to close it (frames still buffered are ignored);

@@ -95,10 +95,18 @@ class Scheduler(Protocol):
 class NodeLimits:
     rate_per_second: float = 100.0
     rate_burst: int = 200
+    # Pings have a bucket of their own (spec decision 8): the SDK pings every 25 s, so 20 with
+    # 2/s refill never bites a real client, while a ping flood is closed 4011 like any flood.
+    ping_rate_per_second: float = 2.0
+    ping_burst: int = 20
     max_message_bytes: int = 65536
     max_channels: int = 100
     # Frames a proxied connection may have waiting for its backend before reading pauses.
     max_pending_frames: int = 32
+
+
+# A node's part of a relay request: the payload in, its answer out (None: not for this node).
+RelayHandler = Callable[[bytes], bytes | None]
 
 
 class Node:
@@ -140,6 +148,7 @@ class Node:
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
         self._activity = ChannelActivity(clock)
+        self._relay_handlers: dict[str, RelayHandler] = {}
         self._replies = Replies(self.stats)
         self._membership = Membership(
             broker=broker,
@@ -212,6 +221,11 @@ class Node:
             bucket=(
                 TokenBucket(limits.rate_burst, limits.rate_per_second, now)
                 if limits.rate_burst > 0
+                else None
+            ),
+            ping_bucket=(
+                TokenBucket(limits.ping_burst, limits.ping_rate_per_second, now)
+                if limits.ping_burst > 0
                 else None
             ),
             presence_entry=PresenceEntry(principal.peer_id, principal.peer_metadata),
@@ -317,6 +331,9 @@ class Node:
         conn.frames_in += 1
         frame = decode_client_frame(payload)
         if isinstance(frame, Ping):
+            if conn.ping_bucket is not None and not conn.ping_bucket.take(self._clock()):
+                self._close_over_rate(conn)
+                return
             conn.frames_out += 1
             conn.sink.push(self._pong)
             return
@@ -389,6 +406,8 @@ class Node:
         return self._local.disconnect_peer(app_id, peer_id, code, reason)
 
     def answer_query(self, query: NodeQuery) -> NodeAnswer:
+        if query.subject == "relay":
+            return NodeAnswer(self.node_id, relayed=self._answer_relay(query.topic, query.payload))
         return listing.local_answer(
             self.node_id, query, self._connections, self._local, self._activity
         )
@@ -446,6 +465,40 @@ class Node:
 
     async def usage(self, app_id: str) -> UsageSnapshot:
         return await self._usage.snapshot(app_id, self.quota(app_id), self._clock())
+
+    # --- node-to-node requests ------------------------------------------------------------
+
+    def handle_relay(self, topic: str, handler: RelayHandler) -> None:
+        """``handler`` answers this node's part of :meth:`relay` requests on ``topic``: it gets
+        the payload and returns its answer, or None when the request is not for this node. It
+        runs on the event loop and must not block."""
+        self._relay_handlers[topic] = handler
+
+    def _answer_relay(self, topic: str, payload: bytes) -> bytes | None:
+        handler = self._relay_handlers.get(topic)
+        if handler is None:
+            return None
+        try:
+            return handler(payload)
+        except Exception:  # a handler's bug must not cost the asker its other answers
+            log.exception("relay handler for %r failed", topic)
+            return None
+
+    async def relay(self, app_id: str, topic: str, payload: bytes) -> list[bytes]:
+        """Ask every node (this one first) through the broker, as the listings do; returns the
+        answers that were not None, from the nodes that answered within the broker's wait."""
+        query = NodeQuery(app_id, "relay", topic=topic, payload=payload)
+        answers = await self._broker.query_nodes(query)
+        return [answer.relayed for answer in answers if answer.relayed is not None]
+
+    async def publish_event(self, app_id: str, channel: str, data: bytes, sender: str) -> int:
+        """A publication the server makes on its own behalf (the conversation bus): recorded
+        when the channel keeps history, not counted against the app's message quota, and not
+        waiting for other nodes' delivery counts. Returns the local deliveries."""
+        publication = Publication(app_id, channel, sender, data, None, None)
+        published = await self._messaging.hand_over(publication, None)
+        self._activity.published(app_id, channel)
+        return published.reached
 
     # --- listings (REST control plane, cluster-wide) --------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Final
 import msgspec
 
 from hubbub.protocol.codes import ERROR_MESSAGES, ErrorCode
+from hubbub.protocol.json_depth import TOO_DEEP_MESSAGE, exceeds_json_depth
 from hubbub.protocol.validation import (
     is_valid_channel,
     is_valid_request_id,
@@ -120,6 +121,8 @@ KNOWN_TYPES: Final = frozenset({"subscribe", "unsubscribe", "publish", "send", "
 
 
 def decode_client_frame(payload: str | bytes) -> ClientFrame | FrameError:
+    if exceeds_json_depth(payload):
+        return _error(ErrorCode.MALFORMED_MESSAGE, None, TOO_DEEP_MESSAGE)
     try:
         wire = _decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):

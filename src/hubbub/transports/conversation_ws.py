@@ -24,6 +24,7 @@ from hubbub.conversation.session.channel import (
 )
 from hubbub.core.outbound import OutFrame
 from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.transports.ws_close import ManagedWebSocketResponse
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class ConversationEndpoint:
                 extra={"event": "connect_refused", "transport": "websocket", "remote": ip},
             )
             return web.json_response(TOO_MANY_CONNECTION_ATTEMPTS, status=429)
-        ws = web.WebSocketResponse(
+        ws = ManagedWebSocketResponse(
             max_msg_size=self._max_message_bytes,
             compress=False,
             heartbeat=self._keepalive_interval_s,
@@ -150,12 +151,20 @@ class ConversationEndpoint:
         )
         try:
             async for message in ws:
+                if outbox.closing:
+                    break  # the close procedure owns the socket now
                 if message.type is WSMsgType.TEXT:
                     await session.handle_message(message.data)
                 elif message.type is WSMsgType.BINARY:
                     # The protocol is JSON text; a binary frame is decoded the same way, so a
                     # client gets "Invalid JSON" rather than silence.
                     await session.handle_message(message.data)
+            if outbox.closing:
+                try:
+                    await outbox.closed  # bounded by the close procedure's deadlines
+                except asyncio.CancelledError:
+                    outbox.abort()
+                    raise
         finally:
             try:
                 await session.closed()

@@ -31,6 +31,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.session.channel import SessionFactory
 from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.protocol.json_depth import decode_bounded_json
 from hubbub.transports.webrtc import WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
 from hubbub.transports.webrtc_settings import WebRtcSettings
@@ -73,7 +74,7 @@ class WebRtcEndpoint:
         if limiter is not None and not limiter.allow(ip, time.monotonic()):
             return web.json_response(TOO_MANY_FROM_ADDRESS, status=429)
         try:
-            body = await request.json()
+            body = await request.json(loads=decode_bounded_json)
         except (ValueError, UnicodeDecodeError, RecursionError):  # deep JSON: a bad body too
             body = None
         offer = body.get("sdpOffer") if isinstance(body, dict) else None

@@ -24,13 +24,22 @@ from hubbub.auth.keys import KeyRing
 from hubbub.core.connection import Connection
 from hubbub.core.node import Node
 from hubbub.core.ratelimit import KeyedRateLimiter
-from hubbub.transports.ws_outbox import OutboxFactory
+from hubbub.transports.ws_close import ManagedWebSocketResponse
+from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
 log = logging.getLogger(__name__)
 
 # Slack over max_message_bytes for the JSON envelope around a payload the SDK measured alone
 # (spec section 8.1, "size subtlety").
 ENVELOPE_SLACK_BYTES = 1024
+
+
+def accepted_frame_limit(max_message_bytes: int) -> int:
+    """aiohttp's ``max_msg_size`` for frames of up to max_message_bytes + the slack, inclusive.
+
+    aiohttp refuses a frame whose length *reaches* its limit, hence the + 1. 0 means uncapped.
+    """
+    return max_message_bytes + ENVELOPE_SLACK_BYTES + 1 if max_message_bytes else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +118,22 @@ class RealtimeEndpoint:
             _log_auth_failure(ip, outcome.body, status=outcome.status)
             return web.Response(status=outcome.status, text=outcome.body)
         settings = self._settings
-        max_frame = settings.max_message_bytes
-        ws = web.WebSocketResponse(
-            max_msg_size=max_frame + ENVELOPE_SLACK_BYTES if max_frame else 0,
+        ws = ManagedWebSocketResponse(
+            max_msg_size=accepted_frame_limit(settings.max_message_bytes),
             compress=False,
             heartbeat=settings.keepalive_interval_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
         )
-        # aiohttp waits heartbeat/2 for the pong; the protocol promises a fixed grace instead.
-        ws._pong_heartbeat = settings.keepalive_timeout_s
         if not ws.can_prepare(request).ok:
             return web.Response(status=426, text="websocket upgrade required")
         await ws.prepare(request)
-        if isinstance(outcome, CloseRejection):
-            _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
-            await ws.close(code=outcome.code, message=outcome.reason.encode())
-            return ws
         outbox = self._outboxes.create(ws, request)
         if outbox is None:
+            return ws
+        if isinstance(outcome, CloseRejection):
+            _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
+            outbox.close(outcome.code, outcome.reason)
+            await _close_finished(outbox)
             return ws
         fields = {"app": outcome.app_id, "peer": outcome.peer_id, "remote": ip}
         conn = await self._node.open_connection(outcome, outbox, remote_addr=ip)
@@ -138,7 +146,7 @@ class RealtimeEndpoint:
                 ip,
                 extra={"event": "connect_refused", "code": 4010, **fields},
             )
-            await outbox.closed
+            await _close_finished(outbox)
             return ws
         log.info(
             "connection opened app=%s peer=%s remote=%s",
@@ -147,9 +155,15 @@ class RealtimeEndpoint:
             ip,
             extra={"event": "connection_opened", **fields},
         )
+        release = _Release(self._node, conn)
+        outbox.on_close_started = release.start
         try:
-            await self._serve(ws, conn)
+            await self._serve(ws, conn, release)
+            if outbox.closing:
+                await _close_finished(outbox)
         finally:
+            release.start()  # the socket ended without a close procedure (a lost client)
+            await release.finished()
             by = "client" if outbox.close_code is None else "server"
             code = ws.close_code if outbox.close_code is None else outbox.close_code
             log.info(
@@ -163,13 +177,67 @@ class RealtimeEndpoint:
             )
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, conn: Connection) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, conn: Connection, release: _Release) -> None:
+        """Hand frames to the node until the socket ends or a close starts (the procedure
+        then owns the socket and aiohttp's iterator ends)."""
         node = self._node
-        try:
-            async for msg in ws:
+        async for msg in ws:
+            if release.started:
+                break
+            release.handling = True
+            try:
                 if msg.type is WSMsgType.TEXT:
                     await node.handle_frame(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     await node.handle_binary_frame(conn)
-        finally:
-            await node.close_connection(conn)
+            finally:
+                release.handling = False
+            if release.deferred:
+                release.start()
+                break
+
+
+async def _close_finished(outbox: WebSocketOutbox) -> None:
+    """Wait for the close procedure to end (it is bounded by its own deadlines); if the
+    handler is cancelled meanwhile (the end of shutdown), abort the socket."""
+    try:
+        await outbox.closed
+    except asyncio.CancelledError:
+        outbox.abort()
+        raise
+
+
+class _Release:
+    """Releases a connection's presence, quota slot and subscriptions once, as soon as its
+    close starts (spec decision 18), not when its socket finally goes.
+
+    A close that starts while a frame is being handled (a subscribe awaiting the broker, say)
+    releases right after that frame: releasing in the middle of it could let the frame finish
+    by adding presence back for a connection that is already gone.
+    """
+
+    __slots__ = ("_conn", "_node", "_task", "deferred", "handling")
+
+    def __init__(self, node: Node, conn: Connection) -> None:
+        self._node = node
+        self._conn = conn
+        self._task: asyncio.Task[None] | None = None
+        self.handling = False  # the serve loop is inside a frame's handling
+        self.deferred = False  # a close started meanwhile: release after that frame
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None or self.deferred
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        if self.handling:
+            self.deferred = True
+            return
+        self.deferred = False
+        self._task = asyncio.get_running_loop().create_task(self._node.close_connection(self._conn))
+
+    async def finished(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)

@@ -6,6 +6,11 @@ bytes built once per fan-out (:meth:`OutFrame.wire`) and writes them to the tran
 queued for one connection in the same loop iteration are coalesced into one write. A
 connection whose unsent bytes pass the high-water mark is closed as a slow consumer. Both the
 realtime endpoint (``/v1``) and the conversation endpoint (``/ws``) write through it.
+
+:meth:`WebSocketOutbox.close` is the one way a connection is closed by the server: it runs the
+close procedure (:mod:`hubbub.protocol.close_procedure`, performed by
+:class:`~hubbub.transports.ws_close.LingeringClose`), and calls the endpoint's
+``on_close_started`` hook first, so the endpoint releases what the connection holds at once.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from aiohttp import web
 
 from hubbub.core.outbound import OutFrame
+from hubbub.protocol.close_procedure import DEFAULT_CLOSE_TIMEOUTS, CloseTimeouts
 from hubbub.protocol.codes import SLOW_CONSUMER_REASON, CloseCode
+from hubbub.transports.ws_close import LingeringClose, ManagedWebSocketResponse
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ class WebSocketOutbox:
     """One connection's outbound FIFO (implements :class:`~hubbub.core.outbound.ConnectionSink`)."""
 
     __slots__ = (
+        "_close_timeouts",
+        "_closer",
         "_closing",
         "_dirty",
         "_flusher",
@@ -74,7 +84,7 @@ class WebSocketOutbox:
         "_transport",
         "_ws",
         "close_code",
-        "closed",
+        "on_close_started",
     )
 
     def __init__(
@@ -86,6 +96,7 @@ class WebSocketOutbox:
         *,
         max_pending_bytes: int,
         pause_s: float,
+        close_timeouts: CloseTimeouts = DEFAULT_CLOSE_TIMEOUTS,
     ) -> None:
         self._ws = ws
         self._transport = transport
@@ -102,7 +113,12 @@ class WebSocketOutbox:
         self._closing = False
         # The code this side closed with (None: the client closed first), for the logs.
         self.close_code: int | None = None
-        self.closed = loop.create_future()
+        # Made when a close starts: an idle connection carries none of it.
+        self._close_timeouts = close_timeouts
+        self._closer: LingeringClose | None = None
+        # Called once when a close starts, before the close frame is queued: the endpoint
+        # releases presence, quota and subscriptions here (spec decision 18).
+        self.on_close_started: Callable[[], None] | None = None
 
     def push(self, frame: OutFrame) -> None:
         if self._closing:
@@ -142,7 +158,7 @@ class WebSocketOutbox:
     def flush(self) -> None:
         self._dirty = False
         queue = self._queue
-        if not queue:
+        if not queue or self._closing:
             return
         data = queue[0] if len(queue) == 1 else b"".join(queue)
         queue.clear()
@@ -169,33 +185,67 @@ class WebSocketOutbox:
         self._queued_bytes = 0
         self.close(CloseCode.POLICY_VIOLATION, SLOW_CONSUMER_REASON)
 
-    def close(self, code: int, reason: str) -> None:
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolves when the socket is closed or aborted (the close procedure's end)."""
+        return self._lingering_close().done
+
+    def _lingering_close(self) -> LingeringClose:
+        if self._closer is None:
+            self._closer = LingeringClose(self._transport, self._loop, self._close_timeouts)
+        return self._closer
+
+    def close(self, code: int, reason: str, *, by_client: bool = False) -> None:
+        """Start the close procedure (once): what is queued goes out, then the close frame.
+        ``by_client``: the answer to the client's own close frame (logged as the client's)."""
         if self._closing:
             return
         self._closing = True
-        self.close_code = code
+        if not by_client:
+            self.close_code = code
         if self._pause_handle is not None:
             self._pause_handle.cancel()
             self._pause_handle = None
         while self._segments:
             self._queue.extend(self._segments.popleft())
-        self.flush()
-        task = self._loop.create_task(self._ws.close(code=code, message=reason.encode()))
-        task.add_done_callback(self._on_closed)
+        pending = b"".join(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        if isinstance(self._ws, ManagedWebSocketResponse):
+            self._ws.mark_closing()
+        hook, self.on_close_started = self.on_close_started, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("releasing a closing connection failed")
+        closer = self._lingering_close()
+        closer.take_over()
+        closer.begin(code, reason, pending)
 
-    def _on_closed(self, task: asyncio.Task[bool]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("websocket close failed: %s", task.exception())
-        if not self.closed.done():
-            self.closed.set_result(None)
+    def abort(self) -> None:
+        """Drop the socket now (the handler is being cancelled at the end of shutdown)."""
+        self._closing = True
+        self._lingering_close().abort()
 
 
 class OutboxFactory:
     """Outboxes for prepared WebSocket responses, sharing one flusher per event loop."""
 
-    def __init__(self, *, max_pending_bytes: int, pause_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        max_pending_bytes: int,
+        pause_s: float,
+        close_timeouts: CloseTimeouts = DEFAULT_CLOSE_TIMEOUTS,
+    ) -> None:
         self._max_pending_bytes = max_pending_bytes
         self._pause_s = pause_s
+        self._close_timeouts = close_timeouts
         self._flusher: OutboxFlusher | None = None
 
     def create(self, ws: web.WebSocketResponse, request: web.Request) -> WebSocketOutbox | None:
@@ -206,11 +256,15 @@ class OutboxFactory:
         loop = asyncio.get_running_loop()
         if self._flusher is None:
             self._flusher = OutboxFlusher(loop)
-        return WebSocketOutbox(
+        outbox = WebSocketOutbox(
             ws,
             transport,
             self._flusher,
             loop,
             max_pending_bytes=self._max_pending_bytes,
             pause_s=self._pause_s,
+            close_timeouts=self._close_timeouts,
         )
+        if isinstance(ws, ManagedWebSocketResponse):
+            ws.attach(outbox)
+        return outbox

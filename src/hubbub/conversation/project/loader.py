@@ -185,6 +185,8 @@ class _Checker:
         llm = project.providers.llm
         if llm is not None and llm.api_key and llm.api_key_env:
             self.fail("providers.llm", "give apiKey or apiKeyEnv, not both")
+        if llm is not None and not 0 <= llm.max_tool_rounds <= 10:
+            self.fail("providers.llm.maxToolRounds", "must be from 0 to 10")
         if project.conversation_timeout_s <= 0:
             self.fail("conversationTimeoutS", "must be positive")
         self.unique("agents", [a.id for a in project.agents])

@@ -66,6 +66,10 @@ class LlmConfig(_Doc, kw_only=True):
     api_key_env: str | None = None  # read from the environment at start-up
     timeout_s: float = 30.0
     temperature: float | None = None
+    # Offer the project's tools and described actions to the model as functions.
+    tool_calling: bool = True
+    # Calls the model may make per AI turn before it must answer in words.
+    max_tool_rounds: int = 3
 
 
 class SpeechProviderConfig(_Doc, kw_only=True):
@@ -168,6 +172,8 @@ class Action(_Doc, kw_only=True):
     trigger: Trigger = msgspec.field(default_factory=Trigger)
     condition: str | None = None  # a template expression, e.g. "stageVars.order_id"
     parameters: dict[str, Any] = {}
+    # The JSON Schema of the parameters the LLM may pass when it calls the action.
+    parameters_schema: dict[str, Any] | None = None
     effects: list[Effect] = []
 
 
@@ -186,6 +192,8 @@ class Stage(_Doc, kw_only=True):
 class _Tool(_Doc, tag_field="type", kw_only=True):
     id: str
     description: str = ""
+    # The JSON Schema of its parameters, offered to the LLM with the tool (None: no parameters).
+    parameters_schema: dict[str, Any] | None = None
 
 
 class WebhookTool(_Tool, tag="webhook", kw_only=True):

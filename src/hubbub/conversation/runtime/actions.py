@@ -18,6 +18,7 @@ from hubbub.conversation.project.schema import (
     EFFECT_PRIORITY,
     Action,
     CallToolEffect,
+    Effect,
     EndConversationEffect,
     GenerateResponseEffect,
     GoToStageEffect,
@@ -27,6 +28,12 @@ from hubbub.conversation.project.schema import (
 from hubbub.conversation.project.templates import TemplateError
 from hubbub.conversation.protocol import errors
 from hubbub.conversation.runtime.data import ConversationData
+from hubbub.conversation.runtime.functions import (
+    DEFAULT_TOOL_ROUNDS,
+    Function,
+    function_rounds,
+    offered_functions,
+)
 from hubbub.conversation.runtime.journal import Journal
 from hubbub.conversation.runtime.responder import (
     ActionMatch,
@@ -96,6 +103,10 @@ class ActionRunner:
     @property
     def llm(self) -> LlmProvider | None:
         return self._services.llm_for(self._data.project.id)
+
+    @property
+    def stage_variables(self) -> dict[str, Any]:
+        return self._data.stage_variables
 
     def scope(self, **extra: Any) -> dict[str, Any]:
         return template_scope(self._data, self._services, **extra)
@@ -223,6 +234,9 @@ class ActionRunner:
         await self._host.speak(prescripted_stream(text, self._delay_s()), origin=origin)
 
     async def speak_llm(self, instructions: str, *, origin: float | None = None) -> None:
+        """One LLM-generated turn. With functions offered, the model's calls run (their
+        effects included) and their results go back to it, for at most ``maxToolRounds``
+        rounds; stage jumps and the end that called actions ask for happen after the answer."""
         llm = self.llm
         if llm is None:
             return
@@ -233,8 +247,24 @@ class ActionRunner:
         config = self._data.project.project.providers.llm
         if config is not None:
             temperature = config.temperature
-        stream = llm.stream_chat(messages, temperature=temperature)
-        await self._host.speak(stream, origin=origin, llm=True)
+        functions: dict[str, Function] = {}
+        if llm.calls_functions and (config is None or config.tool_calling):
+            functions = offered_functions(self._data.project, self._data.stage_id)
+        if not functions:
+            stream = llm.stream_chat(messages, temperature=temperature)
+            await self._host.speak(stream, origin=origin, llm=True)
+            return
+        rounds = config.max_tool_rounds if config is not None else DEFAULT_TOOL_ROUNDS
+        moves: list[Effect] = []
+        turn = function_rounds(self, llm, messages, functions, rounds, temperature, moves)
+        await self._host.speak(turn, origin=origin, llm=True)
+        for effect in moves:
+            if self._host.terminal:
+                break
+            if isinstance(effect, GoToStageEffect):
+                await self.go_to_stage(effect.stage_id)
+            elif isinstance(effect, EndConversationEffect):
+                await self.end(effect.reason)
 
     # --- actions and effects ---------------------------------------------------------------
 
@@ -246,14 +276,17 @@ class ActionRunner:
         *,
         origin: float | None = None,
         depth: int = 0,
+        moves: list[Effect] | None = None,
     ) -> tuple[bool, list[dict[str, Any]]]:
-        """Run ``action`` if its condition holds; returns (spoke, content parts of tool results)."""
+        """Run ``action`` if its condition holds; returns (spoke, content parts of tool
+        results). With ``moves`` (the LLM called it, mid-answer) it does not speak, and its
+        stage jump and end are added there for after the answer: (ran, parts)."""
         renderer = self._services.renderer
         params = {**action.parameters, **parameters}
         if not self.condition_holds(action, matched, params):
             return False, []
         self._journal.event("action", {"name": action.name, "parameters": params})
-        spoke = False
+        spoke = moves is not None
         parts: list[dict[str, Any]] = []
         for effect in sorted(action.effects, key=lambda e: EFFECT_PRIORITY[type(e)]):
             if self._host.terminal:
@@ -266,10 +299,15 @@ class ActionRunner:
                     result = await self.call_tool(tool, arguments)
                     parts.extend(content_parts(result))
                     if effect.result_variable:
-                        await self.set_variables({effect.result_variable: result}, depth)
+                        await self.set_variables(
+                            {effect.result_variable: result}, depth, moves=moves
+                        )
                 elif isinstance(effect, ModifyVariablesEffect):
                     changes = render_values(renderer, effect.set, scope)
-                    await self.set_variables(changes, depth, unset=effect.unset)
+                    await self.set_variables(changes, depth, unset=effect.unset, moves=moves)
+                elif moves is not None:
+                    if isinstance(effect, GoToStageEffect | EndConversationEffect):
+                        moves.append(effect)
                 elif isinstance(effect, GenerateResponseEffect):
                     if effect.mode == "llm" and self.llm is not None:
                         instructions = renderer.render(effect.instructions, scope)
@@ -318,11 +356,16 @@ class ActionRunner:
         return result
 
     async def set_variables(
-        self, changes: dict[str, Any], depth: int = 0, *, unset: list[str] | None = None
+        self,
+        changes: dict[str, Any],
+        depth: int = 0,
+        *,
+        unset: list[str] | None = None,
+        moves: list[Effect] | None = None,
     ) -> None:
         changed = self.apply_variables(changes, unset=unset)
         if changed:
-            await self.run_watches(changed, depth)
+            await self.run_watches(changed, depth, moves=moves)
 
     def apply_variables(
         self, changes: dict[str, Any], *, unset: list[str] | None = None
@@ -336,7 +379,11 @@ class ActionRunner:
             self._journal.event("variables_changed", {"stageId": data.stage_id, "changes": changed})
         return changed
 
-    async def run_watches(self, changed: dict[str, Any], depth: int = 0) -> None:
+    async def run_watches(
+        self, changed: dict[str, Any], depth: int = 0, *, moves: list[Effect] | None = None
+    ) -> None:
+        """The watches of ``changed``; with ``moves`` (mid-answer, see :meth:`run`) they do
+        not speak either."""
         if depth >= MAX_WATCH_DEPTH:
             return
         data = self._data
@@ -344,4 +391,4 @@ class ActionRunner:
             if self._host.terminal:
                 return
             if set(action.trigger.variable_changed) & changed.keys():
-                await self.run(action, {}, ActionMatch(action), depth=depth + 1)
+                await self.run(action, {}, ActionMatch(action), depth=depth + 1, moves=moves)

@@ -84,6 +84,8 @@ class Conversation:
         self._state = state
         self._data = ConversationData(project, record, variables, history)
         self._sink: ConversationSink | None = None
+        bus = services.bus
+        self._bus = bus if bus is not None and bus.carries(project.id) else None
         self._journal = Journal(
             services, self._data, publish=self.push, status=self._status, next_seq=next_seq
         )
@@ -216,6 +218,8 @@ class Conversation:
     def push(self, push: Push) -> None:
         if self._sink is not None:
             self._sink.deliver(push)
+        if self._bus is not None:
+            self._bus.publish(self.project.id, push)
 
     def _open_voice(self, output_turn_id: str) -> TurnSpeech | None:
         if self._sink is None:
@@ -438,6 +442,30 @@ class Conversation:
     async def call_tool(self, tool: Tool, parameters: dict[str, Any]) -> list[dict[str, Any]]:
         """Call ``tool`` at once (not queued: a tool call does not wait for an answer)."""
         return content_parts(await self.actions.call_tool(tool, parameters))
+
+    # --- a backend steps in (the conversation bus's REST commands) --------------------------
+
+    @property
+    def can_say(self) -> bool:
+        """The agent may start a turn unasked: not while the user's voice turn is open."""
+        return not self.terminal and self._state is not State.RECEIVING_USER_VOICE
+
+    def say(self, text: str) -> asyncio.Future[Any]:
+        """The agent says ``text`` now (a barge-in), as one prescripted AI turn, voiced when
+        the session hears speech. Skipped if a voice turn opened before it could start."""
+        self.interrupt()
+        self.touch()
+
+        async def run() -> None:
+            if self.can_say:
+                await self.actions.speak_text(text)
+
+        return self.submit(run)
+
+    def request_end(self, reason: str) -> asyncio.Future[Any]:
+        """End after the work queued before, the answer being spoken interrupted."""
+        self.interrupt()
+        return self.submit(lambda: self.actions.end(reason))
 
     def set_variable(self, name: str, value: Any) -> None:
         """Set a variable of the current stage now (raises VariableTypeError); watches run

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.conversation.protocol.pushes import Push
 from hubbub.conversation.runtime.backend_events import ConversationEventSink
 from hubbub.conversation.runtime.store import ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner
 from hubbub.conversation.voice.providers.base import LlmProvider
+
+
+class PushBus(Protocol):
+    """Where every push of a conversation also goes, for watchers (the conversation bus)."""
+
+    def carries(self, project_id: str) -> bool:
+        """Whether the project's conversations are published (asked once per conversation)."""
+        ...
+
+    def publish(self, project_id: str, push: Push) -> None:
+        """Take one push, in order with the conversation's others (never blocks or raises)."""
 
 
 @dataclass(slots=True)
@@ -26,3 +38,5 @@ class EngineServices:
     on_message_event: Callable[[Mapping[str, Any]], None] | None = None
     # Gets conversation_started / conversation_ended / tool_called (webhooks), if configured.
     events: ConversationEventSink | None = None
+    # Gets every push of the conversations of the projects it carries, if configured.
+    bus: PushBus | None = None

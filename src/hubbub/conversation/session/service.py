@@ -18,7 +18,7 @@ from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.protocol import errors, ids
 from hubbub.conversation.runtime.backend_events import ConversationEventSink
 from hubbub.conversation.runtime.engine import Conversation
-from hubbub.conversation.runtime.services import EngineServices
+from hubbub.conversation.runtime.services import EngineServices, PushBus
 from hubbub.conversation.runtime.states import TERMINAL, State
 from hubbub.conversation.runtime.store import ConversationRecord, ConversationStore
 from hubbub.conversation.runtime.tools import ToolRunner, WebhookRequester
@@ -58,6 +58,7 @@ class ConversationService:
         speech: SpeechStack | None = None,
         on_message_event: Callable[[Mapping[str, Any]], None] | None = None,
         events: ConversationEventSink | None = None,
+        bus: PushBus | None = None,
     ) -> None:
         self.projects = {p.id: p for p in projects}
         self._keys: dict[str, tuple[LoadedProject, ApiKey]] = {
@@ -74,6 +75,7 @@ class ConversationService:
         self.services = EngineServices(
             on_message_event=on_message_event,
             events=events,
+            bus=bus,
             store=store,
             renderer=renderer,
             tools=ToolRunner(renderer, self._webhooks, python_tools),

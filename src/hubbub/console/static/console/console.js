@@ -402,6 +402,19 @@ async function refreshConversation() {
     el("td", { className: "small", textContent: clock(e.createdAt) }))), 4, "no events");
 }
 
+// The conversation bus's REST commands: only a key of [conversations] events_app may use them
+// (the answer says so otherwise), and the transcript shows the effect at the next poll.
+async function steer(command, body) {
+  const id = state.conversation;
+  try {
+    await api(`/v1/conversations/${enc(id)}/${command}`, { method: "POST", body });
+    $("steer-result").textContent = `${command}: taken`;
+    if (body) $("steer-text").value = "";
+  } catch (error) {
+    $("steer-result").textContent = `${command} refused: ${error.message}`;
+  }
+}
+
 // --- wiring -----------------------------------------------------------------------------------
 
 $("signin").onsubmit = (event) => {
@@ -412,6 +425,12 @@ $("sign-out").onclick = () => signOut();
 $("channel-close").onclick = () => { state.channel = null; $("channel-card").hidden = true; };
 $("conversation-close").onclick = () => { state.conversation = null; $("conversation-card").hidden = true; };
 $("publish").onsubmit = publish;
+$("steer").onsubmit = (event) => {
+  event.preventDefault();
+  const command = event.submitter && event.submitter.id === "steer-input" ? "input" : "say";
+  steer(command, { text: $("steer-text").value });
+};
+$("steer-end").onclick = () => steer("end", {});
 $("more-conversations").onclick = () => loadOlder().catch(() => {});
 $("filter-state").onchange = resetConversationPages;
 $("filter-project").onchange = resetConversationPages;

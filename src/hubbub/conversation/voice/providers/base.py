@@ -95,9 +95,31 @@ class VadProvider(ABC):
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """A function the model may call (a project tool or action, see
+    :mod:`hubbub.conversation.runtime.functions`). ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model asked for; ``arguments`` is its JSON text, as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    # An assistant message that asked for calls, and the tool message answering one of them.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 class LlmProvider(ABC):
@@ -106,6 +128,24 @@ class LlmProvider(ABC):
         self, messages: Sequence[ChatMessage], *, temperature: float | None = None
     ) -> AsyncIterator[str]:
         """Text deltas of the assistant's answer, in order; closing the iterator stops it."""
+
+    def stream_turn(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        functions: Sequence[FunctionSpec],
+        allow_calls: bool = True,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
+        """Text deltas, then the calls the model asked for (complete, in its order), when
+        ``functions`` are offered; ``allow_calls`` False asks for text only (the model sees the
+        functions but may not call them). A provider without function calling streams text."""
+        return self.stream_chat(messages, temperature=temperature)
+
+    @property
+    def calls_functions(self) -> bool:
+        """Whether :meth:`stream_turn` can return calls (else functions are not offered)."""
+        return False
 
     async def complete(
         self, messages: Sequence[ChatMessage], *, temperature: float | None = None
