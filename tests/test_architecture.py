@@ -34,6 +34,7 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.transports",
         "hubbub.api",
         "hubbub.server",
+        "hubbub.server_conversations",
         "hubbub.client",
         # the HTTP client shared by the OpenAI-compatible providers
         "hubbub.conversation.voice.providers.openai_*",
@@ -485,8 +486,13 @@ def request_handlers(path: Path) -> list[str]:
     return found
 
 
-def test_server_py_only_wires_it_defines_no_request_handler() -> None:
-    assert request_handlers(PACKAGE / "server.py") == []
+WIRING_MODULES = ("server.py", "server_conversations.py")
+
+
+@pytest.mark.parametrize("module", WIRING_MODULES)
+def test_the_wiring_defines_no_request_handler(module: str) -> None:
+    assert (PACKAGE / module).is_file()
+    assert request_handlers(PACKAGE / module) == []
 
 
 def test_the_handler_finder_sees_handlers(tmp_path: Path) -> None:

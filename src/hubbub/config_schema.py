@@ -21,7 +21,7 @@ from hubbub.config_hooks import (
     ConversationWebhookConfig,
     WebhookConfig,
 )
-from hubbub.core.node import NodeLimits
+from hubbub.core.limits import NodeLimits
 from hubbub.errors import HubbubError
 from hubbub.transports.webrtc_settings import (
     DEFAULT_ICE_GATHERING_TIMEOUT_MS,

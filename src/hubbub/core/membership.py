@@ -5,6 +5,13 @@ The ordering rules of spec section 5 (see :mod:`hubbub.core.node`) are kept here
 the ack as a separate write, with presence deltas that arrive before it held behind it; on a
 channel with history the live messages are held from the moment the subscription is routed
 until the replay is queued, so the seam has neither a gap nor a duplicate.
+
+History (spec 16.1): on a channel with history, a subscribe is added to the routes with its
+live messages *held*, then the history is read (``since``: everything after the client's
+offset; ``rewind``: the newest K; neither: just the position), then the ack (with
+``recovered``/``offset``/``epoch``), the snapshot, the replay and the held live messages
+newer than what was read are queued, in that order. Live copies at or below the read offset
+are dropped from then on, so the seam has neither a gap nor a duplicate.
 """
 
 from __future__ import annotations

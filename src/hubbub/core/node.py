@@ -15,14 +15,8 @@ calls back into it through the :class:`BrokerHandler` methods (``deliver_*``).
 The node is the composition root of one process's hub; its roles live beside it: subscribing
 and presence in :mod:`hubbub.core.membership`, publish and send in :mod:`hubbub.core.messaging`,
 the ``error``/``ack`` replies in :mod:`hubbub.core.replies`. This module keeps the connections'
-lifecycle, the dispatch of client frames, the broker's callbacks and the control plane.
-
-History (spec 16.1): on a channel with history, a subscribe is added to the routes with its
-live messages *held*, then the history is read (``since``: everything after the client's
-offset; ``rewind``: the newest K; neither: just the position), then the ack (with
-``recovered``/``offset``/``epoch``), the snapshot, the replay and the held live messages
-newer than what was read are queued, in that order. Live copies at or below the read offset
-are dropped from then on, so the seam has neither a gap nor a duplicate.
+lifecycle, the dispatch of client frames, the broker's callbacks and the control plane;
+node-to-node requests are :mod:`hubbub.core.relay`.
 """
 
 from __future__ import annotations
@@ -31,7 +25,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from hubbub.core import listing
@@ -58,12 +51,14 @@ from hubbub.core.history import (
     RetentionRules,
 )
 from hubbub.core.lane import FrameLane
+from hubbub.core.limits import NodeLimits as NodeLimits  # its old home re-exports it
 from hubbub.core.membership import Membership
 from hubbub.core.messaging import Messaging
 from hubbub.core.outbound import ConnectionSink, OutFrame
 from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
 from hubbub.core.principal import EXPIRY_MARGIN_S, Principal
 from hubbub.core.ratelimit import TokenBucket
+from hubbub.core.relay import RelayHandler, Relays
 from hubbub.core.replies import Replies
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
@@ -89,24 +84,6 @@ _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
 
 class Scheduler(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLimits:
-    rate_per_second: float = 100.0
-    rate_burst: int = 200
-    # Pings have a bucket of their own (spec decision 8): the SDK pings every 25 s, so 20 with
-    # 2/s refill never bites a real client, while a ping flood is closed 4011 like any flood.
-    ping_rate_per_second: float = 2.0
-    ping_burst: int = 20
-    max_message_bytes: int = 65536
-    max_channels: int = 100
-    # Frames a proxied connection may have waiting for its backend before reading pauses.
-    max_pending_frames: int = 32
-
-
-# A node's part of a relay request: the payload in, its answer out (None: not for this node).
-RelayHandler = Callable[[bytes], bytes | None]
 
 
 class Node:
@@ -148,7 +125,7 @@ class Node:
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
         self._activity = ChannelActivity(clock)
-        self._relay_handlers: dict[str, RelayHandler] = {}
+        self._relays = Relays(broker)
         self._replies = Replies(self.stats)
         self._membership = Membership(
             broker=broker,
@@ -407,7 +384,7 @@ class Node:
 
     def answer_query(self, query: NodeQuery) -> NodeAnswer:
         if query.subject == "relay":
-            return NodeAnswer(self.node_id, relayed=self._answer_relay(query.topic, query.payload))
+            return NodeAnswer(self.node_id, relayed=self._relays.answer(query.topic, query.payload))
         return listing.local_answer(
             self.node_id, query, self._connections, self._local, self._activity
         )
@@ -469,27 +446,12 @@ class Node:
     # --- node-to-node requests ------------------------------------------------------------
 
     def handle_relay(self, topic: str, handler: RelayHandler) -> None:
-        """``handler`` answers this node's part of :meth:`relay` requests on ``topic``: it gets
-        the payload and returns its answer, or None when the request is not for this node. It
-        runs on the event loop and must not block."""
-        self._relay_handlers[topic] = handler
-
-    def _answer_relay(self, topic: str, payload: bytes) -> bytes | None:
-        handler = self._relay_handlers.get(topic)
-        if handler is None:
-            return None
-        try:
-            return handler(payload)
-        except Exception:  # a handler's bug must not cost the asker its other answers
-            log.exception("relay handler for %r failed", topic)
-            return None
+        """Answer this node's part of :meth:`relay` requests on ``topic`` (see core.relay)."""
+        self._relays.handle(topic, handler)
 
     async def relay(self, app_id: str, topic: str, payload: bytes) -> list[bytes]:
-        """Ask every node (this one first) through the broker, as the listings do; returns the
-        answers that were not None, from the nodes that answered within the broker's wait."""
-        query = NodeQuery(app_id, "relay", topic=topic, payload=payload)
-        answers = await self._broker.query_nodes(query)
-        return [answer.relayed for answer in answers if answer.relayed is not None]
+        """Ask every node, this one first, as the listings do (see :mod:`hubbub.core.relay`)."""
+        return await self._relays.ask(app_id, topic, payload)
 
     async def publish_event(self, app_id: str, channel: str, data: bytes, sender: str) -> int:
         """A publication the server makes on its own behalf (the conversation bus): recorded
