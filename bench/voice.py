@@ -1,50 +1,66 @@
-"""Voice latency: end of the user's speech -> first AI audio, over WebRTC and the WebSocket.
+"""Voice latency where the user hears it, and server memory over many voice sessions.
 
-    .venv/bin/python bench/voice.py [--turns 50] [--levels 1,2,4,8] [--level-turns 5]
+    .venv/bin/python bench/voice.py [--turns 50] [--concurrent 4] [--modes silence,semantic]
+                                    [--rss-sessions 100]
 
-Runs a real ``hubbub serve`` in demo mode (the support-desk agent with the offline providers:
-PocketSphinx ASR, Piper TTS) and speaks to it: "Hello, I need help with my order", synthesized
-once with Piper, streamed in 20 ms pieces at real-time pace, then ``end_user_voice_input``. The
-latency is measured at the client from sending ``end_user_voice_input`` to the first audio of
-the answer (a binary frame tagged with its outputTurnId on WebRTC, a ``send_ai_voice_chunk`` on
-the WebSocket). It spans the final ASR decode, the rule-based answer and the synthesis of its
-first sentence. Between turns the client waits for the answer (and, on WebRTC, for its paced
-audio to finish playing), like a user listening.
+Runs a real ``hubbub serve`` with the support-desk agent in server-VAD mode (the offline
+providers: PocketSphinx ASR, Piper TTS, Silero VAD, and for ``semantic`` the Smart Turn v3
+end-of-turn model), one server per turn-detection mode, and talks to it over the WebSocket the
+way a microphone does: audio streams continuously in 20 ms pieces at real-time pace, with no
+start/end commands. Each turn is "I need help with my order." (synthesized once with Piper),
+then silence until the answer is heard. (Not "Hello, I need …": the pause after "Hello," is a
+finished utterance to the end-of-turn model, which then rightly ends the turn there.) A turn
+whose final transcript lacks "order" counts as cut off. The table also splits the latency at
+the final transcript's arrival: end of speech -> transcript (VAD silence, end-of-turn decision,
+final decode) and transcript -> heard (answer, first sentence's synthesis, delivery).
 
-Scenarios: ``--turns`` sequential turns on one conversation per transport (p50/p95), then
-``--levels`` simultaneous WebSocket conversations, each speaking ``--level-turns`` turns in
-real time, to find how many one node sustains (goal: p50 <= 500 ms). Clients and server share
-the machine's cores.
+Latency is measured in the client's own audio: from the moment the last non-silent sample of
+the user's speech was sent to the moment the first non-silent sample of the answer would play.
+Playback is modelled as a player that starts with the answer's first chunk and plays gaplessly
+(a chunk that arrives late delays what follows it). Nothing comes from server timestamps. It
+spans the VAD's silence, the end-of-turn decision, the final ASR decode, the rule-based answer
+and the synthesis of its first sentence.
+
+Scenarios per mode: one conversation speaking ``--turns`` turns, then ``--concurrent``
+conversations at once speaking ``--turns`` turns between them (p50/p95 each). Goal: p50 <=
+350 ms with semantic end of turn. Then ``--rss-sessions`` voice sessions one after another
+(connect, auth, greeting, one spoken turn, close): the server's RSS after the first 10 and after
+all of them should be flat (within 5%). Clients and server share the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hubbub.protocol.audio_frame import encode_audio_frame  # noqa: E402
 from tests.support.server import ServerProcess, running_server  # noqa: E402
+from tests.voice.speech import piper_pcm16k_async, silence  # noqa: E402
 from tests.voice_e2e.voice_clients import (  # noqa: E402
     DEMO_PROJECT,
     WsClient,
     config_for,
-    next_message,
-    paced,
-    utterance_pcm,
     voice_chunk,
 )
-from tests.webrtc.conftest import Client  # noqa: E402
 
 KEY = "demo-conversation-key"
+UTTERANCE = "I need help with my order."
+RATE = 16_000
+PIECE_BYTES = 640  # 20 ms
+LOUD = 300  # |sample| above this is not silence (both directions)
+TURN_TIMEOUT_S = 30.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -52,10 +68,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def summary(name: str, latencies: list[float], wall_s: float) -> dict[str, Any]:
+@dataclass
+class Turn:
+    latency_ms: float
+    to_transcript_ms: float
+    cut_off: bool
+
+
+def summary(name: str, turns: list[Turn], wall_s: float) -> dict[str, Any]:
+    latencies = [t.latency_ms for t in turns]
     return {
         "scenario": name,
         "turns": len(latencies),
+        "cut": sum(t.cut_off for t in turns),
+        "transcript_ms": round(statistics.median(t.to_transcript_ms for t in turns), 1),
         "p50_ms": round(statistics.median(latencies), 1),
         "p95_ms": round(percentile(latencies, 0.95), 1),
         "max_ms": round(max(latencies), 1),
@@ -63,7 +89,141 @@ def summary(name: str, latencies: list[float], wall_s: float) -> dict[str, Any]:
     }
 
 
-async def turn_end(client: WsClient | Client) -> dict[str, Any]:
+def first_loud_sample(pcm: bytes) -> int | None:
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+    loud = np.nonzero(np.abs(samples.astype(np.int32)) > LOUD)[0]
+    return int(loud[0]) if len(loud) else None
+
+
+def last_loud_sample(pcm: bytes) -> int:
+    samples = np.frombuffer(pcm, dtype="<i2")
+    loud = np.nonzero(np.abs(samples.astype(np.int32)) > LOUD)[0]
+    return int(loud[-1])
+
+
+def project_dir(tmp: Path, mode: str) -> Path:
+    directory = tmp / f"projects-{mode}"
+    directory.mkdir(parents=True, exist_ok=True)
+    text = DEMO_PROJECT.read_text(encoding="utf-8")
+    text = text.replace(
+        "acceptVoice: true\n",
+        f"acceptVoice: true\nasrConfig:\n  serverVad: true\nturnTaking: {{endOfTurn: {mode}}}\n",
+    )
+    (directory / "support-desk.yaml").write_text(text, encoding="utf-8")
+    return directory
+
+
+@dataclass
+class Heard:
+    """The answer as the client's player would play it."""
+
+    first_arrival: float | None = None
+    played_s: float = 0.0  # audio received so far, in seconds
+    heard_at: float | None = None
+
+    def chunk(self, at: float, pcm: bytes) -> None:
+        if self.heard_at is not None or not pcm:
+            return
+        if self.first_arrival is None:
+            self.first_arrival = at
+        # Gapless playback from the first chunk; a late chunk starts when it arrives.
+        starts = max(at, self.first_arrival + self.played_s)
+        loud = first_loud_sample(pcm)
+        if loud is not None:
+            self.heard_at = starts + loud / RATE
+        self.played_s = starts - self.first_arrival + len(pcm) / 2 / RATE
+
+
+class Speaker:
+    """One WebSocket conversation in server-VAD mode, with a microphone that never stops."""
+
+    def __init__(self, client: WsClient, conversation_id: str) -> None:
+        self.client = client
+        self.conversation_id = conversation_id
+        self.ordinal = 0
+        self._loop = asyncio.get_running_loop()
+        self._next_send = self._loop.time()
+
+    @classmethod
+    async def open(cls, server: ServerProcess) -> Speaker:
+        client = await WsClient.connect(server)
+        auth = await client.command(
+            {"type": "auth", "apiKey": KEY, "sessionSettings": {"receiveEvents": False}}
+        )
+        assert auth["success"] is True, auth
+        started = await client.command({"type": "start_conversation", "userId": "bench"})
+        await turn_end(client)  # the greeting
+        return cls(client, str(started["conversationId"]))
+
+    async def send_piece(self, piece: bytes) -> float:
+        """Send 20 ms of audio at its real-time moment; returns that moment."""
+        delay = self._next_send - self._loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)  # a microphone's pace, not waiting for an event
+        else:
+            self._next_send = self._loop.time()
+        sent_at = self._next_send
+        self.client.send(voice_chunk(self.conversation_id, "", piece, self.ordinal))
+        self.ordinal += 1
+        self._next_send += len(piece) / 2 / RATE
+        return sent_at
+
+    async def turn(self, speech: bytes, speech_end: int) -> Turn:
+        """Speak, then keep sending silence until the answer is heard; returns the latency
+        (ms) from the end of the speech to the first audible answer sample."""
+        spoken_end_at = 0.0
+        for offset in range(0, len(speech), PIECE_BYTES):
+            piece = speech[offset : offset + PIECE_BYTES]
+            sent_at = await self.send_piece(piece)
+            if offset <= speech_end * 2 < offset + len(piece):
+                spoken_end_at = sent_at + (speech_end * 2 - offset) / 2 / RATE
+        heard = Heard()
+        finals: list[str] = []
+        transcript_at = 0.0
+        answer: str | None = None
+        quiet = silence(20)
+        deadline = self._loop.time() + TURN_TIMEOUT_S
+        while heard.heard_at is None:
+            if self._loop.time() > deadline:
+                raise TimeoutError("no answer heard")
+            await self.send_piece(quiet)
+            while not self.client.inbox.empty():
+                message = self.client.inbox.get_nowait()
+                kind = message.get("type")
+                if kind == "start_ai_generation_output":
+                    answer = message["outputTurnId"]
+                elif kind == "user_transcribed_chunk" and message["isFinal"]:
+                    finals.append(message["chunkText"])
+                    transcript_at = self._loop.time()
+                elif kind == "send_ai_voice_chunk" and message["outputTurnId"] == answer:
+                    heard.chunk(self._loop.time(), base64.b64decode(message["audioData"]))
+        assert heard.heard_at is not None
+        latency_ms = (heard.heard_at - spoken_end_at) * 1000
+        await self.listen(answer)
+        return Turn(
+            latency_ms,
+            (transcript_at - spoken_end_at) * 1000,
+            not any("order" in text.lower() for text in finals),
+        )
+
+    async def listen(self, answer: str | None) -> None:
+        """Keep the microphone open (silence) until the answer's turn is over."""
+        async with asyncio.timeout(TURN_TIMEOUT_S):
+            while True:
+                await self.send_piece(silence(20))
+                while not self.client.inbox.empty():
+                    message = self.client.inbox.get_nowait()
+                    if message.get("outputTurnId") == answer and message.get("type") in (
+                        "end_ai_generation_output",
+                        "abort_ai_generation_output",
+                    ):
+                        return
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def turn_end(client: WsClient) -> dict[str, Any]:
     async with asyncio.timeout(60):
         while True:
             message = await client.receive()
@@ -71,149 +231,69 @@ async def turn_end(client: WsClient | Client) -> dict[str, Any]:
                 return message
 
 
-# --- WebSocket --------------------------------------------------------------------------------
-
-
-async def ws_conversation(server: ServerProcess) -> tuple[WsClient, str]:
-    client = await WsClient.connect(server)
-    await client.command(
-        {"type": "auth", "apiKey": KEY, "sessionSettings": {"receiveEvents": False}}
-    )
-    started = await client.command({"type": "start_conversation", "userId": "bench"})
-    await turn_end(client)  # the greeting
-    return client, str(started["conversationId"])
-
-
-async def ws_turn(client: WsClient, conversation_id: str, pcm: bytes) -> float:
-    opened = await client.command(
-        {"type": "start_user_voice_input", "conversationId": conversation_id}
-    )
-    turn_id = opened["inputTurnId"]
-    ordinal = 0
-    async for piece in paced(pcm, speed=1.0):
-        client.send(voice_chunk(conversation_id, turn_id, piece, ordinal))
-        ordinal += 1
-    client.send(
-        {"type": "end_user_voice_input", "conversationId": conversation_id, "inputTurnId": turn_id}
-    )
-    ended = time.perf_counter()
-    started = await next_message(client, "start_ai_generation_output")
-    async with asyncio.timeout(60):
-        while True:
-            message = await client.receive()
-            if message.get("type") == "send_ai_voice_chunk" and message["audioData"]:
-                assert message["outputTurnId"] == started["outputTurnId"]
-                latency = (time.perf_counter() - ended) * 1000
-                break
-    await turn_end(client)
-    return latency
-
-
-async def websocket_sequential(server: ServerProcess, pcm: bytes, turns: int) -> dict[str, Any]:
-    client, conversation_id = await ws_conversation(server)
-    began = time.perf_counter()
+async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int) -> list[Turn]:
+    speaker = await Speaker.open(server)
     try:
-        latencies = [await ws_turn(client, conversation_id, pcm) for _ in range(turns)]
+        return [await speaker.turn(speech, end) for _ in range(turns)]
     finally:
-        await client.close()
-    return summary("WebSocket, 1 conversation", latencies, time.perf_counter() - began)
+        await speaker.close()
 
 
-async def websocket_concurrent(
-    server: ServerProcess, pcm: bytes, conversations: int, turns: int
-) -> dict[str, Any]:
-    pairs = [await ws_conversation(server) for _ in range(conversations)]
-    began = time.perf_counter()
+async def concurrent(
+    server: ServerProcess, speech: bytes, end: int, sessions: int, turns: int
+) -> list[Turn]:
+    speakers = [await Speaker.open(server) for _ in range(sessions)]
+    each = -(-turns // sessions)
 
-    async def speak(index: int, client: WsClient, conversation_id: str) -> list[float]:
-        await asyncio.sleep(index * 0.25)  # stagger the speakers, as real callers would be
-        return [await ws_turn(client, conversation_id, pcm) for _ in range(turns)]
+    async def talk(index: int, speaker: Speaker) -> list[Turn]:
+        await asyncio.sleep(index * 0.6)  # stagger the callers, as real ones would be
+        return [await speaker.turn(speech, end) for _ in range(each)]
 
     try:
-        results = await asyncio.gather(*(speak(i, c, cid) for i, (c, cid) in enumerate(pairs)))
+        results = await asyncio.gather(*(talk(i, s) for i, s in enumerate(speakers)))
     finally:
-        for client, _ in pairs:
-            await client.close()
-    latencies = [value for result in results for value in result]
-    return summary(f"WebSocket, {conversations} at once", latencies, time.perf_counter() - began)
+        for speaker in speakers:
+            await speaker.close()
+    return [value for result in results for value in result]
 
 
-# --- WebRTC -----------------------------------------------------------------------------------
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
 
 
-async def frames_quiet(client: Client, quiet_s: float = 0.3) -> None:
-    """The answer's paced audio has finished arriving (nothing new for ``quiet_s``)."""
-    async with asyncio.timeout(60):
-        while True:
-            client.frames_changed.clear()
-            try:
-                await asyncio.wait_for(client.frames_changed.wait(), quiet_s)
-            except TimeoutError:
-                return
-
-
-async def webrtc_sequential(server: ServerProcess, pcm: bytes, turns: int) -> dict[str, Any]:
-    client = Client()
-    await client.connect(server.http_url + "/api/webrtc/offer")
-    client.send(
-        {
-            "type": "auth",
-            "requestId": "a",
-            "apiKey": KEY,
-            "sessionSettings": {"receiveEvents": False},
-        }
-    )
-    await next_message(client, "auth")
-    client.send({"type": "start_conversation", "requestId": "s", "userId": "bench"})
-    conversation_id = (await next_message(client, "start_conversation"))["conversationId"]
-    await turn_end(client)
-    await frames_quiet(client)
-    latencies: list[float] = []
-    began = time.perf_counter()
-    try:
-        for index in range(turns):
-            request = f"v{index}"
-            client.send(
-                {
-                    "type": "start_user_voice_input",
-                    "requestId": request,
-                    "conversationId": conversation_id,
-                }
-            )
-            turn_id = (await next_message(client, "start_user_voice_input"))["inputTurnId"]
-            assert client.audio is not None
-            async for piece in paced(pcm, speed=1.0):
-                client.audio.send(encode_audio_frame(turn_id, piece))
-            client.send(
-                {
-                    "type": "end_user_voice_input",
-                    "requestId": f"e{index}",
-                    "conversationId": conversation_id,
-                    "inputTurnId": turn_id,
-                }
-            )
-            ended = time.perf_counter()
-            output = (await next_message(client, "start_ai_generation_output"))["outputTurnId"]
-            await client.wait_frames(
-                lambda frames, turn=output: any(f.frame.turn_id == turn for f in frames)
-            )
-            latencies.append((time.perf_counter() - ended) * 1000)
-            await turn_end(client)
-            await frames_quiet(client)
-    finally:
-        await client.close()
-    return summary("WebRTC, 1 conversation", latencies, time.perf_counter() - began)
+async def rss_run(server: ServerProcess, speech: bytes, end: int, sessions: int) -> list[str]:
+    pid = server.process.pid
+    marks: list[tuple[int, int]] = [(0, rss_kib(pid))]
+    for index in range(1, sessions + 1):
+        speaker = await Speaker.open(server)
+        try:
+            await speaker.turn(speech, end)
+        finally:
+            await speaker.close()
+        if index in (1, 10, 25, 50, 75, 100) or index == sessions:
+            marks.append((index, rss_kib(pid)))
+            print(f"  after {index} sessions: RSS {marks[-1][1] / 1024:.1f} MiB", flush=True)
+    base = next((kib for n, kib in marks if n == 10), marks[1][1])
+    lines = ["| sessions done | RSS MiB | vs after 10 |", "|---|---|---|"]
+    for n, kib in marks:
+        lines.append(f"| {n} | {kib / 1024:.1f} | {kib / base:.3f} |")
+    return lines
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | turns | p50 ms | p95 ms | max ms | wall s |",
-        "|---|---|---|---|---|---|",
+        "| mode | scenario | turns | cut off | p50 ms | p95 ms | max ms "
+        "| p50 speech end -> transcript ms | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['scenario']} | {row['turns']} | {row['p50_ms']} | {row['p95_ms']} "
-            f"| {row['max_ms']} | {row['wall_s']} |"
+            f"| {row['mode']} | {row['scenario']} | {row['turns']} | {row['cut']} "
+            f"| {row['p50_ms']} "
+            f"| {row['p95_ms']} | {row['max_ms']} | {row['transcript_ms']} | {row['wall_s']} |"
         )
     return "\n".join(lines)
 
@@ -223,30 +303,48 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--turns", type=int, default=50)
-    parser.add_argument("--levels", default="1,2,4,8")
-    parser.add_argument("--level-turns", type=int, default=5)
+    parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument("--modes", default="silence,semantic")
+    parser.add_argument("--rss-sessions", type=int, default=100)
     args = parser.parse_args()
-    pcm = await utterance_pcm()
+    speech = silence(200) + await piper_pcm16k_async(UTTERANCE)
+    end = last_loud_sample(speech)
+    speech = speech[: (end + 1) * 2]
+    print(f"utterance: {UTTERANCE!r}, {len(speech) / 2 / RATE:.2f} s", flush=True)
     rows: list[dict[str, Any]] = []
+    rss: list[str] = []
+    modes = [m for m in args.modes.split(",") if m]
     with tempfile.TemporaryDirectory(prefix="hubbub-bench-") as tmp:
-        config = config_for(DEMO_PROJECT.parent, Path(tmp) / "store.db")
-        async with running_server(config, env={"WEBRTC_STUN_URL": ""}) as server:
-            await run(server, pcm, args, rows)
+        for mode in modes:
+            config = config_for(project_dir(Path(tmp), mode), Path(tmp) / f"store-{mode}.db")
+            async with running_server(config, env={"WEBRTC_STUN_URL": ""}) as server:
+                warm = await Speaker.open(server)  # models loaded, first decode done
+                await warm.turn(speech, end)
+                await warm.close()
+                if args.turns:
+                    began = time.perf_counter()
+                    values = await sequential(server, speech, end, args.turns)
+                    rows.append(
+                        {"mode": mode}
+                        | summary("1 conversation", values, time.perf_counter() - began)
+                    )
+                    print(table(rows[-1:]), flush=True)
+                    if args.concurrent > 1:
+                        began = time.perf_counter()
+                        values = await concurrent(server, speech, end, args.concurrent, args.turns)
+                        name = f"{args.concurrent} at once"
+                        rows.append(
+                            {"mode": mode} | summary(name, values, time.perf_counter() - began)
+                        )
+                        print(table(rows[-1:]), flush=True)
+                if args.rss_sessions and mode == modes[-1]:
+                    print(f"RSS over {args.rss_sessions} sessions ({mode}):", flush=True)
+                    rss = await rss_run(server, speech, end, args.rss_sessions)
     print()
     print(table(rows))
-
-
-async def run(
-    server: ServerProcess, pcm: bytes, args: argparse.Namespace, rows: list[dict[str, Any]]
-) -> None:
-    if args.turns:
-        rows.append(await webrtc_sequential(server, pcm, args.turns))
-        print(table(rows[-1:]), flush=True)
-        rows.append(await websocket_sequential(server, pcm, args.turns))
-        print(table(rows[-1:]), flush=True)
-    for level in (int(n) for n in args.levels.split(",") if n):
-        rows.append(await websocket_concurrent(server, pcm, level, args.level_turns))
-        print(table(rows[-1:]), flush=True)
+    if rss:
+        print()
+        print("\n".join(rss))
 
 
 if __name__ == "__main__":

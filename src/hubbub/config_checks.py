@@ -33,10 +33,15 @@ def check_config(config: Config, fail: Callable[[str, str], None]) -> None:
     for name in ("connect_window_s", "keepalive_interval_s", "keepalive_timeout_s"):
         if getattr(server, name) <= 0:
             fail(f"server.{name}", "must be positive")
-    for name in ("connect_attempts_per_ip", "slow_consumer_bytes", "shutdown_drain_s"):
+    for name in (
+        "connect_attempts_per_ip",
+        "slow_consumer_bytes",
+        "shutdown_drain_s",
+        "shutdown_reconnects_per_s",
+    ):
         if getattr(server, name) < 0:
             fail(f"server.{name}", "must not be negative")
-    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids"):
+    for name in ("dedup_window_s", "history_memory_bytes", "dedup_memory_ids", "backlog"):
         if getattr(server, name) <= 0:
             fail(f"server.{name}", "must be positive")
     for name in ("rate_per_second", "rate_burst", "max_message_bytes", "max_channels"):
@@ -195,6 +200,8 @@ def _check_broker(broker: BrokerConfig, fail: Callable[[str, str], None]) -> Non
             fail(where, "must be a redis://, rediss:// or unix:// URL")
     if broker.presence_ttl_s <= 0:
         fail("broker.presence_ttl_s", "must be positive")
+    if broker.max_connections < 1:
+        fail("broker.max_connections", "must be positive")
     if broker.node_id and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.node_id):
         fail("broker.node_id", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
     if not broker.key_prefix or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", broker.key_prefix):

@@ -87,6 +87,12 @@ class ServerConfig(_Section):
     connect_attempts_per_ip: int = 60  # per connect_window_s; 0 disables
     connect_window_s: float = 60.0
     shutdown_drain_s: float = 1.0
+    # On shutdown, going_away's retryAfterMs is spread over a window long enough that the
+    # dropped clients come back at about this many connects per second (0: a fixed 1 s window).
+    shutdown_reconnects_per_s: float = 1000.0
+    # Pending TCP connections the kernel queues for the listening socket (a reconnect storm
+    # overflows a small one: SYNs are dropped and retried after 1 s, 3 s, ...).
+    backlog: int = 1024
     keepalive_interval_s: float = 30.0
     keepalive_timeout_s: float = 10.0
     # Bytes a connection may have queued but unsent before it is dropped as a slow consumer.
@@ -182,6 +188,9 @@ class BrokerConfig(_Section):
     key_prefix: str = "hubbub"
     # True when url points at a Redis Cluster: sharded pub/sub (SSUBSCRIBE/SPUBLISH).
     cluster: bool = False
+    # Pooled connections per Redis server (per cluster primary); a command waits for a free
+    # one (up to its timeout) rather than opening more during a burst of connects.
+    max_connections: int = 64
 
 
 class ChannelConfig(_Section):

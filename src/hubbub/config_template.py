@@ -19,6 +19,8 @@ trusted_proxies = []          # e.g. ["127.0.0.1"]: these may name the client in
 connect_attempts_per_ip = 60  # WebSocket upgrades per connect_window_s per client IP; 0 = off
 connect_window_s = 60
 shutdown_drain_s = 1.0        # on SIGTERM: going_away, this long, then close 1001
+shutdown_reconnects_per_s = 1000 # going_away spreads reconnects to about this rate
+backlog = 1024                # listen queue for pending TCP connects (reconnect storms)
 keepalive_interval_s = 30
 keepalive_timeout_s = 10
 slow_consumer_bytes = 1048576 # unsent bytes before a connection is dropped (1008 slow consumer)
@@ -40,6 +42,7 @@ request_burst_per_ip = 100
 [broker]
 kind = "memory"               # "redis" to run several nodes as one server
 # url = "redis://127.0.0.1:6379/0"
+# max_connections = 64        # pooled Redis connections per server; bursts queue for one
 
 [[apps]]
 id = "{app_id}"

@@ -72,7 +72,12 @@ def _backends(
         )
         return MemoryBroker(history), MemoryPresenceStore(events), MemoryUsageStore(), history
     urls = [settings.url] if isinstance(settings.url, str) else settings.url
-    shards = RedisShards([RedisLink(url, cluster=settings.cluster) for url in urls])
+    shards = RedisShards(
+        [
+            RedisLink(url, cluster=settings.cluster, max_connections=settings.max_connections)
+            for url in urls
+        ]
+    )
     prefix = settings.key_prefix
     # Lifecycle events are decided in Redis and sent by one node per channel.
     router = RedisEventRouter(node_id, events) if events is not NO_EVENTS else None
@@ -312,9 +317,9 @@ class Listening:
 CLOSE_WAIT_S = 5.0
 
 
-async def _drain(node: Node, drain_s: float) -> None:
+async def _drain(node: Node, drain_s: float, reconnects_per_s: float) -> None:
     """Graceful shutdown: going_away to everyone, a short drain, then close 1001."""
-    node.announce_shutdown()
+    node.announce_shutdown(reconnects_per_s=reconnects_per_s)
     if node.connection_count:
         await asyncio.sleep(drain_s)
     node.close_all(CloseCode.GOING_AWAY)
@@ -331,7 +336,9 @@ async def serve(
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, backlog=config.server.backlog
+    )
     await site.start()
     port = config.server.port
     for address in runner.addresses:
@@ -350,7 +357,9 @@ async def serve(
         await stop.wait()
         log.info("shutting down")
         await site.stop()
-        await _drain(app[NODE_KEY], config.server.shutdown_drain_s)
+        await _drain(
+            app[NODE_KEY], config.server.shutdown_drain_s, config.server.shutdown_reconnects_per_s
+        )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -106,3 +107,24 @@ async def test_metrics_count_history_evictions_and_duplicates() -> None:
     assert 'hubbub_history_evicted_total{reason="size"} 2.0' in text
     assert _value(text, "hubbub_history_channels_evicted_total") > 0
     assert 0 < _value(text, "hubbub_history_retained_bytes") <= 20000
+
+
+async def test_metrics_count_the_event_loops_tasks_which_fall_back_after_clients_leave() -> None:
+    async def tasks(session: aiohttp.ClientSession, url: str) -> float:
+        async with session.get(f"{url}/metrics") as response:
+            return _value(await response.text(), "hubbub_asyncio_tasks")
+
+    async with running_server() as server, aiohttp.ClientSession() as session:
+        idle = await tasks(session, server.http_url)
+        assert idle >= 1  # at least the handler answering this scrape
+        url = f"{server.http_url}/v1?key=pk_live_demo"
+        sockets = [await session.ws_connect(url) for _ in range(5)]
+        for ws in sockets:
+            assert json.loads((await ws.receive(timeout=5)).data)["type"] == "welcome"
+        busy = await tasks(session, server.http_url)
+        assert busy >= idle + 5  # each connection's handler is a task
+        for ws in sockets:
+            await ws.close()
+        async with asyncio.timeout(10):
+            while await tasks(session, server.http_url) > idle:
+                await asyncio.sleep(0.05)  # the server's close has no event to await: poll

@@ -83,5 +83,8 @@ class FakeSpeech:
     def vad(self) -> VadProvider:
         return FakeVad()
 
+    def end_of_turn(self) -> None:
+        return None  # silence-only end of turn
+
     async def warm_up(self, projects: Sequence[LoadedProject]) -> None:
         pass

@@ -35,6 +35,12 @@ class FakeChannel:
     def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
         self.send_message(message)
 
+    async def voice_sent(self, output_turn_id: str) -> None:
+        pass
+
+    def hold_voice(self, held: bool) -> None:
+        pass
+
     def input_turn_opened(self, input_turn_id: str) -> None:
         pass
 

@@ -125,6 +125,23 @@ BROKEN = [
     ),
     (MINIMAL + "tools: [{id: t, type: webhook, url: '{{ x'}]\n", "tools[0].url", "bad template"),
     (MINIMAL + "conversationTimeoutS: 0\n", "conversationTimeoutS", "must be positive"),
+    (MINIMAL + "turnTaking: {endOfTurn: psychic}\n", "turnTaking.endOfTurn", "Invalid enum"),
+    (
+        MINIMAL + "turnTaking: {maxSilenceMs: -1}\n",
+        "turnTaking.maxSilenceMs",
+        "must not be negative",
+    ),
+    (
+        MINIMAL + "turnTaking: {finishedThreshold: 1.5}\n",
+        "turnTaking.finishedThreshold",
+        "between 0 and 1",
+    ),
+    (
+        MINIMAL.replace("  - id: s1\n", "  - id: s1\n    turnTaking: {minInterruptionMs: -5}\n"),
+        "stages[0].turnTaking.minInterruptionMs",
+        "must not be negative",
+    ),
+    (MINIMAL + "turnTaking: {backchanels: [mm]}\n", "turnTaking", "unknown field"),
     (
         MINIMAL + "providers: {llm: {baseUrl: u, model: m, apiKey: a, apiKeyEnv: B}}\n",
         "providers.llm",

@@ -19,7 +19,7 @@ from hubbub.core.broker import (
     PresenceEntry,
     Publication,
 )
-from hubbub.core.node import NodeLimits
+from hubbub.core.node import NodeLimits, reconnect_window_ms
 from tests.core.fakes import ALL_ACTIONS, Client, Hub
 from tests.support.clock import START_TIME
 
@@ -631,3 +631,24 @@ async def test_node_stop_stops_the_broker(hub: Hub) -> None:
     await hub.node.stop()
     with pytest.raises(RuntimeError, match="not started"):
         await hub.node.publish_from_server("app", "c", b"1")
+
+
+def test_reconnect_window_grows_with_the_clients_to_keep_the_reconnect_rate() -> None:
+    assert reconnect_window_ms(1000, 5, reconnects_per_s=0) == 1000  # off: the fixed window
+    assert reconnect_window_ms(1000, 500, reconnects_per_s=1000) == 1000  # never below base
+    assert reconnect_window_ms(1000, 5000, reconnects_per_s=1000) == 5000
+    assert reconnect_window_ms(1000, 20000, reconnects_per_s=500) == 40000
+
+
+async def test_going_away_spreads_a_crowd_over_the_window(hub: Hub) -> None:
+    clients = [await hub.connect(f"p{i}") for i in range(40)]
+    hub.node.announce_shutdown(100, reconnects_per_s=10)  # 40 clients at 10/s: a 4 s window
+    delays = []
+    for client in clients:
+        (event,) = client.new_events()
+        assert event.frame is not None and event.frame["type"] == "going_away"
+        delays.append(event.frame["retryAfterMs"])
+    assert all(100 <= delay <= 4100 for delay in delays)
+    # Spread, not bunched at the base: 40 uniform draws all in the first second of 4 would
+    # happen with probability 0.25**40.
+    assert max(delays) > 1100

@@ -240,6 +240,12 @@ async def test_a_conversation_client_that_never_reads_is_dropped_within_the_dead
     write_projects(tmp_path / "projects")
     config = server_config(tmp_path / "projects", f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     config = config.replace("[server]\n", "[server]\nslow_consumer_bytes = 65536\n", 1)
+    # The /ws message rate (issue 11) would close this client 4011 before its replies pile up;
+    # this test is about the slow-consumer close, so the rate limit is off here.
+    assert "[conversations]\n" in config
+    config = config.replace(
+        "[conversations]\n", "[conversations]\nrate_per_second = 0\nrate_burst = 0\n", 1
+    )
     async with running_server(config, env={"PYTHONPATH": str(REPO)}) as server:
         silent = await asyncio.to_thread(SilentClient.connect, server.host, server.port, "/ws")
         try:

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.integration.conftest import DEMO_PUBLISHABLE_KEY, app_config
-from tests.support.server import ServerProcess, running_server
+from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
 from tests.support.tokens import mint_token
 from tests.support.ws_client import Connector, RawClient
 
@@ -178,3 +178,14 @@ async def test_keepalive_drops_a_client_that_never_answers_pings(
         )
         assert [p["peerId"] for p in left["left"]] == [silent_id]
         await _still_alive(member)
+
+
+async def test_the_listen_backlog_is_the_configured_one() -> None:
+    # ss shows a listening socket's backlog as its Send-Q.
+    async with running_server("[server]\nbacklog = 77\n" + DEMO_APP_TOML) as server:
+        process = await asyncio.create_subprocess_exec(
+            "ss", "-Hltn", f"sport = :{server.port}", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 10)
+    (line,) = out.decode().splitlines()
+    assert line.split()[2] == "77", line

@@ -115,3 +115,18 @@ def test_silero_reset_starts_over() -> None:
     assert not stream.in_speech
     assert stream.process(silence(1000)) == []
     assert WINDOW_MS == 32
+
+
+def test_closed_streams_give_their_detector_back_reset() -> None:
+    vad = SileroVad()
+    first = vad.open_stream(silence_ms=300)
+    detector = first._detector
+    assert first.process(espeak_pcm16k("Hello")) == ["speech_start"]  # state inside
+    first.close()
+    assert first.process(espeak_pcm16k("Hello")) == []  # a closed stream hears nothing
+    second = vad.open_stream(silence_ms=300)
+    assert second._detector is detector  # reused, not loaded again
+    other = vad.open_stream(silence_ms=300)
+    assert other._detector is not detector  # one per open stream
+    # The reused detector starts from silence: the same speech starts one utterance.
+    assert second.process(silence(500) + espeak_pcm16k("Hello")) == ["speech_start"]

@@ -18,6 +18,9 @@ from tests.voice.speech import piper_pcm16k_async, silence
 from tests.webrtc.conftest import Client
 
 TIMEOUT_S = 20.0
+# A whole AI turn: over WebRTC it ends only once its voice has been paced out (the greeting is
+# ~8 s of speech), after synthesis on a machine that may be busy.
+TURN_TIMEOUT_S = 45.0
 FRAME_BYTES = 640  # 20 ms of pcm_16000
 UTTERANCE = "Hello, I need help with my order"
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +164,7 @@ async def ai_turn(client: WsClient | Client) -> AiTurn:
     started = await next_message(client, "start_ai_generation_output")
     turn_id = started["outputTurnId"]
     voice = 0
-    async with asyncio.timeout(TIMEOUT_S):
+    async with asyncio.timeout(TURN_TIMEOUT_S):
         while True:
             message = await client.receive()
             kind = message.get("type")

@@ -119,3 +119,45 @@ def test_clear_forgets_everything() -> None:
     voice.clear()
     assert voice.pop() is None
     assert voice.queued_s == 0
+
+
+def test_a_turn_counts_as_unsent_until_its_last_frame_is_written() -> None:
+    voice = OutboundVoice()
+    voice.turn_started("tout_1")
+    voice.add(chunk("tout_1", b"a" * 1280, final=True))
+    assert voice.unsent("tout_1") == 2
+    first = voice.pop()
+    assert first is not None
+    assert voice.unsent("tout_1") == 2  # popped is not written
+    voice.sent(first)
+    assert voice.unsent("tout_1") == 1
+    second = voice.pop()
+    assert second is not None
+    voice.sent(second)
+    assert voice.unsent("tout_1") == 0
+    assert voice.unsent("tout_unknown") == 0
+
+
+def test_aborted_and_superseded_turns_have_nothing_unsent() -> None:
+    voice = OutboundVoice()
+    voice.turn_started("tout_1")
+    voice.add(chunk("tout_1", b"a" * 1280))
+    voice.turn_aborted("tout_1")
+    assert voice.unsent("tout_1") == 0 and not voice.live("tout_1")
+    voice.turn_started("tout_2")
+    voice.add(chunk("tout_2", b"a" * 640))
+    voice.turn_started("tout_3")  # supersedes tout_2
+    assert voice.unsent("tout_2") == 0 and voice.live("tout_3")
+
+
+def test_held_voice_waits_and_resumes_where_it_stopped() -> None:
+    voice = OutboundVoice()
+    voice.turn_started("tout_1")
+    voice.add(chunk("tout_1", b"a" * 640 + b"b" * 640))
+    first = voice.pop()
+    assert first is not None and first.audio == b"a" * 640
+    voice.held = True
+    assert not voice and voice.pop() is None
+    voice.held = False
+    second = voice.pop()
+    assert second is not None and second.audio == b"b" * 640

@@ -10,6 +10,7 @@ Webhook senders and backend proxies keep their own plain counters and latency bu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 
 from aiohttp import web
@@ -40,6 +41,13 @@ TURN_TIMINGS_MS = {
 }
 
 
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped with no running loop (a collector used from a thread)
+        return 0
+
+
 class _NodeCollector(Collector):
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -48,6 +56,10 @@ class _NodeCollector(Collector):
         node, stats = self._node, self._node.stats
         yield GaugeMetricFamily(
             "hubbub_connections", "Open realtime WebSocket connections", node.connection_count
+        )
+        # A soak's leak detector: tasks that outlive their connections show up here.
+        yield GaugeMetricFamily(
+            "hubbub_asyncio_tasks", "Live asyncio tasks in the node's event loop", _task_count()
         )
         simple = (
             ("hubbub_connections_opened", "Connections admitted", stats.connections_opened),

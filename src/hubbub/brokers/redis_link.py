@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -39,13 +39,19 @@ from hubbub.core.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
+# Pooled connections per Redis server for commands outside the ordered path.
+DEFAULT_POOL_SIZE: Final = 64
+# How long a command may queue for a pooled connection (a 5,000-client storm queues ~15,000).
+POOL_WAIT_S: Final = 30.0
 _REHOME_RETRY_S: Final = 0.1
 
 
 class RedisLink:
     """The Redis client a node's broker and stores share."""
 
-    def __init__(self, url: str, *, cluster: bool = False) -> None:
+    def __init__(
+        self, url: str, *, cluster: bool = False, max_connections: int = DEFAULT_POOL_SIZE
+    ) -> None:
         self.url = url
         # What the logs show: the URL without its password.
         self.shown_url = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url)
@@ -56,9 +62,19 @@ class RedisLink:
             # One immediate retry replaces a pooled connection Redis closed while it was away.
             "retry": Retry(NoBackoff(), 1),
         }
-        self.client: Redis | RedisCluster = (
-            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
-        )
+        self.client: Redis | RedisCluster
+        if cluster:
+            self.client = RedisCluster.from_url(url, max_connections=max_connections, **options)
+        else:
+            # A burst of connects or closes (a reconnect storm, a node shutting down) queues
+            # for a pooled connection instead of being refused: the default pool raises once
+            # its connections are all in use, which would read as Redis being unreachable.
+            # The wait is long because thousands queue at once while Redis answers quickly;
+            # an unanswered command still fails after COMMAND_TIMEOUT_S (socket_timeout).
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=POOL_WAIT_S, **options
+            )
+            self.client = Redis(connection_pool=pool)
         # The ordered command path: one sender per Redis server (each cluster primary).
         self._senders: dict[str, OrderedSender] = {}
         # One subscriber per Redis server: the only one, or each cluster primary (sharded

@@ -52,6 +52,7 @@ from hubbub.core.history import (
 )
 from hubbub.core.lane import FrameLane
 from hubbub.core.limits import NodeLimits as NodeLimits  # its old home re-exports it
+from hubbub.core.limits import reconnect_window_ms
 from hubbub.core.membership import Membership
 from hubbub.core.messaging import Messaging
 from hubbub.core.outbound import ConnectionSink, OutFrame
@@ -283,10 +284,12 @@ class Node:
                 log.warning("broker unavailable: peer %s not unregistered", conn.peer_id)
         await self._usage.close_connection(conn.app_id)
 
-    def announce_shutdown(self, base_retry_ms: int = 1000) -> None:
-        """Tell every client to come back later; jitter spreads their reconnects."""
+    def announce_shutdown(self, base_retry_ms: int = 1000, reconnects_per_s: float = 0) -> None:
+        """Tell every client to come back later; jitter spreads their reconnects (over a
+        window that grows with the number of clients when ``reconnects_per_s`` is set)."""
+        window_ms = reconnect_window_ms(base_retry_ms, len(self._connections), reconnects_per_s)
         for conn in list(self._connections):
-            retry_ms = base_retry_ms + random.randint(0, base_retry_ms)
+            retry_ms = base_retry_ms + random.randint(0, window_ms)
             conn.frames_out += 1
             conn.sink.push(OutFrame(frames.going_away(retry_ms)))
 

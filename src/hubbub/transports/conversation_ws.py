@@ -59,6 +59,12 @@ class WebSocketClientChannel:
     def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
         self.send_message(message)
 
+    async def voice_sent(self, output_turn_id: str) -> None:
+        pass  # already queued ahead of anything sent next, on the one FIFO socket
+
+    def hold_voice(self, held: bool) -> None:
+        pass  # the client was sent the audio faster than real time: it plays what it holds
+
     def input_turn_opened(self, input_turn_id: str) -> None:
         pass
 

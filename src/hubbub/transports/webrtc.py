@@ -76,6 +76,7 @@ class WebRtcPeer:
         self._inbox: asyncio.Queue[_Message | _Audio] = asyncio.Queue(limits.inbox_size)
         self._voice = OutboundVoice(limits.max_queued_voice_s)
         self._voice_ready = asyncio.Event()
+        self._voice_drained: dict[str, asyncio.Event] = {}
         self._track: AiVoiceTrack | None = None
         self._input_turn_id: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,13 +126,26 @@ class WebRtcPeer:
         if self.closed:
             return
         self._voice.turn_started(output_turn_id)  # its voice is queued behind the start
+        self._wake_drained()  # older turns are superseded
         if self._voice:
             self._voice_ready.set()
 
     def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
         self.send_message(message)
         if aborted and not self.closed:
-            self._voice.turn_aborted(output_turn_id)
+            self._voice.turn_aborted(output_turn_id)  # paced audio stops at once
+            self._wake_drained()
+
+    async def voice_sent(self, output_turn_id: str) -> None:
+        if self.closed or self._voice.unsent(output_turn_id) == 0:
+            return
+        drained = self._voice_drained.setdefault(output_turn_id, asyncio.Event())
+        await drained.wait()
+
+    def hold_voice(self, held: bool) -> None:
+        self._voice.held = held
+        if self._voice:
+            self._voice_ready.set()
 
     def input_turn_opened(self, input_turn_id: str) -> None:
         self._input_turn_id = input_turn_id
@@ -252,7 +266,24 @@ class WebRtcPeer:
             self.dropped_audio_frames += 1
 
     def _pull_for_track(self) -> QueuedFrame | None:
-        return self._voice.pop()
+        # The track hands the frame to the RTP sender as soon as it is returned.
+        frame = self._voice.pop()
+        if frame is not None:
+            self._frame_written(frame)
+        return frame
+
+    def _frame_written(self, frame: QueuedFrame) -> None:
+        self._voice.sent(frame)
+        if self._voice.unsent(frame.turn_id) == 0:
+            drained = self._voice_drained.pop(frame.turn_id, None)
+            if drained is not None:
+                drained.set()
+
+    def _wake_drained(self) -> None:
+        """Release the waits of turns whose audio is all out, or void (aborted, superseded,
+        or the peer closed)."""
+        for turn_id in [t for t in self._voice_drained if self._voice.unsent(t) == 0]:
+            self._voice_drained.pop(turn_id).set()
 
     # --- tasks -----------------------------------------------------------------------------
 
@@ -312,11 +343,16 @@ class WebRtcPeer:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
             if audio.readyState != "open":
+                self._voice.clear()
+                self._wake_drained()
                 return
+            if not self._voice.live(frame.turn_id):
+                continue  # aborted while this frame waited for its time: never sent
             if audio.bufferedAmount > self._limits.max_unsent_audio_bytes:
                 self._voice.dropped_frames += 1
             else:
                 audio.send(frame.encode())
+            self._frame_written(frame)
             next_send += frame.duration_s
 
     async def _flush_control(self) -> None:
@@ -329,6 +365,8 @@ class WebRtcPeer:
             await asyncio.wait_for(drained.wait(), self._limits.flush_on_close_s)
 
     async def _close(self) -> None:
+        self._voice.clear()
+        self._wake_drained()  # nothing more will be written: no turn waits for its audio
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -338,7 +376,6 @@ class WebRtcPeer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         await self._stop_consumer()
-        self._voice.clear()
         if self._session is not None:
             try:
                 await self._session.closed()

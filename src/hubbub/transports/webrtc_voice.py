@@ -12,6 +12,11 @@ rely on it) wait, bounded, in the turn's pending list.
 
 Dropping: ``abort_ai_generation_output`` drops the turn's queued and future audio; a newer turn
 starting supersedes every older one the same way.
+
+End means done: the session waits until a turn's audio has been written before it queues the
+turn's ``end_ai_generation_output`` (spec section 4, "the turn's text and audio are complete").
+:meth:`OutboundVoice.unsent` counts a turn's frames that are queued or popped but not yet
+reported :meth:`OutboundVoice.sent`, so the peer knows when that moment has come.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class OutboundVoice:
         self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._frames: deque[QueuedFrame] = deque()
         self._queued_s = 0.0
+        self._unsent: dict[str, int] = {}
+        self.held = False  # paused mid-sentence: frames wait, nothing is popped
         self.dropped_frames = 0
 
     @property
@@ -77,7 +84,7 @@ class OutboundVoice:
         return self._queued_s
 
     def __bool__(self) -> bool:
-        return bool(self._frames)
+        return bool(self._frames) and not self.held
 
     def turn_started(self, turn_id: str) -> None:
         """``start_ai_generation_output`` for ``turn_id`` has been queued on ``control``."""
@@ -107,15 +114,33 @@ class OutboundVoice:
         self._split(turn, chunk.output_turn_id, chunk)
 
     def pop(self) -> QueuedFrame | None:
-        if not self._frames:
+        """The next frame to send; report it :meth:`sent` once written (or dropped)."""
+        if not self._frames or self.held:
             return None
         frame = self._frames.popleft()
         self._queued_s = max(0.0, self._queued_s - frame.duration_s)
         return frame
 
+    def sent(self, frame: QueuedFrame) -> None:
+        """A popped frame has been handed to the network (or dropped on congestion)."""
+        left = self._unsent.get(frame.turn_id, 0) - 1
+        if left > 0:
+            self._unsent[frame.turn_id] = left
+        else:
+            self._unsent.pop(frame.turn_id, None)
+
+    def unsent(self, turn_id: str) -> int:
+        """Frames of the turn not yet written: 0 once all its audio so far is out (or void)."""
+        return self._unsent.get(turn_id, 0)
+
+    def live(self, turn_id: str) -> bool:
+        """The turn's audio may still go out (it was not aborted or superseded)."""
+        return turn_id in self._turns
+
     def clear(self) -> None:
         self._frames.clear()
         self._turns.clear()
+        self._unsent.clear()
         self._queued_s = 0.0
 
     # --- internals -------------------------------------------------------------------------
@@ -139,6 +164,7 @@ class OutboundVoice:
         self._forgotten[turn_id] = None
         while len(self._forgotten) > _FORGOTTEN_TURNS_KEPT:
             self._forgotten.popitem(last=False)
+        self._unsent.pop(turn_id, None)
         if turn is None:
             return
         kept = deque(f for f in self._frames if f.turn_id != turn_id)
@@ -175,3 +201,4 @@ class OutboundVoice:
             return
         self._frames.append(QueuedFrame(turn_id, turn.prefix, audio, audio_format, duration_s))
         self._queued_s += duration_s
+        self._unsent[turn_id] = self._unsent.get(turn_id, 0) + 1

@@ -29,6 +29,7 @@ from hubbub.conversation.project.schema import (
     PythonTool,
     Stage,
     Tool,
+    TurnTaking,
     WebhookTool,
 )
 from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
@@ -209,6 +210,25 @@ class _Checker:
             self.unique(f"{where}.variables", [v.name for v in stage.variables], key="name")
             self.actions(f"{where}.actions", stage.actions)
         self.actions("actions", project.actions)
+        self.turn_taking("turnTaking", project.turn_taking)
+        for s, stage in enumerate(project.stages):
+            if stage.turn_taking is not None:
+                self.turn_taking(f"stages[{s}].turnTaking", stage.turn_taking)
+
+    def turn_taking(self, path: str, turn_taking: TurnTaking) -> None:
+        durations = {
+            "semanticSilenceMs": turn_taking.semantic_silence_ms,
+            "maxSilenceMs": turn_taking.max_silence_ms,
+            "minInterruptionMs": turn_taking.min_interruption_ms,
+            "minInterruptionWords": turn_taking.min_interruption_words,
+            "falseInterruptionTimeoutMs": turn_taking.false_interruption_timeout_ms,
+        }
+        for name, value in durations.items():
+            if value is not None and value < 0:
+                self.fail(f"{path}.{name}", "must not be negative")
+        threshold = turn_taking.finished_threshold
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            self.fail(f"{path}.finishedThreshold", "must be between 0 and 1")
 
     def unique(self, path: str, ids: list[str], key: str = "id") -> None:
         seen: set[str] = set()

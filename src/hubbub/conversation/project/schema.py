@@ -59,6 +59,21 @@ class AsrConfig(_Doc, kw_only=True):
     auto_end_silence_duration_ms: int = 800
 
 
+class TurnTaking(_Doc, kw_only=True):
+    """Natural turn-taking in server-VAD mode. On the project, and on a stage to override it:
+    a field left out takes the project's value, then the default
+    (:mod:`hubbub.conversation.voice.turn_taking` documents them)."""
+
+    end_of_turn: Literal["silence", "semantic"] | None = None
+    semantic_silence_ms: int | None = None
+    max_silence_ms: int | None = None
+    finished_threshold: float | None = None
+    backchannels: list[str] | None = None
+    min_interruption_ms: int | None = None
+    min_interruption_words: int | None = None
+    false_interruption_timeout_ms: int | None = None
+
+
 class LlmConfig(_Doc, kw_only=True):
     base_url: str
     model: str
@@ -184,6 +199,7 @@ class Stage(_Doc, kw_only=True):
     on_enter: Literal["generate_response", "await_user_input"] = "await_user_input"
     variables: list[VariableDescriptor] = []
     actions: list[Action] = []
+    turn_taking: TurnTaking | None = None
 
 
 # --- tools ----------------------------------------------------------------------------------
@@ -222,6 +238,7 @@ class Project(_Doc, kw_only=True):
     accept_voice: bool = False
     generate_voice: bool = False
     asr_config: AsrConfig = msgspec.field(default_factory=AsrConfig)
+    turn_taking: TurnTaking = msgspec.field(default_factory=TurnTaking)
     starting_stage_id: str
     timezone: str = "UTC"
     constants: dict[str, Any] = {}

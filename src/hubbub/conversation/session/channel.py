@@ -59,7 +59,16 @@ class ClientChannel(Protocol):
 
     def end_output_turn(self, output_turn_id: str, message: bytes, *, aborted: bool) -> None:
         """Queue the turn's ``end_ai_generation_output`` (or, ``aborted``, its
-        ``abort_ai_generation_output``); an aborted turn's voice is void."""
+        ``abort_ai_generation_output``); an aborted turn's voice is void and stops at once."""
+
+    async def voice_sent(self, output_turn_id: str) -> None:
+        """Return once all the voice queued so far for the turn has been written to the
+        network (a paced transport writes it in real time), or is void (aborted, superseded,
+        connection closed). The turn's end is queued only after this: end means done."""
+
+    def hold_voice(self, held: bool) -> None:
+        """Pause (``held``) or resume the AI voice not yet written, mid-sentence: the user
+        may be interrupting. A transport that cannot hold audio already sent ignores it."""
 
     def input_turn_opened(self, input_turn_id: str) -> None:
         """A voice input turn is open (``start_user_voice_input`` replied, or server VAD heard

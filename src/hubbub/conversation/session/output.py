@@ -77,6 +77,14 @@ class SessionOutput:
         if not self.closed:
             self._channel.send_voice(chunk)
 
+    def hold_voice(self, held: bool) -> None:
+        if not self.closed:
+            self._channel.hold_voice(held)
+
+    async def voice_sent(self, output_turn_id: str) -> None:
+        if not self.closed:
+            await self._channel.voice_sent(output_turn_id)
+
     def _send(self, message: ServerMessage) -> None:
         if self.closed:
             return

@@ -262,6 +262,7 @@ class Session(SessionHandler):
                 access.project,
                 access.settings.send_audio_format,
                 self._services.monotonic,
+                hold_voice=self._out.hold_voice,
             )
         self._reply(request.request_id, p.AuthReply(project_settings=access.project_settings()))
 
@@ -419,6 +420,7 @@ class Session(SessionHandler):
             voice,
             audio_format=access.settings.receive_audio_format,
             send=self._out.voice,
+            written=self._out.voice_sent,
             conversation_id=conversation_id,
             output_turn_id=output_turn_id,
             monotonic=self._services.monotonic,

@@ -4,8 +4,10 @@ Client-driven: ``start_user_voice_input`` opens a turn (and interrupts the agent
 speaking), audio arrives for that ``inputTurnId`` (base64 chunks on the WebSocket, binary
 frames on WebRTC), ``end_user_voice_input`` closes it. Server-VAD mode (``asrConfig.serverVad``):
 audio streams continuously under the empty turn id; Silero VAD opens a turn when speech starts
-(``user_speaking_started``; a barge-in if the agent speaks) and closes it after
-``autoEndSilenceDurationMs`` of silence.
+(``user_speaking_started``; a barge-in if the agent speaks) and closes it when the user's turn
+is over: after ``autoEndSilenceDurationMs`` of silence, or sooner when the semantic end-of-turn
+model hears a finished utterance. Speech over the agent interrupts only if it is more than a
+backchannel (see :mod:`hubbub.conversation.voice.turn_taking` for the rules and settings).
 
 Audio is converted from the session's sendAudioFormat to engine PCM and fed to the project's
 ASR provider as it arrives (interim ``user_transcribed_chunk`` pushes). The final transcript is
@@ -28,10 +30,12 @@ from hubbub.conversation.voice.audio import ClientToEngine
 from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
     AsrStream,
+    EndOfTurnModel,
     ProviderError,
     VadStream,
 )
 from hubbub.conversation.voice.speech import SpeechStack, stage_hints
+from hubbub.conversation.voice.turn_taking import TurnPolicy, turn_policy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,9 @@ log = logging.getLogger(__name__)
 # recogniser hears the first syllable too.
 PRE_ROLL_MS: Final = 400
 SERVER_VAD_TURN_ID: Final = ""  # the turn id of continuous server-VAD audio
+# The end-of-turn model hears at most this much of the utterance (Smart Turn: 8 s).
+END_OF_TURN_AUDIO_BYTES: Final = ENGINE_SAMPLE_RATE * 2 * 8
+_BYTES_PER_MS: Final = ENGINE_SAMPLE_RATE * 2 / 1000
 
 # The final transcript and the ASR time (ms) of a voice turn.
 Transcriber = Callable[[], Awaitable[tuple[str, float]]]
@@ -53,6 +60,11 @@ class VoiceTurns(Protocol):
 
     @property
     def stage_id(self) -> str: ...
+
+    @property
+    def speaking(self) -> bool:
+        """An AI turn is open (the agent is answering, its voice may still be playing)."""
+        ...
 
     @property
     def can_start_voice(self) -> bool:
@@ -88,6 +100,17 @@ class _InputTurn:
     last_text: str = ""
     failed: bool = False
     pcm_bytes: int = 0
+    # Server VAD only: the utterance's last seconds, for the end-of-turn model.
+    recent: bytearray = field(default_factory=bytearray)
+    # Speech over the agent that has not interrupted it (yet): no turn id, no pushes.
+    candidate: bool = False
+    speech_ms: float = 0.0
+    held_ms: float | None = None  # since the agent's voice was paused for it
+    final_text: str | None = None
+    # The VAD heard silence but the turn is not over (the model heard an unfinished
+    # utterance, or the stage wants a longer silence): the silence so far and the bound.
+    silence_ms: float | None = None
+    silence_needed_ms: float = 0.0
 
 
 @dataclass(slots=True)
@@ -116,20 +139,40 @@ class VoiceInput:
         project: LoadedProject,
         audio_format: str,
         monotonic: Callable[[], float],
+        hold_voice: Callable[[bool], None] = lambda held: None,
     ) -> None:
+        """``hold_voice(True)`` pauses the agent's voice mid-sentence (a possible
+        interruption), ``hold_voice(False)`` resumes it."""
         self._speech = speech
         self._monotonic = monotonic
         self._project = project
         self._format = audio_format
         self._config = project.project.asr_config
+        self._hold_voice = hold_voice
+        self._held = False
         self._turn: _InputTurn | None = None
         self._vad: VadStream | None = None
         self._vad_converter: ClientToEngine | None = None
+        self._vad_silence_ms = 0
+        self._in_speech = False
+        self._end_of_turn: EndOfTurnModel | None = None
         self._pre_roll = _PreRoll(ENGINE_SAMPLE_RATE * 2 * PRE_ROLL_MS // 1000)
         if self._config.server_vad:
-            silence = self._config.auto_end_silence_duration_ms
-            self._vad = speech.vad().open_stream(silence_ms=silence)
+            self._end_of_turn = speech.end_of_turn()
+            # The VAD reports the shortest silence any stage waits for; a stage that wants
+            # longer keeps the turn open past it (``_InputTurn.silence_ms``).
+            policies = [self._policy(stage_id) for stage_id in project.stages]
+            self._vad_silence_ms = min(
+                (q.semantic_silence_ms if q.end_of_turn == "semantic" else q.silence_ms)
+                for q in policies or [self._policy(None)]
+            )
+            self._vad = speech.vad().open_stream(silence_ms=self._vad_silence_ms)
             self._vad_converter = ClientToEngine(audio_format)
+
+    def _policy(self, stage_id: str | None) -> TurnPolicy:
+        return turn_policy(
+            self._project, stage_id, semantic_available=self._end_of_turn is not None
+        )
 
     @property
     def open_turn_id(self) -> str | None:
@@ -178,11 +221,13 @@ class VoiceInput:
         async def transcribe() -> tuple[str, float]:
             started = monotonic()
             text = ""
-            if turn.asr is not None and not turn.failed:
+            if turn.asr is not None and not turn.failed and turn.final_text is None:
                 try:
                     text = (await turn.asr.finish()).text.strip()
                 except ProviderError as exc:
                     log.warning("input turn %s: ASR failed: %s", turn.id, exc)
+            if turn.final_text is not None:  # already taken to judge an interruption
+                text = turn.final_text
             asr_ms = round((monotonic() - started) * 1000, 3)
             self._push_transcript(turn, text, is_final=True)
             return text or placeholder, asr_ms
@@ -192,21 +237,30 @@ class VoiceInput:
     async def close(self) -> None:
         turn = self._turn
         await self._drop_turn()
-        if turn is not None:
+        self._hold(False)
+        if self._vad is not None:
+            self._vad.close()
+        if turn is not None and not turn.candidate:
             turn.conversation.cancel_voice()
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _open(self, conversation: VoiceTurns, turn_id: str, *, by_vad: bool) -> None:
+    async def _open(
+        self, conversation: VoiceTurns, turn_id: str, *, by_vad: bool, candidate: bool = False
+    ) -> None:
         asr = None
         try:
+            hints = stage_hints(self._project, conversation.stage_id)
+            if candidate and hints:  # so "yeah" is heard as "yeah", not as a stage word
+                hints += sorted(self._policy(conversation.stage_id).backchannels)
             asr = await self._speech.asr_for(self._project).open_stream(
-                language=self._config.language,
-                hints=stage_hints(self._project, conversation.stage_id),
+                language=self._config.language, hints=hints
             )
         except (ProviderError, ValueError) as exc:
             log.warning("input turn %s: cannot start ASR: %s", turn_id, exc)
-        self._turn = _InputTurn(turn_id, conversation, asr, ClientToEngine(self._format), by_vad)
+        self._turn = _InputTurn(
+            turn_id, conversation, asr, ClientToEngine(self._format), by_vad, candidate=candidate
+        )
 
     async def _drop_turn(self) -> None:
         turn, self._turn = self._turn, None
@@ -217,6 +271,9 @@ class VoiceInput:
         if turn.asr is None or turn.failed or not pcm:
             return
         turn.pcm_bytes += len(pcm)
+        if turn.by_vad:
+            turn.recent += pcm
+            del turn.recent[:-END_OF_TURN_AUDIO_BYTES]
         try:
             results = await turn.asr.push(pcm)
         except ProviderError as exc:
@@ -227,7 +284,8 @@ class VoiceInput:
             text = result.text.strip()
             if text and text != turn.last_text:
                 turn.last_text = text
-                self._push_transcript(turn, text, is_final=False)
+                if not turn.candidate:
+                    self._push_transcript(turn, text, is_final=False)
 
     def _push_transcript(self, turn: _InputTurn, text: str, *, is_final: bool) -> None:
         turn.conversation.push(
@@ -250,25 +308,150 @@ class VoiceInput:
         self._pre_roll.add(pcm)
         fed = False
         for boundary in self._vad.process(pcm):
-            if boundary == "speech_start" and self._turn is None:
-                if not conversation.can_start_voice:
+            self._in_speech = boundary == "speech_start"
+            turn = self._turn
+            if boundary == "speech_start":
+                if turn is not None and turn.by_vad:
+                    turn.silence_ms = None  # speech resumed: the same turn goes on
                     continue
-                turn_id = conversation.start_voice()
-                conversation.push(
-                    UserSpeakingStarted(conversation_id=conversation.id, input_turn_id=turn_id)
-                )
-                await self._open(conversation, turn_id, by_vad=True)
+                if turn is not None or not conversation.can_start_voice:
+                    continue
+                if conversation.speaking:  # over the agent: an interruption only if it is one
+                    await self._open(conversation, "", by_vad=True, candidate=True)
+                else:
+                    await self._open(conversation, self._start(conversation), by_vad=True)
                 assert self._turn is not None
                 await self._feed(self._turn, self._pre_roll.take())
                 fed = True
-            elif boundary == "speech_end" and self._turn is not None and self._turn.by_vad:
-                turn = self._turn
-                if not conversation.receiving_voice:
-                    await self._drop_turn()  # the conversation moved on (ended, resumed elsewhere)
-                    continue
+            elif boundary == "speech_end" and turn is not None and turn.by_vad:
                 if not fed:
                     await self._feed(turn, pcm)
                     fed = True
+                await self._speech_ended(conversation, turn)
+        turn = self._turn
+        if turn is None or not turn.by_vad:
+            return
+        if not fed:
+            await self._feed(turn, pcm)
+        await self._after_audio(conversation, turn, len(pcm) / _BYTES_PER_MS)
+
+    def _start(self, conversation: VoiceTurns) -> str:
+        turn_id = conversation.start_voice()
+        conversation.push(
+            UserSpeakingStarted(conversation_id=conversation.id, input_turn_id=turn_id)
+        )
+        return turn_id
+
+    def _hold(self, held: bool) -> None:
+        if held != self._held:
+            self._held = held
+            self._hold_voice(held)
+
+    def _interrupt(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+        """The candidate is an interruption: the answer is aborted, the user's turn opens."""
+        turn.candidate = False
+        turn.id = self._start(conversation)  # aborts the answer (its held voice is dropped)
+        self._hold(False)
+        if turn.last_text:
+            self._push_transcript(turn, turn.last_text, is_final=False)
+
+    async def _after_audio(self, conversation: VoiceTurns, turn: _InputTurn, ms: float) -> None:
+        """Counts the audio of the open server-VAD turn: interruption thresholds, the false
+        interruption timeout, and the extra silence an unfinished utterance waits for."""
+        if turn.candidate:
+            await self._candidate_audio(conversation, turn, ms)
+            return
+        if turn.silence_ms is not None and not self._in_speech:
+            turn.silence_ms += ms
+            if turn.silence_ms >= turn.silence_needed_ms:
                 await self.end(conversation, turn.id, self._monotonic())
-        if not fed and self._turn is not None and self._turn.by_vad:
-            await self._feed(self._turn, pcm)
+
+    async def _candidate_audio(self, conversation: VoiceTurns, turn: _InputTurn, ms: float) -> None:
+        policy = self._policy(conversation.stage_id)
+        if self._in_speech:
+            turn.speech_ms += ms
+        elif turn.silence_ms is not None:
+            turn.silence_ms += ms
+        # While the VAD is in speech its last ``_vad_silence_ms`` may already be silence.
+        spoken_ms = turn.speech_ms - (self._vad_silence_ms if self._in_speech else 0)
+        if spoken_ms >= policy.min_interruption_ms and conversation.speaking:
+            # Interim hypotheses of a short sound are unreliable ("mm-hm" may first be heard
+            # as "no"): they decide only once the speech has lasted twice the minimum; until
+            # then the final transcript does, when the speech ends.
+            if spoken_ms >= 2 * policy.min_interruption_ms and policy.interrupts(turn.last_text):
+                self._interrupt(conversation, turn)
+                return
+            backchannel_only = bool(turn.last_text) and not policy.meaningful_words(turn.last_text)
+            if turn.held_ms is None and not backchannel_only:
+                turn.held_ms = 0.0
+                self._hold(True)
+            elif self._held:
+                turn.held_ms = (turn.held_ms or 0.0) + ms
+                if turn.held_ms >= policy.false_interruption_timeout_ms:
+                    self._hold(False)  # a false interruption: the agent goes on
+        if turn.silence_ms is not None and turn.silence_ms >= turn.silence_needed_ms:
+            await self._judge_candidate(conversation, turn, policy)
+
+    async def _speech_ended(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+        policy = self._policy(conversation.stage_id)
+        if turn.candidate:
+            # A pause inside "wait, … stop" is not the end of it: the candidate is judged
+            # after the stage's full end-of-turn silence.
+            turn.speech_ms = max(0.0, turn.speech_ms - self._vad_silence_ms)
+            turn.silence_ms = float(self._vad_silence_ms)
+            turn.silence_needed_ms = float(max(policy.silence_ms, self._vad_silence_ms))
+            return
+        if not conversation.receiving_voice:
+            await self._drop_turn()  # the conversation moved on (ended, resumed elsewhere)
+            return
+        heard_ms = float(self._vad_silence_ms)
+        needed_ms = float(policy.silence_ms)
+        if policy.end_of_turn == "semantic" and self._end_of_turn is not None:
+            needed_ms = float(policy.max_silence_ms)
+            try:
+                finished = await self._end_of_turn.finished_probability(bytes(turn.recent))
+            except ProviderError as exc:
+                log.warning("input turn %s: end-of-turn model failed: %s", turn.id, exc)
+                finished = 0.0
+                needed_ms = float(policy.silence_ms)
+            if finished >= policy.finished_threshold:
+                needed_ms = heard_ms
+        if heard_ms >= needed_ms:
+            await self.end(conversation, turn.id, self._monotonic())
+        else:
+            turn.silence_ms, turn.silence_needed_ms = heard_ms, needed_ms
+
+    async def _judge_candidate(
+        self, conversation: VoiceTurns, turn: _InputTurn, policy: TurnPolicy
+    ) -> None:
+        """Speech over the agent has ended before it interrupted: its final words decide."""
+        text = ""
+        if turn.asr is not None and not turn.failed:
+            try:
+                text = (await turn.asr.finish()).text.strip()
+            except ProviderError as exc:
+                log.warning("interruption check: ASR failed: %s", exc)
+        turn.final_text = text
+        spoken_ms = turn.speech_ms
+        if (
+            conversation.speaking
+            and spoken_ms >= policy.min_interruption_ms
+            and policy.interrupts(text)
+        ):
+            turn.last_text = text
+            self._interrupt(conversation, turn)
+            await self.end(conversation, turn.id, self._monotonic())
+            return
+        if not conversation.speaking and conversation.can_start_voice and policy.interrupts(text):
+            turn.last_text = text  # the agent finished meanwhile: it is an ordinary turn
+            self._interrupt(conversation, turn)
+            await self.end(conversation, turn.id, self._monotonic())
+            return
+        log.info(
+            "conversation %s: speech over the agent did not interrupt it (%.0f ms, %r)",
+            conversation.id,
+            spoken_ms,
+            text,
+        )
+        self._turn = None  # a backchannel, or a sound: the agent goes on
+        self._hold(False)

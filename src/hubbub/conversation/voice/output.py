@@ -5,6 +5,8 @@ as soon as it ends, while the rest of the answer still streams, so the first aud
 after the first sentence, not after the whole answer. One task per turn synthesizes the
 sentences in order and sends each chunk, converted to the session's receiveAudioFormat, to
 the client. Barge-in cancels that task: the provider's iterator is closed mid-sentence.
+:meth:`TurnVoice.finish` returns only once the transport has written the last audio, so the
+turn (and its ``end_ai_generation_output``) lasts as long as the client hears it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from hubbub.conversation.protocol import ids
@@ -39,8 +41,12 @@ class TurnVoice:
         conversation_id: str,
         output_turn_id: str,
         monotonic: Callable[[], float],
+        written: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``written(output_turn_id)`` returns once the transport has written all the turn's
+        audio queued so far (paced WebRTC audio leaves in real time, long after synthesis)."""
         self._tts = tts
+        self._written = written
         self._voice = voice
         self._format = audio_format
         self._send = send
@@ -70,6 +76,8 @@ class TurnVoice:
         self._pending = ""
         self._sentences.put_nowait(None)
         await asyncio.shield(self._task)
+        if self._written is not None:
+            await self._written(self._output_turn_id)
 
     def cancel(self) -> None:
         self._task.cancel()

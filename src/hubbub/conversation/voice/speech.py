@@ -17,6 +17,7 @@ from hubbub.conversation.project.loader import LoadedProject
 from hubbub.conversation.voice.providers import registry
 from hubbub.conversation.voice.providers.base import (
     AsrProvider,
+    EndOfTurnModel,
     ProviderError,
     TtsProvider,
     VadProvider,
@@ -50,6 +51,8 @@ class SpeechStack:
         self._asr: dict[str, AsrProvider] = {}
         self._tts: dict[str, TtsProvider] = {}
         self._vad: VadProvider | None = None
+        self._end_of_turn: EndOfTurnModel | None = None
+        self._end_of_turn_checked = False
 
     @staticmethod
     def available() -> bool:
@@ -94,6 +97,21 @@ class SpeechStack:
             self._vad = registry.create_vad()
         return self._vad
 
+    def end_of_turn(self) -> EndOfTurnModel | None:
+        """The semantic end-of-turn model, one for the server; None (said once in the log)
+        when it is not installed: end of turn is then silence only."""
+        if not self._end_of_turn_checked:
+            self._end_of_turn_checked = True
+            if registry.smart_turn_available():
+                self._end_of_turn = registry.create_end_of_turn()
+            else:
+                log.info(
+                    "semantic end of turn unavailable: install the pipecat-ai wheel of "
+                    "constraints/voice-model.txt (make installs it with the voice extra); "
+                    "end of turn is silence only"
+                )
+        return self._end_of_turn
+
     async def warm_up(self, projects: Sequence[LoadedProject]) -> None:
         """Load every voice project's offline models (errors are logged, never raised)."""
         for project in projects:
@@ -108,6 +126,9 @@ class SpeechStack:
                             await warm(hints)
                     if config.asr_config.server_vad:
                         self.vad()
+                        model = self.end_of_turn()
+                        if model is not None:
+                            await model.warm_up()
                 if config.generate_voice:
                     tts, _ = self.tts_for(project, None)
                     warm_tts = getattr(tts, "warm_up", None)

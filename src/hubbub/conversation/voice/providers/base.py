@@ -84,11 +84,29 @@ class VadStream(ABC):
     @abstractmethod
     def reset(self) -> None: ...
 
+    def close(self) -> None:  # noqa: B027 - optional: most streams hold nothing to release
+        """The stream is done: release its model state (a pooled model goes back)."""
+
 
 class VadProvider(ABC):
     @abstractmethod
     def open_stream(self, *, silence_ms: int = 800) -> VadStream:
         """``silence_ms`` of non-speech after speech ends the utterance."""
+
+
+# --- end of turn ----------------------------------------------------------------------------
+
+
+class EndOfTurnModel(ABC):
+    """Semantic end of turn: has the speaker finished, judging by how the audio ends?"""
+
+    @abstractmethod
+    async def finished_probability(self, pcm16k: bytes) -> float:
+        """The utterance so far (engine PCM, the last few seconds suffice): the probability,
+        0..1, that the speaker has finished their turn."""
+
+    async def warm_up(self) -> None:  # noqa: B027 - optional: loading lazily is fine
+        """Load the model now rather than on the first turn."""
 
 
 # --- language models ------------------------------------------------------------------------

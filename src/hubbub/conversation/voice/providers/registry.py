@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.voice.providers.base import (
     AsrProvider,
+    EndOfTurnModel,
     LlmProvider,
     TtsProvider,
     VadProvider,
@@ -70,6 +71,22 @@ def create_vad() -> VadProvider:
     from hubbub.conversation.voice.providers.silero_vad import SileroVad
 
     return SileroVad()
+
+
+def smart_turn_available() -> bool:
+    """The Smart Turn model (the ``pipecat-ai`` wheel of constraints/voice-model.txt) and
+    onnxruntime are installed."""
+    if not _importable("numpy", "onnxruntime"):
+        return False
+    from hubbub.conversation.voice.providers.smart_turn import model_path
+
+    return model_path() is not None
+
+
+def create_end_of_turn() -> EndOfTurnModel:
+    from hubbub.conversation.voice.providers.smart_turn import SmartTurnEndOfTurn
+
+    return SmartTurnEndOfTurn()
 
 
 def create_tts(name: str = "piper", settings: Mapping[str, Any] | None = None) -> TtsProvider:

