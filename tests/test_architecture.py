@@ -20,9 +20,10 @@ PACKAGE = SRC / "hubbub"
 
 # layer -> (hubbub packages it may import, third-party top-level modules it may import).
 # Standard-library imports are always allowed.
+# hubbub.errors (the exception tree, importing nothing) is open to every layer.
 INNER_LAYERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "hubbub.protocol": (frozenset({"hubbub.protocol"}), frozenset({"msgspec"})),
-    "hubbub.core": (frozenset({"hubbub.core", "hubbub.protocol"}), frozenset()),
+    "hubbub.protocol": (frozenset({"hubbub.protocol", "hubbub.errors"}), frozenset({"msgspec"})),
+    "hubbub.core": (frozenset({"hubbub.core", "hubbub.protocol", "hubbub.errors"}), frozenset()),
 }
 
 # third-party top-level module -> module prefixes allowed to import it. A prefix ending in "*"
@@ -33,11 +34,18 @@ THIRD_PARTY_HOMES: dict[str, tuple[str, ...]] = {
         "hubbub.transports",
         "hubbub.api",
         "hubbub.server",
+        "hubbub.server_conversations",
         "hubbub.client",
         # the HTTP client shared by the OpenAI-compatible providers
         "hubbub.conversation.voice.providers.openai_*",
         # the one HTTP client of webhooks and backend proxies
         "hubbub.hooks.http",
+        # the conversation webhook tools' client, beside the tools
+        "hubbub.conversation.runtime.webhook_client",
+        # the demo pages' helpers and the support-desk demo's shop backend (package data's
+        # Python side: console/ is what the server serves for the demo)
+        "hubbub.console.demo",
+        "hubbub.console.demo_orders",
     ),
     "jinja2": ("hubbub.conversation.project.templates",),
     "prometheus_client": ("hubbub.api.metrics",),
@@ -187,14 +195,18 @@ def test_inner_layers_import_only_what_they_may(layer: str) -> None:
     assert offending == []
 
 
-def test_core_never_imports_a_backend_or_an_outer_layer() -> None:
-    offending = [
+def forbidden_imports(importers: str, forbidden: Iterable[str]) -> list[str]:
+    """The imports by modules within ``importers`` of anything within ``forbidden``."""
+    return [
         str(imp)
         for imp in IMPORTS
-        if within(imp.importer, "hubbub.core")
-        and any(within(imp.imported, outer) for outer in CORE_NEVER_IMPORTS)
+        if within(imp.importer, importers)
+        and any(within(imp.imported, prefix) for prefix in forbidden)
     ]
-    assert offending == []
+
+
+def test_core_never_imports_a_backend_or_an_outer_layer() -> None:
+    assert forbidden_imports("hubbub.core", CORE_NEVER_IMPORTS) == []
 
 
 @pytest.mark.parametrize("library", sorted(THIRD_PARTY_HOMES))
@@ -407,3 +419,96 @@ def test_conversation_transports_decode_no_json() -> None:
         and imp.imported.split(".")[0] in JSON_DECODERS
     ]
     assert offending == []
+
+
+# --- the whole package ---------------------------------------------------------------------
+
+# auth has its own key specification (hubbub.auth.keys.KeySpec); the configuration translates
+# its file into it, so auth never depends on the file's schema.
+AUTH_NEVER_IMPORTS = ("hubbub.config*",)  # config.py and every config_*.py
+
+
+def test_auth_does_not_depend_on_the_configuration_schema() -> None:
+    assert forbidden_imports("hubbub.auth", AUTH_NEVER_IMPORTS) == []
+
+
+def test_the_rest_api_gets_settings_and_keys_not_the_configuration_file() -> None:
+    # server.py translates the file into RestSettings and a KeyRing; no TOML type reaches here.
+    assert forbidden_imports("hubbub.api", AUTH_NEVER_IMPORTS) == []
+
+
+PACKAGE_MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
+
+
+def test_the_package_imports_no_cycle() -> None:
+    # Packages count as the modules their __init__ imports; importing a.b.c does not make a
+    # cycle with a's __init__ by itself, so only module-to-module edges are followed here.
+    graph: dict[str, set[str]] = {module: set() for module in PACKAGE_MODULES}
+    for imp in IMPORTS:
+        if imp.imported in PACKAGE_MODULES and imp.imported != imp.importer:
+            graph[imp.importer].add(imp.imported)
+    assert cycles(graph) == []
+
+
+def test_the_error_tree_imports_nothing_of_hubbub() -> None:
+    assert [
+        str(imp) for imp in IMPORTS if imp.importer == "hubbub.errors" and is_hubbub(imp.imported)
+    ] == []
+
+
+def _exception_classes() -> Iterator[tuple[str, ast.ClassDef]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                yield module_name(path), node
+
+
+# Bases that start a class outside the tree: the tree's own root, and foreign roots a class
+# must extend to be raised where a library expects it (jinja2's sandbox).
+FOREIGN_ROOTS = {"Exception", "BaseException", "ValueError", "TypeError", "RuntimeError"}
+
+
+def test_every_exception_class_joins_the_one_tree() -> None:
+    """No class derives from a built-in exception alone: each has a hubbub branch first."""
+    offending = []
+    classes = list(_exception_classes())
+    assert ("hubbub.errors", "HubbubError") in {(m, c.name) for m, c in classes}
+    for module, node in classes:
+        bases = [ast.unparse(base) for base in node.bases]
+        if bases and bases[0] in FOREIGN_ROOTS and module != "hubbub.errors":
+            offending.append(f"{module}.{node.name}({', '.join(bases)})")
+    assert offending == []
+
+
+def request_handlers(path: Path) -> list[str]:
+    """Functions in ``path`` that take an HTTP request (a parameter annotated ``...Request``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations = [arg.annotation for arg in node.args.args if arg.annotation is not None]
+            if any(ast.unparse(a).split(".")[-1] == "Request" for a in annotations):
+                found.append(f"{path.name}:{node.lineno} {node.name}")
+    return found
+
+
+WIRING_MODULES = ("server.py", "server_conversations.py")
+
+
+@pytest.mark.parametrize("module", WIRING_MODULES)
+def test_the_wiring_defines_no_request_handler(module: str) -> None:
+    assert (PACKAGE / module).is_file()
+    assert request_handlers(PACKAGE / module) == []
+
+
+def test_the_handler_finder_sees_handlers(tmp_path: Path) -> None:
+    probe = tmp_path / "server.py"
+    probe.write_text(
+        "from aiohttp import web\n"
+        "def build():\n"
+        "    async def health(request: web.Request) -> web.Response: ...\n"
+        "async def start(app: web.Application) -> None: ...\n",
+        encoding="utf-8",
+    )
+    assert request_handlers(probe) == ["server.py:3 health"]

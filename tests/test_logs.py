@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubbub import logs, server
+from hubbub import logs
 from hubbub.console import demo_projects_dir
 from hubbub.conversation.project.loader import load_projects_dir
 from hubbub.conversation.project.templates import TemplateRenderer
-from hubbub.conversation.voice.speech import SpeechStack
+from hubbub.conversation.voice.speech import SpeechStack, speech_stack_for
 
 
 @pytest.fixture
@@ -78,8 +78,8 @@ def test_a_server_without_the_voice_extra_says_so_once(
 ) -> None:
     projects = load_projects_dir(demo_projects_dir(), TemplateRenderer())
     monkeypatch.setattr(SpeechStack, "available", staticmethod(lambda: False))
-    with caplog.at_level(logging.INFO, logger="hubbub.server"):
-        assert server._speech_stack(projects) is None
+    with caplog.at_level(logging.INFO, logger="hubbub.conversation.voice.speech"):
+        assert speech_stack_for(projects) is None
     lines = [r for r in caplog.records if "'voice' extra is not installed" in r.getMessage()]
     assert len(lines) == 1
     assert lines[0].levelno == logging.WARNING  # the demo project wants voice

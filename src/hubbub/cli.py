@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hubbub import logs
-from hubbub.config import Config, ConfigError, demo_config, load_config
+from hubbub.config import Config, ConfigError, demo_config, key_ring_of, load_config
 
 EXIT_CONFIG_ERROR = 2
 EXIT_USAGE_ERROR = 1
@@ -106,7 +106,11 @@ def _token(args: argparse.Namespace) -> int:
 
     try:
         config = _load(args.config)
-        print(token_for(config, args.app, args.peer, args.channels, args.ttl, time.time()))
+        print(
+            token_for(
+                key_ring_of(config), args.app, args.peer, args.channels, args.ttl, time.time()
+            )
+        )
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_CONFIG_ERROR

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-import os
 import signal
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from hubbub import version
-from hubbub.api.conversation_commands import ConversationCommandApi
-from hubbub.api.conversations import ConversationReadApi
-from hubbub.api.demo import DemoApi, DemoProject
 from hubbub.api.errors import api_errors
+from hubbub.api.health import HealthApi
 from hubbub.api.listing import ListingApi
-from hubbub.api.metrics import TurnMetricsRecorder, build_metrics, metrics_handler
+from hubbub.api.metrics import build_metrics, metrics_handler
 from hubbub.api.pages import Pages, SiteInfo
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
@@ -33,41 +30,31 @@ from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore
-from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, ConfigError
+from hubbub.config import PUBLIC_DEMO_SECRET_KEY, Config, key_ring_of
 from hubbub.config_hooks import ConversationWebhookConfig, WebhookConfig
 from hubbub.console import docs_dir, static_dir
-from hubbub.conversation.project.loader import LoadedProject, ProjectError, load_projects_dir
-from hubbub.conversation.project.schema import LlmConfig
-from hubbub.conversation.project.templates import TemplateRenderer
-from hubbub.conversation.runtime.store import ConversationStore
-from hubbub.conversation.session.bus import RealtimeBus
-from hubbub.conversation.session.inspect import ConversationInspector
-from hubbub.conversation.session.limits import SessionLimits
-from hubbub.conversation.session.service import AuthLimits, ConversationService
-from hubbub.conversation.session.steering import RELAY_TOPIC, Steering
-from hubbub.conversation.voice.providers.base import LlmProvider
-from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
-from hubbub.conversation.voice.speech import SpeechStack
+from hubbub.console.demo import add_demo_api
+from hubbub.conversation.session.service import ConversationService
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import AppQuota, Broker, PresenceStore, UsageStore
-from hubbub.core.connection import Cancellable
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import HistoryStore, Retention, RetentionRule, RetentionRules
 from hubbub.core.node import Node, NodeLimits
-from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.core.timers import LoopScheduler
 from hubbub.hooks.proxies import BackendProxies, KeyProxies
 from hubbub.hooks.webhook_sender import WebhookSettings
 from hubbub.hooks.webhooks import ChannelRoute, ConversationRoute, WebhookDispatcher
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.patterns import compile_pattern
-from hubbub.transports.conversation_ws import ConversationEndpoint
-from hubbub.transports.demo_api import add_demo_routes
+from hubbub.server_conversations import (
+    CONVERSATIONS_KEY,
+    add_conversation_commands,
+    add_conversation_reads,
+    add_conversations,
+)
 from hubbub.transports.http_log import install_bad_request_log_filter
 from hubbub.transports.listener import Listener
 from hubbub.transports.realtime_shared import RealtimeSettings, RealtimeShared
-from hubbub.transports.webhook_client import AiohttpWebhookClient
-from hubbub.transports.webrtc import PeerLimits
-from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
 from hubbub.transports.websocket import (
     ENVELOPE_SLACK_BYTES,
     RealtimeEndpoint,
@@ -80,7 +67,6 @@ log = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("node", Node)
 KEYS_KEY = web.AppKey("keys", KeyRing)
 CONFIG_KEY = web.AppKey("config", Config)
-CONVERSATIONS_KEY = web.AppKey("conversations", ConversationService)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +77,6 @@ class LeanRealtime:
 
 
 LEAN_KEY = web.AppKey("lean_realtime", LeanRealtime)
-
-
-class _LoopScheduler:
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
-        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 def _backends(
@@ -240,7 +221,7 @@ def build_node(
             for app in config.apps
         },
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
         events=events,
         authorizer=authorizer,
         history=history,
@@ -249,14 +230,9 @@ def build_node(
     )
 
 
-async def _health(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    return web.json_response({"status": "ok", "connections": node.connection_count})
-
-
 def build_app(config: Config) -> web.Application:
     install_bad_request_log_filter()
-    keys = KeyRing.from_config(config)
+    keys = key_ring_of(config)
     webhooks = build_webhooks(config)
     proxies = build_proxies(config)
     node = build_node(
@@ -296,7 +272,7 @@ def build_app(config: Config) -> web.Application:
     app[KEYS_KEY] = keys
     app[CONFIG_KEY] = config
     app.router.add_get("/v1", endpoint.handle)
-    app.router.add_get("/healthz", _health)
+    HealthApi(node).add_routes(app)
     metrics_registry, turn_metrics = build_metrics(node, webhooks.senders, proxies)
     app.router.add_get("/metrics", metrics_handler(metrics_registry))
     app.middlewares.append(api_errors)
@@ -328,9 +304,9 @@ def build_app(config: Config) -> web.Application:
 
     app.on_startup.append(start_node)
     app.on_cleanup.append(stop_node)
-    service = _add_conversations(app, config, node, turn_metrics, webhooks)
-    _add_conversation_reads(app, config, service, rest)
-    _add_conversation_commands(app, config, node, service, rest)
+    service = add_conversations(app, config, node, turn_metrics, webhooks)
+    add_conversation_reads(app, config, service, rest)
+    add_conversation_commands(app, config, node, service, rest)
     _add_pages(app, config, node, keys, service)
     return app
 
@@ -345,14 +321,7 @@ def _add_pages(
     demo = config.demo
     demo_keys: dict[str, str] = {}
     if demo.enabled:
-        own = [key for key in keys.keys() if key.app_id == demo.app]  # noqa: SIM118 (KeyRing)
-        signer = next(key for key in own if key.kind == "secret")  # the config checked it
-        DemoApi(node, signer, lambda: _demo_projects(service)).add_routes(app)
-        if (signer.id, signer.secret) == PUBLIC_DEMO_SECRET_KEY:
-            demo_keys["secret"] = f"{signer.id}:{signer.secret}"
-            publishable = next((key.id for key in own if key.kind == "publishable"), None)
-            if publishable is not None:
-                demo_keys["publishable"] = publishable
+        demo_keys = add_demo_api(app, node, keys, demo.app, service, PUBLIC_DEMO_SECRET_KEY)
     info = SiteInfo(
         version=version(),
         node=node.node_id,
@@ -367,190 +336,14 @@ def _add_pages(
     Pages(static_dir(), info, docs_dir()).add_routes(app)
 
 
-def _demo_projects(service: ConversationService | None) -> list[DemoProject]:
-    if service is None:
-        return []
-    found = []
-    for loaded in service.projects.values():
-        key = next((k.key for k in loaded.project.api_keys if k.active), None)
-        if key is not None:
-            found.append(DemoProject(loaded.id, loaded.project.name or loaded.id, key))
-    return sorted(found, key=lambda p: p.id)
-
-
-def _add_conversation_reads(
-    app: web.Application, config: Config, service: ConversationService | None, rest: RestApi
-) -> None:
-    readable = {entry.id: list(entry.conversation_projects) for entry in config.apps}
-    if service is not None:
-        for app_id, projects in readable.items():
-            unknown = sorted(set(projects) - set(service.projects) - {"*"})
-            if unknown:
-                log.warning(
-                    "app %s: conversation_projects names no loaded project: %s",
-                    app_id,
-                    ", ".join(unknown),
-                )
-    inspector = ConversationInspector(service) if service is not None else None
-    ConversationReadApi(inspector, rest.authorize, readable).add_routes(app)
-
-
-def _openai_llm(config: LlmConfig) -> LlmProvider:
-    api_key = config.api_key
-    if api_key is None and config.api_key_env:
-        api_key = os.environ.get(config.api_key_env)
-    return OpenAiCompatibleLlm(
-        base_url=config.base_url, api_key=api_key, model=config.model, timeout_s=config.timeout_s
-    )
-
-
-def _add_conversation_commands(
-    app: web.Application,
-    config: Config,
-    node: Node,
-    service: ConversationService | None,
-    rest: RestApi,
-) -> None:
-    """The conversation bus's REST commands; with the bus, its relay between nodes."""
-    bus = service.services.bus if service is not None else None
-    steering = None
-    if service is not None and isinstance(bus, RealtimeBus):
-        steering = Steering(service, bus, node)
-        node.handle_relay(RELAY_TOPIC, steering.answer_relay)
-    ConversationCommandApi(steering, config.conversations.events_app, rest.authorize).add_routes(
-        app
-    )
-
-
-def _add_conversations(
-    app: web.Application,
-    config: Config,
-    node: Node,
-    turn_metrics: TurnMetricsRecorder,
-    webhooks: WebhookDispatcher,
-) -> ConversationService | None:
-    settings = config.conversations
-    if settings.demo_api:
-        add_demo_routes(app)
-    if settings.projects_dir is None:
-        return None
-    try:
-        projects = load_projects_dir(Path(settings.projects_dir), TemplateRenderer())
-    except ProjectError as exc:
-        raise ConfigError(exc.source, exc.path, exc.reason) from None
-    default_llm = None
-    if settings.llm is not None:
-        default_llm = LlmConfig(
-            base_url=settings.llm.base_url,
-            model=settings.llm.model,
-            api_key=settings.llm.api_key,
-            timeout_s=settings.llm.timeout_s,
-        )
-    bus = None
-    if settings.events_app:
-        bus = RealtimeBus(node, settings.events_app, settings.events_projects)
-        unknown = sorted(set(settings.events_projects) - {p.id for p in projects} - {"*"})
-        if unknown:
-            log.warning("[conversations] events_projects names no loaded project: %s", unknown)
-    service = ConversationService(
-        projects,
-        ConversationStore.from_url(settings.database_url),
-        llm_factory=_openai_llm,
-        default_llm=default_llm,
-        python_tools=frozenset(settings.python_tools),
-        webhooks=AiohttpWebhookClient(),
-        auth_limits=AuthLimits(settings.auth_attempts_per_ip, settings.auth_window_s),
-        session_limits=SessionLimits(
-            rate_per_s=settings.rate_per_second,
-            rate_burst=settings.rate_burst,
-            max_text_input_chars=settings.max_text_input_chars,
-            max_variables_bytes=settings.max_variables_bytes,
-            auth_timeout_s=settings.auth_timeout_s,
-        ),
-        speech=_speech_stack(projects),
-        on_message_event=turn_metrics,
-        events=webhooks if config.conversations.webhooks else None,
-        bus=bus,
-    )
-    attempts = settings.connect_attempts_per_ip
-    connect_limiter = KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
-    endpoint = ConversationEndpoint(
-        service,
-        TrustedProxies(config.server.trusted_proxies),
-        max_message_bytes=settings.max_message_bytes,
-        slow_consumer_bytes=config.server.slow_consumer_bytes,
-        keepalive_interval_s=config.server.keepalive_interval_s,
-        connect_limiter=connect_limiter,
-    )
-    app[CONVERSATIONS_KEY] = service
-    app.router.add_get("/ws", endpoint.handle)
-    add_webrtc_routes(app, _webrtc_endpoint(config, service, connect_limiter))
-
-    async def close_sockets(app: web.Application) -> None:
-        await endpoint.close_all()
-
-    # on_shutdown runs before on_cleanup: sessions close (1001) while the engine is still up.
-    app.on_shutdown.append(close_sockets)
-
-    async def start(app: web.Application) -> None:
-        await service.start()
-
-    async def stop(app: web.Application) -> None:
-        await service.stop()
-        if bus is not None:
-            await bus.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
-    return service
-
-
-VOICE_EXTRA_MISSING = (
-    "offline speech is off: the 'voice' extra is not installed (pip install 'hubbub[voice]'); "
-    "voice commands answer 'Voice input is disabled for this session'"
-)
-
-
-def _speech_stack(projects: list[LoadedProject]) -> SpeechStack | None:
-    """The shared speech stack, or None (one log line) when the ``voice`` extra is missing."""
-    if SpeechStack.available():
-        return SpeechStack()
-    wanting = [p.project.id for p in projects if p.project.accept_voice or p.project.generate_voice]
-    if wanting:
-        log.warning(
-            "%s; voice projects answer in text only: %s", VOICE_EXTRA_MISSING, ", ".join(wanting)
-        )
-    else:
-        log.info("%s", VOICE_EXTRA_MISSING)
-    return None
-
-
-def _webrtc_endpoint(
-    config: Config, service: ConversationService, connect_limiter: KeyedRateLimiter
-) -> WebRtcEndpoint:
-    webrtc = config.webrtc
-    return WebRtcEndpoint(
-        service,
-        TrustedProxies(config.server.trusted_proxies),
-        WebRtcSettings(
-            stun_url=webrtc.resolved_stun_url(os.environ),
-            ice_gathering_timeout_s=webrtc.resolved_ice_gathering_timeout_ms(os.environ) / 1000,
-            max_peer_connections=webrtc.max_peer_connections,
-            max_peer_connections_per_ip=webrtc.max_peer_connections_per_ip,
-            peer=PeerLimits(
-                control_open_timeout_s=webrtc.control_open_timeout_s,
-                slow_consumer_bytes=config.server.slow_consumer_bytes,
-                max_message_bytes=config.conversations.max_message_bytes,
-            ),
-        ),
-        connect_limiter,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Listening:
     host: str
     port: int
+
+
+# How long a shutdown waits for the closed connections to be released.
+CLOSE_WAIT_S = 5.0
 
 
 async def _drain(node: Node, drain_s: float, reconnects_per_s: float) -> None:
@@ -559,9 +352,9 @@ async def _drain(node: Node, drain_s: float, reconnects_per_s: float) -> None:
     if node.connection_count:
         await asyncio.sleep(drain_s)
     node.close_all(CloseCode.GOING_AWAY)
-    deadline = time.monotonic() + 5.0
-    while node.connection_count and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            await node.until_no_connections()
 
 
 async def serve(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from hubbub.config import parse_config
 from hubbub.server import build_app
 from tests.support.server import with_history_everywhere
+from tests.support.ws_client import frame_matching, open_client, receive_frame
 
 SK = "Bearer sk_id_acme:sk_secret_acme_0123456789abcdefghijkl"
 TURN_SECRET = "turn-shared-secret"
@@ -153,27 +153,19 @@ async def api_client(served: Served) -> AsyncIterator[Api]:
 async def ws_connect(
     session: aiohttp.ClientSession, served: Served, query: str
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
-    ws = await session.ws_connect(f"{served.http_url}/v1?{query}")
-    welcome = await next_frame(ws)
-    assert welcome["type"] == "welcome", welcome
-    return ws, welcome
+    client = await open_client(session, served.http_url, query, timeout_s=5.0)
+    return client.ws, client.welcome
 
 
 async def next_frame(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 5.0) -> Any:
-    message = await ws.receive(timeout=timeout_s)
-    assert message.type is aiohttp.WSMsgType.TEXT, message
-    return json.loads(message.data)
+    return await receive_frame(ws, timeout_s)
 
 
 async def frame_of_type(
     ws: aiohttp.ClientWebSocketResponse, frame_type: str, timeout_s: float = 5.0
 ) -> Any:
     """The next frame of ``frame_type``, skipping others (bounded by the timeout)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            frame = await next_frame(ws, timeout_s)
-            if frame["type"] == frame_type:
-                return frame
+    return await frame_matching(ws, lambda frame: frame["type"] == frame_type, timeout_s)
 
 
 async def subscribe(

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import TokenRejected, verify_token
 from hubbub.cli import main
-from hubbub.config import demo_config, parse_config
+from hubbub.config import demo_config, key_ring_of, parse_config
 from tests.api.conftest import API_TOML, TURN_SECRET
 
 
@@ -26,7 +25,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_token_with_the_demo_config_verifies_against_it(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "token", "--app", "demo", "--peer", "alice", "--ttl", "120")
     assert code == 0
-    principal = verify_token(out.strip(), KeyRing.from_config(demo_config()), time.time())
+    principal = verify_token(out.strip(), key_ring_of(demo_config()), time.time())
     assert not isinstance(principal, TokenRejected)
     assert principal.peer_id == "alice"
     assert principal.expires_at is not None and principal.expires_at - time.time() <= 120
@@ -42,7 +41,7 @@ def test_token_with_a_config_file_narrows_channels_and_adds_turn(
         "--config", str(path),
     )  # fmt: skip
     assert code == 0
-    principal = verify_token(out.strip(), KeyRing.from_config(parse_config(API_TOML)), time.time())
+    principal = verify_token(out.strip(), key_ring_of(parse_config(API_TOML)), time.time())
     assert not isinstance(principal, TokenRejected)
     assert principal.scope.allows_channel("lobby/x") and not principal.scope.allows_channel("x")
     # The signing key (sk_id_acme, the app's first secret key) has a TURN block.

@@ -10,9 +10,8 @@ import pytest
 from hubbub.api.errors import api_errors
 from hubbub.api.rest import RestApi, RestSettings
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.auth.keys import KeyRing
 from hubbub.brokers.memory import MemoryBroker, MemoryPresenceStore, MemoryUsageStore
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -21,7 +20,7 @@ from hubbub.core.broker import (
     UsageSnapshot,
 )
 from hubbub.core.node import Node, NodeLimits
-from hubbub.server import _LoopScheduler
+from hubbub.core.timers import LoopScheduler
 from tests.api.conftest import (
     API_TOML,
     SK,
@@ -287,10 +286,10 @@ async def test_backend_faults_answer_503_internal_error() -> None:
         limits=NodeLimits(),
         quotas={},
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
     )
     app = web.Application(middlewares=[api_errors])
-    RestApi(node, KeyRing.from_config(config), RestSettings(), TrustedProxies([])).add_routes(app)
+    RestApi(node, key_ring_of(config), RestSettings(), TrustedProxies([])).add_routes(app)
 
     async def start(app: web.Application) -> None:
         await node.start()
@@ -326,9 +325,9 @@ async def test_an_unexpected_fault_is_a_json_500_without_details() -> None:
         limits=NodeLimits(),
         quotas={},
         clock=time.time,
-        scheduler=_LoopScheduler(),
+        scheduler=LoopScheduler(),
     )
-    keys = KeyRing.from_config(parse_config(API_TOML))
+    keys = key_ring_of(parse_config(API_TOML))
     app = web.Application(middlewares=[api_errors])
     RestApi(node, keys, RestSettings(), TrustedProxies([])).add_routes(app)
     async with serve_app(app) as served, api_client(served) as api:

@@ -6,15 +6,14 @@ import time
 
 import pytest
 
-from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import turn_credentials
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from tests.api.conftest import API_TOML, TURN_SECRET, api_client, serve, ws_connect
 
 pytestmark = pytest.mark.integration
 
-KEYS = KeyRing.from_config(parse_config(API_TOML))
+KEYS = key_ring_of(parse_config(API_TOML))
 
 
 def _assert_turn_entry(entry: dict[str, object], peer_id: str, min_expiry: int) -> None:

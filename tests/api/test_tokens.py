@@ -8,15 +8,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import TokenRejected, verify_token
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from hubbub.core.principal import Principal
 from tests.api.conftest import API_TOML, SK, api_client, serve, ws_connect
 
 pytestmark = pytest.mark.integration
 
-KEYS = KeyRing.from_config(parse_config(API_TOML))
+KEYS = key_ring_of(parse_config(API_TOML))
 
 
 def _verified(token: str) -> Principal:

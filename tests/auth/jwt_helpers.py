@@ -1,15 +1,12 @@
-"""Hand-made JWTs, so the tests do not trust the library they are checking."""
+"""The auth tests' keys, and hand-made JWTs signed with them (``tests.support.tokens``)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 from typing import Any
 
 from hubbub.auth.keys import KeyRing
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
+from tests.support.tokens import make_jwt as support_make_jwt
 
 # At least 32 bytes: PyJWT warns about shorter HMAC keys.
 SECRET = "sk_secret_test_0123456789abcdefghijklmnop"
@@ -48,11 +45,7 @@ secret = "sk_secret_other_0123456789abcdefghijklmnop"
 
 
 def key_ring() -> KeyRing:
-    return KeyRing.from_config(parse_config(KEYS_TOML, "test.toml"))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return key_ring_of(parse_config(KEYS_TOML, "test.toml"))
 
 
 def make_jwt(
@@ -63,14 +56,5 @@ def make_jwt(
     alg: str = "HS256",
     header_extra: dict[str, Any] | None = None,
 ) -> str:
-    header: dict[str, Any] = {"alg": alg, "typ": "JWT"}
-    if kid is not None:
-        header["kid"] = kid
-    header.update(header_extra or {})
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-    if alg == "none":
-        signature = b""
-    else:
-        digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512, "HS384": hashlib.sha384}[alg]
-        signature = hmac.new(secret.encode(), signing_input.encode(), digest).digest()
-    return f"{signing_input}.{_b64(signature)}"
+    """A token signed by hand with this module's test key unless told otherwise."""
+    return support_make_jwt(claims, secret=secret, kid=kid, alg=alg, header_extra=header_extra)

@@ -18,8 +18,7 @@ from hubbub.auth.connect import (
     HttpRejection,
     authenticate_connect,
 )
-from hubbub.auth.keys import KeyRing
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from hubbub.core.principal import Principal
 from hubbub.protocol.codes import CloseCode
 
@@ -64,7 +63,7 @@ def attempt(
 
 
 async def connect(proxy: Answering, **kwargs: Any) -> Principal | HttpRejection | CloseRejection:
-    keys = KeyRing.from_config(parse_config(KEYS_TOML))
+    keys = key_ring_of(parse_config(KEYS_TOML))
     return await authenticate_connect(keys, attempt(**kwargs), time.time(), proxy)
 
 

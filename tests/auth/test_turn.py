@@ -8,8 +8,9 @@ import hmac
 
 import pytest
 
+from hubbub.auth.keys import ApiKey, IceServer, KeySpec, TurnServer
 from hubbub.auth.turn import ice_servers_for, turn_credentials, with_ice_servers
-from hubbub.config import ConfigError, IceServerConfig, KeyConfig, TurnConfig, parse_config
+from hubbub.config import ConfigError, key_ring_of, parse_config
 
 
 def test_credentials_follow_the_turn_rest_convention() -> None:
@@ -26,8 +27,18 @@ def test_different_secrets_peers_or_expiries_give_different_credentials() -> Non
     assert turn_credentials("a", "p", 101)[1] != base
 
 
-def _key(**fields: object) -> KeyConfig:
-    return KeyConfig(id="pk_live_x", kind="publishable", **fields)  # type: ignore[arg-type]
+def _key(ice_servers: tuple[IceServer, ...] = (), turn: TurnServer | None = None) -> ApiKey:
+    spec = KeySpec(
+        id="pk_live_x",
+        app_id="a",
+        kind="publishable",
+        secret=None,
+        channel_patterns=("**",),
+        actions=frozenset({"publish"}),
+        ice_servers=ice_servers,
+        turn=turn,
+    )
+    return ApiKey.from_spec(spec)
 
 
 def test_a_key_without_ice_configuration_adds_nothing() -> None:
@@ -39,11 +50,11 @@ def test_a_key_without_ice_configuration_adds_nothing() -> None:
 
 def test_static_servers_come_first_then_the_turn_entry() -> None:
     key = _key(
-        ice_servers=[
-            IceServerConfig(urls="stun:stun.example.org"),
-            IceServerConfig(urls=["turn:t.example.org"], username="u", credential="c"),
-        ],
-        turn=TurnConfig(urls=["turn:127.0.0.1:3478"], shared_secret="k", ttl_s=600),
+        ice_servers=(
+            IceServer(urls="stun:stun.example.org"),
+            IceServer(urls=("turn:t.example.org",), username="u", credential="c"),
+        ),
+        turn=TurnServer(urls=("turn:127.0.0.1:3478",), shared_secret="k", ttl_s=600),
     )
     servers = ice_servers_for(key, "bob", 1000.9)
     assert servers is not None
@@ -58,7 +69,7 @@ def test_static_servers_come_first_then_the_turn_entry() -> None:
 
 
 def test_credentials_outlive_a_longer_token() -> None:
-    key = _key(turn=TurnConfig(urls=["turn:h"], shared_secret="k", ttl_s=60))
+    key = _key(turn=TurnServer(urls=("turn:h",), shared_secret="k", ttl_s=60))
     servers = ice_servers_for(key, "p", 1000.0, valid_until=5000)
     assert servers is not None and servers[0]["username"] == "5000:p"
     servers = ice_servers_for(key, "p", 1000.0, valid_until=1010)
@@ -66,7 +77,7 @@ def test_credentials_outlive_a_longer_token() -> None:
 
 
 def test_metadata_with_its_own_ice_servers_wins() -> None:
-    key = _key(ice_servers=[IceServerConfig(urls="stun:s")])
+    key = _key(ice_servers=(IceServer(urls="stun:s"),))
     own = {"iceServers": [], "x": 1}
     assert with_ice_servers(own, key, "p", 0.0) is own
     assert with_ice_servers({"x": 1}, key, "p", 0.0) == {
@@ -123,3 +134,10 @@ def test_ice_configuration_within_the_rules_loads() -> None:
     )
     key = config.apps[0].keys[0]
     assert key.turn is not None and key.turn.ttl_s == 86400
+    translated = key_ring_of(config).get("pk_live_a")
+    assert translated is not None and translated.turn is not None
+    assert translated.turn == TurnServer(("turn:z?transport=udp",), "s", 86400)
+    assert translated.ice_servers == (
+        IceServer("STUN:x"),
+        IceServer(("turns:y",), credential="c"),
+    )

@@ -34,6 +34,7 @@ from hubbub.core.broker import (
 )
 from hubbub.core.events import EventSink
 from hubbub.core.history import HistoryStore
+from tests.support.clock import FakeClock
 from tests.support.redis import (
     SHARED_URL,
     PrivateRedis,
@@ -44,17 +45,6 @@ from tests.support.redis import (
 )
 
 EVENT_TIMEOUT_S = 5.0
-START_TIME = 1_700_000_000.0
-
-
-class FakeClock:
-    """Wall-clock seconds moved by hand (history TTLs and timestamps read it)."""
-
-    def __init__(self, now: float = START_TIME) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -246,20 +236,32 @@ async def open_backend(kind: str) -> AsyncIterator[Backend]:
             await delete_prefix(6379, redis_backend.prefix)
 
 
-@pytest.fixture(params=["memory", "redis", "redis-2-shards"])
+# Cases that need Redis (the shared server on 6379, or private ones) are integration tests:
+# the unit run (``pytest -m "not integration"``) keeps only the memory cases and needs no
+# network.
+NEEDS_REDIS = pytest.mark.integration
+
+
+def _redis(kind: str) -> object:
+    return pytest.param(kind, marks=NEEDS_REDIS)
+
+
+@pytest.fixture(params=["memory", _redis("redis"), _redis("redis-2-shards")])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     async with open_backend(request.param) as opened:
         yield opened
 
 
-@pytest.fixture(params=["memory", "redis", "redis-2-shards", "redis-cluster"])
+@pytest.fixture(
+    params=["memory", _redis("redis"), _redis("redis-2-shards"), _redis("redis-cluster")]
+)
 async def history_backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     """The history cases run on a Redis Cluster too (its keys share the channel's slot)."""
     async with open_backend(request.param) as opened:
         yield opened
 
 
-@pytest.fixture(params=["one-redis", "2-shards"])
+@pytest.fixture(params=[_redis("one-redis"), _redis("2-shards")])
 async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
     async with contextlib.AsyncExitStack() as stack:
         urls = [SHARED_URL]
@@ -273,7 +275,7 @@ async def redis_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBa
             await delete_prefix(6379, backend.prefix)
 
 
-@pytest.fixture
+@pytest.fixture(params=[_redis("private")])
 async def private_backend() -> AsyncIterator[tuple[RedisBackend, PrivateRedis]]:
     """Redis nodes on a private server, which a test may flush (never the shared one)."""
     async with private_redis() as server:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
 from hubbub.config import ConfigError, parse_config
@@ -49,19 +46,3 @@ def test_bad_broker_values_name_their_field(toml: str, field: str, problem: str)
         parse_config(f"[broker]\n{toml}\n", "hubbub.toml")
     assert refused.value.field == field
     assert problem.lower() in refused.value.problem.lower()
-
-
-def test_redis_is_imported_only_by_the_redis_brokers() -> None:
-    source = Path(__file__).resolve().parents[2] / "src" / "hubbub"
-    importers = set()
-    for path in source.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            if any(name == "redis" or name.startswith("redis.") for name in names):
-                importers.add(path.relative_to(source).as_posix())
-    assert importers
-    assert all(name.startswith("brokers/redis") for name in importers), importers

@@ -10,7 +10,7 @@ from hubbub.brokers.memory_history import (
 )
 from hubbub.core.broker import Publication
 from hubbub.core.history import Retention
-from tests.brokers.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 KEEP = Retention(size=10, ttl_s=60)
 

@@ -26,7 +26,8 @@ def redis_hub(prefix: str) -> Hub:
     return Hub(broker=broker, presence=presence, usage=usage)
 
 
-@pytest.fixture
+# Two nodes on the shared Redis: the tests that take them are integration tests.
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.integration)])
 async def two_nodes() -> AsyncIterator[tuple[Hub, Hub]]:
     prefix = unique_prefix()
     a, b = redis_hub(prefix), redis_hub(prefix)

@@ -35,7 +35,7 @@ from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.patterns import compile_pattern
-from tests.core.fakes import FakeClock, FakeScheduler
+from tests.support.clock import FakeClock, FakeScheduler
 from tests.support.redis import (
     SHARED_URL,
     delete_prefix,

@@ -178,7 +178,7 @@ async def test_a_dead_nodes_members_leave_once_when_the_ttl_reaps_them() -> None
         ]
         await wait_until(sinks, lambda: left() == expected)
         a_id = a.broker._node_id  # type: ignore[attr-defined]
-        await asyncio.gather(broker_b._reap(a_id), broker_c._reap(a_id))
+        await asyncio.gather(broker_b.liveness.reap(a_id), broker_c.liveness.reap(a_id))
         assert left() == expected  # carol is present through b: no member_removed for her
     finally:
         await backend.close()

@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from hubbub.brokers.redis_broker import TALLY_WAIT_S, RedisBroker
+from hubbub.brokers.redis_broker import RedisBroker
 from hubbub.brokers.redis_link import shard_index
 from hubbub.brokers.redis_stores import scoped, slot_group
+from hubbub.brokers.redis_tally import TALLY_WAIT_S
 from hubbub.core.broker import (
     AppQuota,
     BrokerUnavailable,
@@ -23,6 +24,8 @@ from hubbub.core.broker import (
 )
 from tests.brokers.conftest import BackendNode, RedisBackend
 from tests.support.redis import delete_prefix, private_redis, redis_cli, unique_prefix
+
+pytestmark = pytest.mark.integration  # every case runs Redis nodes
 
 # With two shards this app lives on the second one, away from the liveness keys.
 APP = "tenant-a"
@@ -36,11 +39,7 @@ async def crash(node: BackendNode) -> None:
     """Stop a node the way kill -9 does: no goodbye, no cleanup in Redis."""
     broker = node.broker
     assert isinstance(broker, RedisBroker)
-    liveness = broker._liveness
-    assert liveness is not None
-    liveness.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await liveness
+    await broker.liveness.stop_beating()
     await broker._shards.stop()
 
 

@@ -26,9 +26,9 @@ from hubbub.client import (
     RealtimeError,
     Subscribed,
 )
-from tests.integration.conftest import mint_token
 from tests.support.redis import SHARED_URL, delete_prefix, free_port, unique_prefix
 from tests.support.server import DEMO_APP_TOML, running_server
+from tests.support.tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

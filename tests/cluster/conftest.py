@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,9 @@ from metered_realtime import (
     SignallingClient,
 )
 
-from hubbub.auth.keys import KeyRing
-from hubbub.auth.tokens import mint_token
-from hubbub.config import parse_config
 from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
+from tests.support.tokens import mint_token
 
 EVENT_TIMEOUT_S = 8.0
 REPO = Path(__file__).resolve().parents[2]
@@ -139,12 +136,9 @@ async def sdk_client(
 
 
 def demo_token(peer_id: str, ttl_s: int = 600, peer_metadata: dict[str, Any] | None = None) -> str:
-    key = KeyRing.from_config(parse_config(DEMO_APP_TOML)).secret("sk_id_demo")
-    assert key is not None
-    now = int(time.time())
-    return mint_token(
-        key, peer_id, expires_at=now + ttl_s, issued_at=now, peer_metadata=peer_metadata
-    )
+    claims: dict[str, Any] = {} if peer_metadata is None else {"peerMetadata": peer_metadata}
+    token, _ = mint_token(peer_id, expires_in_s=ttl_s, **claims)
+    return token
 
 
 class JsClient:

@@ -8,10 +8,9 @@ from typing import Any
 
 import aiohttp
 
-from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.client import ConversationClient
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from tests.support.server import DEMO_APP_TOML, ServerProcess
 
 SECRET = "Bearer sk_id_demo:sk_secret_demo"
@@ -64,7 +63,7 @@ python_tools = ["tests.conversation.lab_tools:echo"]
 
 def watcher_token(peer_id: str, channels: list[str]) -> str:
     """An ordinary realtime token of the demo app, for a supervisor that watches."""
-    key = KeyRing.from_config(parse_config(DEMO_APP_TOML)).secret("sk_id_demo")
+    key = key_ring_of(parse_config(DEMO_APP_TOML)).secret("sk_id_demo")
     assert key is not None
     now = int(time.time())
     return mint_token(

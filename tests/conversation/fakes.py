@@ -7,6 +7,8 @@ import json
 import uuid
 from typing import Any
 
+from tests.support.clock import FakeClock
+
 
 class FakeChannel:
     """A ClientChannel that records what the engine sends (no sockets)."""
@@ -56,12 +58,8 @@ class FakeChannel:
                     return message
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+# The conversation tests' name for the one fake clock (tests.support.clock).
+Clock = FakeClock
 
 
 async def command(channel: FakeChannel, session: Any, **message: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from aiohttp import web
 from hubbub.conversation.project.schema import WebhookTool
 from hubbub.conversation.project.templates import TemplateRenderer
 from hubbub.conversation.runtime.tools import ToolError, ToolRunner
-from hubbub.transports.webhook_client import AiohttpWebhookClient
+from hubbub.conversation.runtime.webhook_client import AiohttpWebhookClient
 
 
 class Recorder:

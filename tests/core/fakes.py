@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,9 @@ from hubbub.core.node import Node, NodeLimits
 from hubbub.core.outbound import OutFrame
 from hubbub.core.principal import ChannelScope, Principal
 from hubbub.protocol.patterns import compile_pattern
+from tests.support.clock import FakeClock, FakeScheduler
 
 ALL_ACTIONS = frozenset({"publish", "subscribe", "presence", "send"})
-START_TIME = 1_700_000_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,53 +87,6 @@ class FakeSink:
 
     def close_event(self) -> Event | None:
         return next((e for e in self.events if e.kind == "close"), None)
-
-
-class FakeClock:
-    def __init__(self, now: float = START_TIME) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass(eq=False)
-class _Timer:
-    due: float
-    callback: Callable[[], None]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeScheduler:
-    def __init__(self, clock: FakeClock) -> None:
-        self._clock = clock
-        self.timers: list[_Timer] = []
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(self._clock.now + delay, callback)
-        self.timers.append(timer)
-        return timer
-
-    def advance_to(self, when: float) -> None:
-        """Move the clock to ``when``, firing due timers in order on the way."""
-        while True:
-            due = sorted(
-                (t for t in self.timers if not t.cancelled and t.due <= when), key=lambda t: t.due
-            )
-            if not due:
-                break
-            timer = due[0]
-            self.timers.remove(timer)
-            self._clock.now = max(self._clock.now, timer.due)
-            timer.callback()
-        self._clock.now = when
-
-    @property
-    def pending(self) -> list[_Timer]:
-        return [t for t in self.timers if not t.cancelled]
 
 
 @dataclass(eq=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hubbub.core.activity import WINDOW_S, ChannelActivity
-from tests.core.fakes import FakeClock
+from tests.support.clock import FakeClock
 
 
 def rates(activity: ChannelActivity, app_id: str = "app", prefix: str | None = None) -> dict:

@@ -19,8 +19,10 @@ from hubbub.core.broker import (
     PresenceEntry,
     Publication,
 )
-from hubbub.core.node import EXPIRY_MARGIN_S, EXPIRY_RESOLUTION_S, NodeLimits, reconnect_window_ms
-from tests.core.fakes import ALL_ACTIONS, START_TIME, Client, Hub
+from hubbub.core.node import EXPIRY_RESOLUTION_S, NodeLimits, reconnect_window_ms
+from hubbub.core.principal import EXPIRY_MARGIN_S
+from tests.core.fakes import ALL_ACTIONS, Client, Hub
+from tests.support.clock import START_TIME
 
 
 def error(code: str, message: str, request_id: str | None = None) -> dict[str, Any]:

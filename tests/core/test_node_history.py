@@ -17,7 +17,8 @@ from hubbub.brokers.memory_history import MemoryHistoryStore
 from hubbub.core.broker import BrokerUnavailable
 from hubbub.core.history import HistoryPage, Retention
 from hubbub.protocol.frames import BAD_MESSAGE_ID, BAD_REWIND, BAD_SINCE, SINCE_AND_REWIND
-from tests.core.fakes import Client, FakeClock, Hub
+from tests.core.fakes import Client, Hub
+from tests.support.clock import FakeClock
 
 CHANNELS = {"app": [("plain/**", 0, 60.0), ("chat/**", 100, 600.0), ("tiny/*", 3, 600.0)]}
 META = b'{"name":"Alice"}'

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from hubbub.core.activity import WINDOW_S
-from tests.core.fakes import START_TIME, Hub
+from tests.core.fakes import Hub
+from tests.support.clock import START_TIME
 
 
 async def test_connections_list_subscriptions_address_age_and_frame_counts(hub: Hub) -> None:

@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.integration.conftest import Connector, RawClient, app_config
+from tests.integration.conftest import app_config
 from tests.support.server import ServerProcess, running_server
+from tests.support.ws_client import Connector, RawClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -19,16 +19,11 @@ import pytest
 
 from hubbub.protocol.close_procedure import DEFAULT_CLOSE_TIMEOUTS
 from tests.conversation.lab_projects import REPO, server_config, write_projects
-from tests.integration.conftest import (
-    DEMO_PUBLISHABLE_KEY,
-    DEMO_SECRET,
-    DEMO_SECRET_KEY_ID,
-    Connector,
-    RawClient,
-    app_config,
-)
+from tests.integration.conftest import DEMO_PUBLISHABLE_KEY, app_config
 from tests.support.raw_ws import SilentClient, StreamClient, masked_frame
 from tests.support.server import running_server
+from tests.support.tokens import DEMO_SECRET, DEMO_SECRET_KEY_ID
+from tests.support.ws_client import Connector, RawClient
 
 pytestmark = pytest.mark.integration
 

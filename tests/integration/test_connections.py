@@ -17,14 +17,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.integration.conftest import (
-    DEMO_PUBLISHABLE_KEY,
-    Connector,
-    RawClient,
-    app_config,
-    mint_token,
-)
+from tests.integration.conftest import DEMO_PUBLISHABLE_KEY, app_config
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
+from tests.support.tokens import mint_token
+from tests.support.ws_client import Connector, RawClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -16,9 +16,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.integration.conftest import DEMO_SECRET, DEMO_SECRET_KEY_ID, Connector, RawClient
 from tests.support.redis import SHARED_URL, delete_prefix, unique_prefix
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
+from tests.support.tokens import DEMO_SECRET, DEMO_SECRET_KEY_ID
+from tests.support.ws_client import Connector, RawClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -16,11 +16,11 @@ import pytest
 from tests.integration.conftest import (
     NODE_SCENARIO_TIMEOUT_S,
     finish_node_scenario,
-    mint_token,
     run_node_scenario,
     start_node_scenario,
 )
 from tests.support.server import DEMO_APP_TOML, ServerProcess, running_server
+from tests.support.tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,9 @@ from metered_realtime import (
     SubscribeOptions,
 )
 
-from tests.integration.conftest import DEMO_PUBLISHABLE_KEY, WAIT_S, mint_token
+from tests.integration.conftest import DEMO_PUBLISHABLE_KEY, WAIT_S
 from tests.support.server import ServerProcess
+from tests.support.tokens import mint_token
 
 pytestmark = pytest.mark.integration
 

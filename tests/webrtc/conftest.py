@@ -19,8 +19,8 @@ from hubbub.auth.client_ip import TrustedProxies
 from hubbub.conversation.protocol.pushes import VoiceChunk
 from hubbub.conversation.session.channel import ClientChannel, SessionHandler
 from hubbub.protocol.audio_frame import AudioFrame, decode_audio_frame
-from hubbub.transports.webrtc import PeerLimits
-from hubbub.transports.webrtc_signalling import WebRtcEndpoint, WebRtcSettings, add_webrtc_routes
+from hubbub.transports.webrtc_settings import PeerLimits, WebRtcSettings
+from hubbub.transports.webrtc_signalling import WebRtcEndpoint, add_webrtc_routes
 
 TIMEOUT_S = 10.0
 PCM_16000_BYTES_PER_S = 32_000
@@ -98,8 +98,11 @@ class RecordingHandler(SessionHandler):
             )
             self.channel.send_voice(chunk)
         if message.get("early"):
-            # An engine that is slow to announce the turn: the pacer gets to run meanwhile.
-            await asyncio.sleep(0.2)
+            # An engine that is slow to announce the turn: every task that is ready (the
+            # pacer, had the queued voice woken it) runs before the start goes out. Loop turns,
+            # not a timed sleep: what the pacer would do with the voice it does in one turn.
+            for _ in range(20):
+                await asyncio.sleep(0)
             self.channel.start_output_turn(turn, start)
 
     async def handle_audio(self, input_turn_id: str, audio: bytes) -> None:

@@ -27,9 +27,8 @@ from aiohttp import web
 
 from hubbub.api.conversations import MAX_ID_LENGTH
 from hubbub.api.errors import ApiError, guarded, invalid_request, json_response
-from hubbub.api.listing import Authorize, backend_unavailable
+from hubbub.api.listing import Authorize
 from hubbub.conversation.session.steering import Steering, SteerKind, SteerOutcome, SteerRequest
-from hubbub.core.broker import BrokerUnavailable
 
 MAX_TEXT_CHARS: Final = 4096
 MAX_BODY_BYTES: Final = 32 * 1024
@@ -88,12 +87,9 @@ class ConversationCommandApi:
             kind=kind,
             text=text,
             stage_id=stage_id,
-            patterns=tuple(key.config.channel_patterns),
+            patterns=tuple(pattern.text for pattern in key.patterns),
         )
-        try:
-            outcome = await self._steering.steer(command)
-        except BrokerUnavailable:
-            raise backend_unavailable() from None
+        outcome = await self._steering.steer(command)
         return _answer(conversation_id, command, outcome)
 
 

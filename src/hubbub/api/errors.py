@@ -2,7 +2,8 @@
 
 Handlers raise :class:`ApiError` and :func:`guarded` turns it into that JSON body;
 :func:`api_errors` does the same for the router's own 404/405 under ``/v1/``. A client never
-sees HTML or a stack trace.
+sees HTML or a stack trace. :func:`guarded` is also the one place a hub error a client can see
+becomes an answer: :class:`~hubbub.core.broker.BrokerUnavailable` is 503 ``internal_error``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import Final
 import msgspec
 from aiohttp import web
 
+from hubbub.core.broker import BrokerUnavailable
+from hubbub.errors import HubbubError
+
 log = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/v1/"
 _encode = msgspec.json.Encoder().encode
 
 
-class ApiError(Exception):
+class ApiError(HubbubError):
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None
     ) -> None:
@@ -53,6 +57,10 @@ def unauthorized() -> ApiError:
     return ApiError(401, "unauthorized", UNAUTHORIZED_MESSAGE, {"WWW-Authenticate": "Bearer"})
 
 
+def backend_unavailable() -> ApiError:
+    return ApiError(503, "internal_error", "the message backend is unavailable, retry shortly")
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -64,6 +72,8 @@ def guarded(handler: Handler) -> Handler:
             return await handler(request)
         except ApiError as error:
             return error_response(error)
+        except BrokerUnavailable:
+            return error_response(backend_unavailable())
         except web.HTTPException:
             raise
         except Exception:

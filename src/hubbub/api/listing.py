@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from hubbub.api.errors import ApiError, guarded, invalid_request, json_response
+from hubbub.api.errors import guarded, invalid_request, json_response
 from hubbub.auth.keys import ApiKey
-from hubbub.core.broker import BrokerUnavailable
 from hubbub.core.listing import DEFAULT_LIMIT, MAX_LIMIT
 from hubbub.core.node import Node
 from hubbub.protocol.validation import MAX_CHANNEL_BYTES, is_valid_channel, is_valid_peer_id
@@ -46,10 +45,6 @@ def query_text(request: web.Request, name: str, max_length: int = 256) -> str | 
     return value or None
 
 
-def backend_unavailable() -> ApiError:
-    return ApiError(503, "internal_error", "the message backend is unavailable, retry shortly")
-
-
 class ListingApi:
     def __init__(self, node: Node, authorize: Authorize) -> None:
         self._node = node
@@ -70,12 +65,9 @@ class ListingApi:
         if peer_id is not None and not is_valid_peer_id(peer_id):
             raise invalid_request("peerId must be 1-128 printable ASCII characters")
         limit = query_limit(request)
-        try:
-            found = await self._node.list_connections(
-                key.app_id, channel=channel, peer_id=peer_id, limit=limit
-            )
-        except BrokerUnavailable:
-            raise backend_unavailable() from None
+        found = await self._node.list_connections(
+            key.app_id, channel=channel, peer_id=peer_id, limit=limit
+        )
         return json_response(
             {
                 "connections": [
@@ -103,12 +95,9 @@ class ListingApi:
         limit = query_limit(request)
         texts = tuple(pattern.text for pattern in key.patterns)
         scope = () if "**" in texts else texts
-        try:
-            found = await self._node.list_channels(
-                key.app_id, prefix=prefix, limit=limit, patterns=scope
-            )
-        except BrokerUnavailable:
-            raise backend_unavailable() from None
+        found = await self._node.list_channels(
+            key.app_id, prefix=prefix, limit=limit, patterns=scope
+        )
         return json_response(
             {
                 "channels": [
@@ -125,10 +114,7 @@ class ListingApi:
 
     async def nodes(self, request: web.Request) -> web.Response:
         key = self._authorize(request)
-        try:
-            answers = await self._node.list_nodes(key.app_id)
-        except BrokerUnavailable:
-            raise backend_unavailable() from None
+        answers = await self._node.list_nodes(key.app_id)
         return json_response(
             {
                 "node": self._node.node_id,

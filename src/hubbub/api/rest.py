@@ -28,13 +28,13 @@ from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.auth.keys import ApiKey, KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
-from hubbub.core.broker import BrokerUnavailable
 from hubbub.core.node import Node
+from hubbub.core.principal import ChannelScope, channel_refusal
 from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import encode_json
 from hubbub.protocol.validation import (
     MAX_METADATA_BYTES,
-    is_reserved_channel,
     is_valid_channel,
     is_valid_peer_id,
 )
@@ -54,10 +54,6 @@ def _rate_limited(scope: str) -> ApiError:
     return ApiError(
         429, "rate_limited", f"too many requests for this {scope}", {"Retry-After": "1"}
     )
-
-
-def _backend_unavailable() -> ApiError:
-    return ApiError(503, "internal_error", "the message backend is unavailable, retry shortly")
 
 
 class RestApi:
@@ -129,12 +125,13 @@ class RestApi:
         channel = request.match_info["channel"]
         if not is_valid_channel(channel):
             raise invalid_request("invalid channel name")
-        if is_reserved_channel(channel):
-            raise ApiError(400, "channel_reserved", "channel name uses a reserved prefix")
-        if action not in key.actions:
-            raise ApiError(403, "action_not_permitted", f"the key does not hold {action!r}")
-        if not any(pattern.matches(channel) for pattern in key.patterns):
-            raise ApiError(403, "channel_not_authorized", f"not authorized: {channel}")
+        refusal = channel_refusal(channel, action, key.actions, ChannelScope((key.patterns,)))
+        if refusal is ErrorCode.CHANNEL_RESERVED:
+            raise ApiError(400, refusal.value, "channel name uses a reserved prefix")
+        if refusal is ErrorCode.ACTION_NOT_PERMITTED:
+            raise ApiError(403, refusal.value, f"the key does not hold {action!r}")
+        if refusal is not None:
+            raise ApiError(403, refusal.value, f"not authorized: {channel}")
         return channel
 
     # --- endpoints ------------------------------------------------------------------------
@@ -146,7 +143,7 @@ class RestApi:
         issued_at = int(now)
         expires_at = issued_at + wanted.expires_in_s
         metadata = with_ice_servers(
-            wanted.metadata, key.config, wanted.peer_id, now, valid_until=expires_at
+            wanted.metadata, key, wanted.peer_id, now, valid_until=expires_at
         )
         if metadata is not None and len(encode_json(metadata)) > MAX_METADATA_BYTES:
             raise invalid_request(
@@ -167,10 +164,7 @@ class RestApi:
     async def channel_peers(self, request: web.Request) -> web.Response:
         key = self._authorize(request)
         channel = self._channel(request, key, "presence")
-        try:
-            members = await self._node.channel_members(key.app_id, channel)
-        except BrokerUnavailable:
-            raise _backend_unavailable() from None
+        members = await self._node.channel_members(key.app_id, channel)
         peers: list[dict[str, object]] = []
         for member in members:
             entry: dict[str, object] = {"peerId": member.peer_id}
@@ -183,17 +177,14 @@ class RestApi:
         key = self._authorize(request)
         channel = self._channel(request, key, "publish")
         message = parse_publish_request(await self._body(request))
-        try:
-            published = await self._node.publish_as_server(
-                key.app_id,
-                channel,
-                message.data,
-                message.sender,
-                message.sender_metadata,
-                message.message_id,
-            )
-        except BrokerUnavailable:
-            raise _backend_unavailable() from None
+        published = await self._node.publish_as_server(
+            key.app_id,
+            channel,
+            message.data,
+            message.sender,
+            message.sender_metadata,
+            message.message_id,
+        )
         answer: dict[str, object] = {"channel": channel, "delivered": published.reached}
         if published.position is not None:
             answer["offset"] = published.position.offset
@@ -206,12 +197,9 @@ class RestApi:
         key = self._authorize(request)
         channel = self._channel(request, key, "subscribe")
         query = parse_history_query(request.query)
-        try:
-            page = await self._node.channel_history(
-                key.app_id, channel, since=query.since, limit=query.limit
-            )
-        except BrokerUnavailable:
-            raise _backend_unavailable() from None
+        page = await self._node.channel_history(
+            key.app_id, channel, since=query.since, limit=query.limit
+        )
         if page is None:  # a channel without history has none to show
             return json_response(
                 {"channel": channel, "epoch": None, "offset": 0, "publications": []}
@@ -241,18 +229,12 @@ class RestApi:
         peer_id = request.match_info["peer_id"]
         if not is_valid_peer_id(peer_id):
             raise invalid_request("peerId must be 1-128 printable ASCII characters")
-        try:
-            closed = await self._node.kick_peer(key.app_id, peer_id)
-        except BrokerUnavailable:
-            raise _backend_unavailable() from None
+        closed = await self._node.kick_peer(key.app_id, peer_id)
         return json_response({"peerId": peer_id, "closed": closed})
 
     async def usage(self, request: web.Request) -> web.Response:
         key = self._authorize(request)
-        try:
-            used = await self._node.usage(key.app_id)
-        except BrokerUnavailable:
-            raise _backend_unavailable() from None
+        used = await self._node.usage(key.app_id)
         quota = self._node.quota(key.app_id)
         return json_response(
             {

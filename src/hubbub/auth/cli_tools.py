@@ -8,19 +8,19 @@ from typing import Literal
 from hubbub.auth.keys import KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
-from hubbub.config import Config
+from hubbub.errors import AuthError
 from hubbub.protocol.patterns import PatternError, compile_pattern, covers
 from hubbub.protocol.validation import is_valid_peer_id
 
 MAX_CLI_TOKEN_TTL_S = 86400
 
 
-class TokenRequestError(Exception):
+class TokenRequestError(AuthError):
     """The command line asked for a token the configuration cannot sign."""
 
 
 def token_for(
-    config: Config,
+    ring: KeyRing,
     app_id: str,
     peer_id: str,
     channels: list[str] | None,
@@ -32,7 +32,6 @@ def token_for(
         raise TokenRequestError("--peer must be 1-128 printable ASCII characters")
     if not 1 <= ttl_s <= MAX_CLI_TOKEN_TTL_S:
         raise TokenRequestError(f"--ttl must be from 1 to {MAX_CLI_TOKEN_TTL_S} seconds")
-    ring = KeyRing.from_config(config)
     if app_id not in ring.app_ids:
         raise TokenRequestError(f"no app {app_id!r} in the configuration")
     signers = [k for k in ring.keys() if k.app_id == app_id and k.kind == "secret"]  # noqa: SIM118
@@ -54,7 +53,7 @@ def token_for(
         expires_at=expires_at,
         issued_at=issued_at,
         channels=channels,
-        metadata=with_ice_servers(None, key.config, peer_id, now, valid_until=expires_at),
+        metadata=with_ice_servers(None, key, peer_id, now, valid_until=expires_at),
     )
 
 

@@ -102,7 +102,7 @@ def authenticate(
         if api_key.allowed_origins and origin is not None and origin not in api_key.allowed_origins:
             return HttpRejection(401, "origin_not_allowed")
         peer_id = str(uuid.uuid4())
-        ice_servers = ice_servers_for(api_key.config, peer_id, now)
+        ice_servers = ice_servers_for(api_key, peer_id, now)
         return Principal(
             app_id=api_key.app_id,
             peer_id=peer_id,

@@ -1,13 +1,54 @@
-"""Apps and their API keys, built once from the configuration."""
+"""Apps and their API keys, built once from auth's own key specification.
+
+:class:`KeySpec` is what auth needs to know about a key; ``hubbub.config`` translates the
+configuration file's tables into it, so auth never depends on the file's schema.
+"""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from hubbub.config import LEGACY_SECRET_PREFIX, Config, KeyConfig
 from hubbub.protocol.patterns import ChannelPattern, compile_pattern
+
+# A secret key whose secret starts with this is also accepted as a bare ``Bearer sk_live_…``
+# on the REST API (the hosted service's older single-value form, spec 9.2).
+LEGACY_SECRET_PREFIX = "sk_live_"
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One RTCIceServer entry, handed to clients as given (spec 11.4)."""
+
+    urls: str | tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """A TURN server that accepts time-limited credentials (coturn ``use-auth-secret``)."""
+
+    urls: tuple[str, ...]
+    shared_secret: str
+    ttl_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One key of one app, as auth takes it: patterns still as text, actions resolved."""
+
+    id: str
+    app_id: str
+    kind: Literal["publishable", "secret"]
+    secret: str | None
+    channel_patterns: tuple[str, ...]
+    actions: frozenset[str]
+    allowed_origins: frozenset[str] = frozenset()
+    ice_servers: tuple[IceServer, ...] = ()
+    turn: TurnServer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +60,23 @@ class ApiKey:
     patterns: tuple[ChannelPattern, ...]
     actions: frozenset[str]
     allowed_origins: frozenset[str]
-    config: KeyConfig
+    # Injected as welcome.metadata.iceServers and into the tokens this key mints.
+    ice_servers: tuple[IceServer, ...] = ()
+    turn: TurnServer | None = None
+
+    @classmethod
+    def from_spec(cls, spec: KeySpec) -> ApiKey:
+        return cls(
+            id=spec.id,
+            app_id=spec.app_id,
+            kind=spec.kind,
+            secret=spec.secret,
+            patterns=tuple(compile_pattern(p) for p in spec.channel_patterns),
+            actions=spec.actions,
+            allowed_origins=spec.allowed_origins,
+            ice_servers=spec.ice_servers,
+            turn=spec.turn,
+        )
 
 
 class KeyRing:
@@ -33,22 +90,9 @@ class KeyRing:
         self.app_ids = tuple(app_ids)
 
     @classmethod
-    def from_config(cls, config: Config) -> KeyRing:
-        keys = [
-            ApiKey(
-                id=key.id,
-                app_id=app.id,
-                kind=key.kind,
-                secret=key.secret,
-                patterns=tuple(compile_pattern(p) for p in key.channel_patterns),
-                actions=key.effective_actions(),
-                allowed_origins=frozenset(key.allowed_origins),
-                config=key,
-            )
-            for app in config.apps
-            for key in app.keys
-        ]
-        return cls(keys, [app.id for app in config.apps])
+    def from_specs(cls, specs: Iterable[KeySpec], app_ids: Iterable[str]) -> KeyRing:
+        """The ring of ``specs``; ``app_ids`` lists every app, those without keys too."""
+        return cls([ApiKey.from_spec(spec) for spec in specs], list(app_ids))
 
     def get(self, key_id: str) -> ApiKey | None:
         return self._by_id.get(key_id)

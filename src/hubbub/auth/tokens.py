@@ -32,7 +32,7 @@ import msgspec
 
 from hubbub.auth.keys import ApiKey, KeyRing
 from hubbub.auth.turn import with_ice_servers
-from hubbub.core.principal import ChannelScope, Principal
+from hubbub.core.principal import EXPIRY_MARGIN_S, ChannelScope, Principal
 from hubbub.protocol.patterns import PatternError, compile_pattern
 from hubbub.protocol.validation import (
     ACTIONS,
@@ -44,8 +44,6 @@ from hubbub.protocol.validation import (
 LEEWAY_S: Final = 5.0
 # The largest exp accepted: JSON integers beyond 2**53 lose precision in JavaScript clients.
 MAX_EXP_S: Final = 2**53 - 1
-# The server closes a connection this long before its token's exp (spec section 7, 4002).
-EXPIRY_MARGIN_S: Final = 0.25
 
 _encode_json = msgspec.json.Encoder().encode
 _decode_json = msgspec.json.Decoder().decode
@@ -245,7 +243,7 @@ def scoped_principal(
         return TokenRejected("invalid", str(exc))
     # The key's ICE servers go into the welcome unless the token brought its own (spec 3.1).
     claimed = claims.get("metadata")
-    injected = with_ice_servers(claimed, key.config, peer_id, now)
+    injected = with_ice_servers(claimed, key, peer_id, now)
     if injected is not claimed:
         metadata = _encode_json(injected)
 

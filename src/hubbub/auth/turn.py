@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from hubbub.config import KeyConfig, TurnConfig
+from hubbub.auth.keys import ApiKey, TurnServer
 
 
 def turn_credentials(shared_secret: str, peer_id: str, expires_at: int) -> tuple[str, str]:
@@ -25,15 +25,13 @@ def turn_credentials(shared_secret: str, peer_id: str, expires_at: int) -> tuple
     return username, base64.b64encode(digest).decode("ascii")
 
 
-def _turn_entry(turn: TurnConfig, peer_id: str, expires_at: int) -> dict[str, Any]:
-    secret = turn.shared_secret
-    assert secret, "loading resolves shared_secret_env/_file and refuses an empty secret"
-    username, credential = turn_credentials(secret, peer_id, expires_at)
+def _turn_entry(turn: TurnServer, peer_id: str, expires_at: int) -> dict[str, Any]:
+    username, credential = turn_credentials(turn.shared_secret, peer_id, expires_at)
     return {"urls": list(turn.urls), "username": username, "credential": credential}
 
 
 def ice_servers_for(
-    key: KeyConfig, peer_id: str, now: float, valid_until: int | None = None
+    key: ApiKey, peer_id: str, now: float, valid_until: int | None = None
 ) -> list[dict[str, Any]] | None:
     """The ``iceServers`` a client of ``key`` gets, or None when the key configures none.
 
@@ -44,7 +42,8 @@ def ice_servers_for(
         return None
     servers: list[dict[str, Any]] = []
     for server in key.ice_servers:
-        entry: dict[str, Any] = {"urls": server.urls}
+        urls = server.urls if isinstance(server.urls, str) else list(server.urls)
+        entry: dict[str, Any] = {"urls": urls}
         if server.username is not None:
             entry["username"] = server.username
         if server.credential is not None:
@@ -60,7 +59,7 @@ def ice_servers_for(
 
 def with_ice_servers(
     metadata: dict[str, Any] | None,
-    key: KeyConfig,
+    key: ApiKey,
     peer_id: str,
     now: float,
     valid_until: int | None = None,

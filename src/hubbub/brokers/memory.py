@@ -17,22 +17,11 @@ from collections import defaultdict
 from typing import Final
 
 from hubbub.brokers.memory_history import MemoryHistoryStore
-from hubbub.core.broker import (
-    AppQuota,
-    Broker,
-    BrokerHandler,
-    Direct,
-    NodeAnswer,
-    NodeQuery,
-    PresenceDelta,
-    PresenceEntry,
-    PresenceStore,
-    Publication,
-    UsageSnapshot,
-    UsageStore,
-)
+from hubbub.core.broker import Broker, BrokerHandler, Direct, NodeAnswer, NodeQuery, Publication
 from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
 from hubbub.core.history import Published, Recording
+from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
+from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
 
 SWEEP_INTERVAL_S: Final = 5.0
 

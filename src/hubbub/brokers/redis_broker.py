@@ -35,10 +35,9 @@ publication is also published to its app's wildcard channel ``<prefix>:w:<app>``
 nodes with pattern subscriptions in that app subscribe to. When slots move, the link follows
 (``redis_link``: subscriptions; ``redis_sender``: MOVED answers).
 
-Liveness. Each node refreshes ``<prefix>:node:<id>:alive`` (a TTL of half ``presence_ttl_s``);
-every sixth of the TTL one node, holding a short lock, looks for nodes whose key expired and
-removes their presence (emitting ``left`` everywhere) and their connection counts. A node
-starting with a fixed id first reaps what a previous incarnation left behind.
+Liveness (``redis_liveness``): each node heartbeats, and one node at a time reaps the
+presence and connection counts of nodes that stopped. Counted events and listing questions
+(``redis_tally``) are answered by every node that got a copy.
 
 Webhooks. With a :class:`~hubbub.brokers.redis_events.RedisEventRouter`, lifecycle events
 are handed to the node that sends their channel's webhooks over its reply channel.
@@ -49,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import re
 from typing import Any
@@ -58,8 +56,11 @@ from hubbub.brokers import redis_codec as codec
 from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_history import RedisHistoryStore
 from hubbub.brokers.redis_link import RedisShards
-from hubbub.brokers.redis_sender import all_answers, discard_outcome, stop_task
+from hubbub.brokers.redis_liveness import NodeLiveness
+from hubbub.brokers.redis_sender import all_answers, discard_outcome
 from hubbub.brokers.redis_stores import RedisPresenceStore, RedisUsageStore, scoped, slot_group
+from hubbub.brokers.redis_subscriber import LinkCallbacks
+from hubbub.brokers.redis_tally import Tallies, Tally
 from hubbub.core.broker import (
     Broker,
     BrokerHandler,
@@ -67,17 +68,15 @@ from hubbub.core.broker import (
     Direct,
     NodeAnswer,
     NodeQuery,
-    PresenceDelta,
     Publication,
 )
 from hubbub.core.events import ChannelEvent
 from hubbub.core.history import Published, Recording, StreamPosition
+from hubbub.core.presence import PresenceDelta
 
 log = logging.getLogger(__name__)
 
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
-# How long a counted publish, a kick or a listing question waits for the other nodes.
-TALLY_WAIT_S = 1.0
 
 
 class RedisBroker(Broker):
@@ -98,32 +97,28 @@ class RedisBroker(Broker):
         if events is not None:
             events.attach(self._forward_event, presence.claim_sender)
         self.history = history if history is not None else RedisHistoryStore(shards, prefix)
-        self._home = shards.first  # liveness lives there
         self._presence = presence
         self._usage = usage
         self._node_id = node_id
         self._prefix = prefix
-        self._alive_ttl_ms = max(100, int(presence_ttl_s * 500))
-        self._tick_s = presence_ttl_s / 6
         self._handler: BrokerHandler | None = None
         self._channel_head = slot_group(f"{prefix}:c:")[:-1].encode()
         self._pattern_refs: dict[str, int] = {}
         # (shard, app pattern or wildcard channel) that Redis has confirmed.
         self._covered: set[tuple[int, bytes]] = set()
-        self._liveness: asyncio.Task[None] | None = None
-        # After an outage every node's heartbeat lapsed at once; reaping before they have
-        # had a chance to beat again would make all their peers flap (left, then joined).
-        self._reap_not_before = 0.0
-        self._sharded = self._home.sharded
+        self._sharded = shards.first.sharded
         self._publish_command = "SPUBLISH" if self._sharded else "PUBLISH"
         self._wildcard_head = f"{prefix}:w:".encode()
-        self._tallies: dict[bytes, _Tally] = {}
-        self._tally_serial = itertools.count()
-        for shard, link in enumerate(shards.links):
-            link.on_message = functools.partial(self._on_message, shard)
-            link.on_confirmed = functools.partial(self._on_confirmed, shard)
-            link.on_lost = functools.partial(self._on_lost, shard)
-            link.on_recovered(self._recover)
+        self._tallies = Tallies(node_id)
+        self.liveness = NodeLiveness(
+            shards.first,
+            presence,
+            usage,
+            self.publish_presence,
+            node_id=node_id,
+            prefix=prefix,
+            presence_ttl_s=presence_ttl_s,
+        )
 
     # --- names ----------------------------------------------------------------------------
 
@@ -146,9 +141,6 @@ class RedisBroker(Broker):
         """Where listing questions go: every node listens."""
         return f"{self._prefix}:ask".encode()
 
-    def _node_key(self, node_id: str, what: str) -> str:
-        return f"{self._prefix}:node:{node_id}:{what}"
-
     # --- lifecycle ------------------------------------------------------------------------
 
     def _target(self) -> BrokerHandler:
@@ -156,26 +148,26 @@ class RedisBroker(Broker):
             raise RuntimeError("broker not started")
         return self._handler
 
+    def _callbacks(self, shard: int) -> LinkCallbacks:
+        return LinkCallbacks(
+            on_message=functools.partial(self._on_message, shard),
+            on_confirmed=functools.partial(self._on_confirmed, shard),
+            on_lost=functools.partial(self._on_lost, shard),
+            on_recovered=self._recover,
+        )
+
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
-        await self._shards.start()
+        await self._shards.start(self._callbacks)
         with contextlib.suppress(BrokerUnavailable):
             # Kept wanted through an outage: the reconnect subscribes it.
             await self._watch(self._replies_of(self._node_id))
         with contextlib.suppress(BrokerUnavailable):
             await self._watch(self._askers())
-        with contextlib.suppress(BrokerUnavailable):
-            await self._reap(self._node_id)  # what a previous run with this id left behind
-            await self._heartbeat()
-        self._liveness = asyncio.get_running_loop().create_task(self._liveness_loop())
+        await self.liveness.start()
 
     async def stop(self) -> None:
-        if self._liveness is not None:
-            await stop_task(self._liveness)
-        with contextlib.suppress(BrokerUnavailable):
-            await self._reap(self._node_id)
-            client = self._home.client
-            await self._home.run(client.delete(self._node_key(self._node_id, "alive")))
+        await self.liveness.stop()
         await self._shards.stop()
         self._handler = None
 
@@ -199,8 +191,7 @@ class RedisBroker(Broker):
         else:
             # Every shard holds some of the app's channels.
             for link in self._shards.links:
-                link.main_subscriber.patterns.add(name)
-                await link.main_subscriber.change("PSUBSCRIBE", name, b"psubscribe")
+                await link.main_subscriber.want(name, pattern=True)
 
     async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
         refs = self._pattern_refs.get(app_id, 0) - 1
@@ -213,9 +204,7 @@ class RedisBroker(Broker):
             await self._unwatch(name)
             return
         for link in self._shards.links:
-            link.main_subscriber.patterns.discard(name)
-            with contextlib.suppress(BrokerUnavailable):
-                await link.main_subscriber.change("PUNSUBSCRIBE", name, b"punsubscribe")
+            await link.main_subscriber.unwant(name, pattern=True)
 
     async def register_peer(self, app_id: str, peer_id: str) -> None:
         # During an outage the registration is deferred, not failed: the peer stays wanted
@@ -229,19 +218,14 @@ class RedisBroker(Broker):
     async def _watch(self, name: bytes) -> None:
         # Kept wanted when Redis is away: the reconnect subscribes it. A node that gives up
         # on the interest (a failed subscribe) calls the matching unwatch.
-        subscriber = self._shards.for_key(name).subscriber_for(name)
-        subscriber.channels.add(name)
-        command = subscriber.subscribe_command
-        await subscriber.change(command, name, command.lower().encode())
+        await self._shards.for_key(name).subscriber_for(name).want(name)
 
     async def _unwatch(self, name: bytes) -> None:
-        # When the connection is down there is nothing to undo: a reconnect restores only
-        # what is still wanted.
-        with contextlib.suppress(BrokerUnavailable):
+        try:
             subscriber = self._shards.for_key(name).subscriber_for(name)
-            subscriber.channels.discard(name)
-            command = "SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE"
-            await subscriber.change(command, name, command.lower().encode())
+        except BrokerUnavailable:
+            return  # no cluster node owns it now: nothing is subscribed to undo
+        await subscriber.unwant(name)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -250,7 +234,7 @@ class RedisBroker(Broker):
     # and delaying every other node by this node's whole fan-out.
 
     async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
-        tally = self._open_tally() if count_everywhere else None
+        tally = self._tallies.open() if count_everywhere else None
         token = None if tally is None else tally.token
         payload = codec.encode_publication(self._node_id, publication, token)
         name = self._channel(publication.app_id, publication.channel)
@@ -265,12 +249,12 @@ class RedisBroker(Broker):
         if tally is None:
             await all_answers(sends)
             return reached
-        return reached + await self._close_tally(tally, sends)
+        return reached + await self._tallies.close(tally, sends)
 
     async def publish_recorded(
         self, publication: Publication, recording: Recording, *, count_everywhere: bool = False
     ) -> Published:
-        tally = self._open_tally() if count_everywhere else None
+        tally = self._tallies.open() if count_everywhere else None
         token = None if tally is None else tally.token
         recorded = recording.retention is not None
         head = codec.encode_publication(self._node_id, publication, token, recorded=recorded)
@@ -288,13 +272,13 @@ class RedisBroker(Broker):
             duplicate, offset, epoch, listeners = await answer
         except BaseException:
             if tally is not None:
-                del self._tallies[tally.token]
+                self._tallies.discard(tally)
             raise
         position = StreamPosition(int(offset), epoch.decode()) if recorded else None
         if duplicate:
             self.history.stats.duplicates += 1
             if tally is not None:
-                del self._tallies[tally.token]
+                self._tallies.discard(tally)
             return Published(0, position, duplicate=True)
         if recorded:
             self.history.stats.appended += 1
@@ -310,7 +294,7 @@ class RedisBroker(Broker):
         if tally is None:
             await all_answers(copies)
             return Published(reached, position)
-        return Published(reached + await self._close_tally(tally, copies), position)
+        return Published(reached + await self._tallies.close(tally, copies), position)
 
     async def publish_presence(self, delta: PresenceDelta) -> None:
         sent = self._presence_remote(delta)
@@ -339,46 +323,23 @@ class RedisBroker(Broker):
         return reached + self._remote_nodes(name, listeners)
 
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
-        tally = self._open_tally()
+        tally = self._tallies.open()
         name = self._peer(app_id, peer_id)
         payload = codec.encode_disconnect(self._node_id, app_id, peer_id, code, reason, tally.token)
         sent = self._shards.for_key(name).call(self._publish_command, name, payload)
         closed = self._target().disconnect_local_peer(app_id, peer_id, code, reason)
-        return closed + await self._close_tally(tally, [sent])
+        return closed + await self._tallies.close(tally, [sent])
 
     async def query_nodes(self, query: NodeQuery) -> list[NodeAnswer]:
-        tally = self._open_tally()
+        tally = self._tallies.open()
         name = self._askers()
         payload = codec.encode_question(self._node_id, query, tally.token)
         sent = self._shards.for_key(name).call(self._publish_command, name, payload)
         local = self._target().answer_query(query)
-        await self._close_tally(tally, [sent])
+        await self._tallies.close(tally, [sent])
         return [local, *tally.answers]
 
-    # --- counting on every node -------------------------------------------------------------
-    #
-    # An event that must be counted carries a tally token. Redis answers the PUBLISH with the
-    # number of copies it handed out; every copy is accounted for exactly once: a copy that
-    # comes back to this node counts 0 (delivered locally already), every other node answers
-    # with what its copy reached (0 for a duplicate) on this node's reply channel. A listing
-    # question is the same exchange, its answers carrying what each node found.
-
-    def _open_tally(self) -> _Tally:
-        tally = _Tally(f"{self._node_id}:{next(self._tally_serial)}".encode())
-        self._tallies[tally.token] = tally
-        return tally
-
-    async def _close_tally(self, tally: _Tally, sends: list[asyncio.Future[Any]]) -> int:
-        try:
-            copies = await all_answers(sends)
-            tally.expect(sum(copies))
-            # A node that died holding a copy never answers: count what did answer.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TALLY_WAIT_S):
-                    await tally.complete.wait()
-            return tally.total
-        finally:
-            del self._tallies[tally.token]
+    # --- counting on every node (see redis_tally) ---------------------------------------------
 
     def _answer_tally(self, origin: str, token: bytes, count: int) -> None:
         self._reply(origin, codec.encode_count(self._node_id, token, count))
@@ -392,7 +353,7 @@ class RedisBroker(Broker):
         return f"{self._prefix}:n:{len(node_id)}:{node_id}".encode()
 
     def _remote_nodes(self, name: bytes, listeners: int) -> int:
-        local = name in self._shards.for_key(name).subscriber_for(name).channels
+        local = self._shards.for_key(name).subscriber_for(name).wants(name)
         return max(0, listeners - (1 if local else 0))
 
     # --- receiving ------------------------------------------------------------------------
@@ -416,7 +377,7 @@ class RedisBroker(Broker):
             event, origin = codec.origin_node(payload)
             if event == codec.COUNT:
                 token, count = codec.decode_count(payload)
-                tally = self._tallies.get(token)
+                tally: Tally | None = self._tallies.get(token)
                 if tally is not None:
                     tally.add(count)
                 return
@@ -428,8 +389,7 @@ class RedisBroker(Broker):
                 return
             if origin == self._node_id and event != codec.RECORDED:
                 if self._tallies:  # our own copy of a counted event: nothing more reached
-                    own = codec.tally_of(payload)
-                    own_tally = self._tallies.get(own) if own is not None else None
+                    own_tally = self._tallies.get(codec.tally_of(payload))
                     if own_tally is not None:
                         own_tally.add(0)
                 return
@@ -440,7 +400,7 @@ class RedisBroker(Broker):
                 reached = 0
                 if not self._is_duplicate(shard, kind, name, publication.app_id):
                     reached = handler.deliver_publication(publication)
-                own_tally = self._tallies.get(wanted) if wanted is not None else None
+                own_tally = self._tallies.get(wanted)
                 if own_tally is not None:
                     own_tally.add(reached)
             elif event in (codec.PUBLICATION, codec.RECORDED):
@@ -484,56 +444,6 @@ class RedisBroker(Broker):
         where = self._shards.index_of(interest) if self._sharded else shard
         return (where, interest) in self._covered
 
-    # --- liveness -------------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        client = self._home.client
-
-        async def beat() -> None:
-            pipe = client.pipeline(transaction=False)
-            pipe.set(self._node_key(self._node_id, "alive"), b"1", px=self._alive_ttl_ms)
-            pipe.sadd(f"{self._prefix}:nodes", self._node_id)
-            await pipe.execute()
-
-        await self._home.run(beat())
-
-    async def _liveness_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick_s)
-            try:
-                await self._heartbeat()
-                await self._reap_dead_nodes()
-            except BrokerUnavailable:
-                continue
-            except Exception:
-                log.exception("unexpected error in the node liveness loop")
-
-    async def _reap_dead_nodes(self) -> None:
-        client = self._home.client
-        lock = f"{self._prefix}:reaper"
-        hold_ms = max(100, int(self._tick_s * 2000))
-        if asyncio.get_running_loop().time() < self._reap_not_before:
-            return
-        got = await self._home.run(client.set(lock, self._node_id, nx=True, px=hold_ms))
-        if not got:
-            return
-        nodes: set[bytes] = await self._home.run(client.smembers(f"{self._prefix}:nodes"))
-        for raw in nodes:
-            node_id = raw.decode()
-            if node_id == self._node_id:
-                continue
-            alive = await self._home.run(client.exists(self._node_key(node_id, "alive")))
-            if not alive:
-                log.info("node %s stopped heartbeating: removing its presence", node_id)
-                await self._reap(node_id)
-
-    async def _reap(self, node_id: str) -> None:
-        await self._usage.forget_node(node_id)
-        for delta in await self._presence.reap_node(node_id):
-            await self.publish_presence(delta)
-        client = self._home.client
-        await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))
-
     # --- webhooks ---------------------------------------------------------------------------
 
     def _forward_event(self, node_id: str, event: ChannelEvent) -> asyncio.Future[Any]:
@@ -543,9 +453,8 @@ class RedisBroker(Broker):
 
     async def _recover(self) -> None:
         """Redis is back (maybe empty): announce this node and what it holds again."""
-        grace_s = self._alive_ttl_ms / 1000 + self._tick_s
-        self._reap_not_before = asyncio.get_running_loop().time() + grace_s
-        await self._heartbeat()
+        self.liveness.hold_off_reaping()
+        await self.liveness.heartbeat()
         await self._usage.restore()
         joined, left = await self._presence.restore()
         for delta in left:
@@ -559,33 +468,3 @@ def _settled(value: Any) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     future.set_result(value)
     return future
-
-
-class _Tally:
-    """Counts (and listing answers) from the copies of one counted event or question,
-    complete once every copy answered."""
-
-    __slots__ = ("accounted", "answers", "complete", "expected", "token", "total")
-
-    def __init__(self, token: bytes) -> None:
-        self.token = token
-        self.expected: int | None = None
-        self.accounted = 0
-        self.total = 0
-        self.answers: list[NodeAnswer] = []
-        self.complete = asyncio.Event()
-
-    def add(self, count: int, answer: NodeAnswer | None = None) -> None:
-        self.accounted += 1
-        self.total += count
-        if answer is not None:
-            self.answers.append(answer)
-        self._check()
-
-    def expect(self, copies: int) -> None:
-        self.expected = copies
-        self._check()
-
-    def _check(self) -> None:
-        if self.expected is not None and self.accounted >= self.expected:
-            self.complete.set()

@@ -14,16 +14,11 @@ from typing import Final
 
 import msgspec
 
-from hubbub.core.broker import (
-    Direct,
-    NodeAnswer,
-    NodeQuery,
-    PresenceDelta,
-    PresenceEntry,
-    Publication,
-)
+from hubbub.core.broker import Direct, NodeAnswer, NodeQuery, Publication
 from hubbub.core.events import ChannelEvent, ChannelEventName
 from hubbub.core.history import StreamPosition
+from hubbub.core.presence import PresenceDelta, PresenceEntry
+from hubbub.errors import BrokerError
 
 PUBLICATION: Final = ord("P")
 # A publication on a channel with history: a PUBLICATION envelope followed by the offset and
@@ -41,7 +36,7 @@ _LENGTH = struct.Struct(">I")
 _NONE: Final = 0xFFFFFFFF
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(BrokerError, ValueError):
     """A payload on a Hubbub channel that no Hubbub node wrote (or a newer version did)."""
 
 

@@ -7,8 +7,13 @@ every subscription of the node lives on one connection, so Redis pushes them to 
 that same order. Together that is per-sender FIFO across nodes.
 
 Vendor errors stop here: callers see :class:`~hubbub.core.broker.BrokerUnavailable`. An outage
-is logged once as a warning when it starts and once as info when it ends; listeners registered
-with :meth:`RedisLink.on_recovered` then restore what Redis may have lost.
+is logged once as a warning when it starts and once as info when it ends; the link's
+:attr:`LinkCallbacks.on_recovered` then restores what Redis may have lost.
+
+Each subscriber (:mod:`~hubbub.brokers.redis_subscriber`) owns what it listens to: callers say
+``want()`` and ``unwant()``, and the subscriber keeps the set it restores after an outage. What
+the link tells its user (messages, confirmations, lost subscriptions, recovery) comes through
+the :class:`~hubbub.brokers.redis_subscriber.LinkCallbacks` given to :meth:`RedisLink.start`.
 """
 
 from __future__ import annotations
@@ -26,177 +31,19 @@ from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 
 from hubbub.brokers.redis_sender import COMMAND_TIMEOUT_S, OrderedSender, stop_task
 from hubbub.brokers.redis_sender import FAILURES as _REDIS_FAILURES
+from hubbub.brokers.redis_subscriber import CONNECT_TIMEOUT_S, LinkCallbacks, RedisSubscriber
 from hubbub.core.broker import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S: Final = 2.0
 # Pooled connections per Redis server for commands outside the ordered path.
 DEFAULT_POOL_SIZE: Final = 64
 # How long a command may queue for a pooled connection (a 5,000-client storm queues ~15,000).
 POOL_WAIT_S: Final = 30.0
-CONFIRM_TIMEOUT_S: Final = 5.0
-RECONNECT_MAX_S: Final = 1.0
-_SUBSCRIBE_CHUNK: Final = 500
 _REHOME_RETRY_S: Final = 0.1
-
-_CONFIRMATIONS = frozenset(
-    (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe")
-)
-
-# (kind, channel or pattern, payload) for b"message"; pattern messages carry the pattern.
-MessageHandler = Callable[[bytes, bytes, bytes], None]
-
-
-def _ignore(kind: bytes, name: bytes, payload: bytes) -> None:
-    return None
-
-
-def _forget(names: set[bytes]) -> None:
-    return None
-
-
-class _Subscriber:
-    """One pub/sub connection; remembers what it should listen to and restores it."""
-
-    def __init__(
-        self, link: RedisLink, connect: Callable[[], Connection], *, sharded: bool
-    ) -> None:
-        self._link = link
-        self._make_connection = connect
-        self.subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
-        self.on_message: MessageHandler = _ignore
-        self.channels: set[bytes] = set()
-        self.patterns: set[bytes] = set()
-        self._connection: Connection | None = None
-        self._connected = asyncio.Event()
-        self._ever_connected = False
-        self._waiters: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
-        # Redis Cluster: told which wanted channels this primary no longer serves.
-        self.on_moved: Callable[[_Subscriber, set[bytes]], None] | None = None
-
-    def start(self) -> None:
-        self._reader = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._reader is not None:
-            await stop_task(self._reader)
-        if self._connection is not None:
-            await self._connection.disconnect()
-
-    async def wait_connected(self, timeout_s: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._connected.wait()
-        return self._connected.is_set()
-
-    async def change(self, command: str, name: bytes, confirm_kind: bytes) -> None:
-        """Send (P)(UN)SUBSCRIBE and wait until Redis confirms it on this connection."""
-        if not self._connected.is_set() and not self._ever_connected:
-            await self.wait_connected(CONNECT_TIMEOUT_S)  # a subscriber still starting up
-        connection = self._connection
-        if connection is None or not self._connected.is_set():
-            raise BrokerUnavailable("redis subscriber connection is down")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault((confirm_kind, name), []).append(future)
-        try:
-            await connection.send_command(command, name)
-            async with asyncio.timeout(CONFIRM_TIMEOUT_S):
-                await future
-        except (*_REDIS_FAILURES, TimeoutError) as exc:
-            raise BrokerUnavailable(f"redis did not confirm {command}") from exc
-        finally:
-            waiting = self._waiters.get((confirm_kind, name))
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-
-    async def _connect(self) -> Connection:
-        connection = self._make_connection()
-        # A subscriber waits for pushes indefinitely; an outage shows as a closed socket here
-        # and as failed heartbeats on the command path.
-        connection.socket_timeout = None
-        await connection.connect()  # type: ignore[no-untyped-call]
-        # Restore everything first, so nothing published after the restore is missed.
-        # Patterns first: while one is being confirmed, plain copies are not yet dropped.
-        restore = (("PSUBSCRIBE", self.patterns), (self.subscribe_command, self.channels))
-        for command, names in restore:
-            listed = list(names)
-            for start in range(0, len(listed), _SUBSCRIBE_CHUNK):
-                await connection.send_command(command, *listed[start : start + _SUBSCRIBE_CHUNK])
-        return connection
-
-    async def _run(self) -> None:
-        delay_s = 0.05
-        while True:
-            try:
-                self._connection = await self._connect()
-                self._connected.set()
-                self._ever_connected = True
-                self._link.note_success()
-                delay_s = 0.05
-                while True:
-                    try:
-                        reply = await self._connection.read_response(
-                            disable_decoding=True, timeout=None, push_request=True
-                        )
-                    except (redis_errors.MovedError, redis_errors.AskError) as moved:
-                        # A (re)subscribe reached a primary that no longer owns the slot.
-                        self._moved_away(moved.slot_id)
-                        continue
-                    self._dispatch(reply)
-            except asyncio.CancelledError:
-                raise
-            except _REDIS_FAILURES as exc:
-                self._link.note_failure(exc)
-            except Exception:
-                log.exception("unexpected error on the redis subscriber connection")
-            self._connected.clear()
-            self._link.on_lost(self.channels | self.patterns)
-            if self._connection is not None:
-                with contextlib.suppress(Exception):
-                    await self._connection.disconnect()
-                self._connection = None
-            for waiting in self._waiters.values():
-                for future in waiting:
-                    if not future.done():
-                        future.set_exception(BrokerUnavailable("redis connection lost"))
-            await asyncio.sleep(delay_s)
-            delay_s = min(RECONNECT_MAX_S, delay_s * 2)
-
-    def _dispatch(self, reply: Any) -> None:
-        if not isinstance(reply, list) or not reply:
-            return
-        kind = reply[0]
-        if kind in (b"message", b"smessage"):
-            self.on_message(kind, reply[1], reply[2])
-        elif kind == b"pmessage":
-            self.on_message(kind, reply[1], reply[3])
-        elif kind in _CONFIRMATIONS:
-            if self.on_confirmed is not None:
-                self.on_confirmed(kind, reply[1])
-            waiting = self._waiters.pop((kind, reply[1]), ())
-            for future in waiting:
-                if not future.done():
-                    future.set_result(None)
-            unasked = kind == b"sunsubscribe" and not waiting and reply[1] in self.channels
-            if unasked and self.on_moved is not None:
-                # Redis Cluster dropped the subscription: its slot moved to another primary.
-                self.on_moved(self, {reply[1]})
-
-    def _moved_away(self, slot: int) -> None:
-        names = {name for name in self.channels if key_slot(name) == slot}
-        for name in names:
-            for future in self._waiters.pop((b"ssubscribe", name), ()):
-                if not future.done():
-                    future.set_exception(BrokerUnavailable("the slot moved to another primary"))
-        if names and self.on_moved is not None:
-            self.on_moved(self, names)
 
 
 class RedisLink:
@@ -232,28 +79,26 @@ class RedisLink:
         self._senders: dict[str, OrderedSender] = {}
         # One subscriber per Redis server: the only one, or each cluster primary (sharded
         # channels must be subscribed on the primary that owns their slot).
-        self._subscribers: dict[str, _Subscriber] = {}
+        self._subscribers: dict[str, RedisSubscriber] = {}
         self.in_outage = False
-        self._recovery_listeners: list[Callable[[], Awaitable[None]]] = []
+        self._callbacks = LinkCallbacks()  # the user's, from start()
         self._recovering: asyncio.Task[None] | None = None
         self._rehoming: asyncio.Task[None] | None = None
-        self._dropped: dict[bytes, _Subscriber] = {}  # sharded channels to subscribe again
-        self.on_message: MessageHandler = _ignore
-        self.on_confirmed: Callable[[bytes, bytes], None] | None = None
-        # Told which subscriptions a dropped connection held (until they are confirmed again).
-        self.on_lost: Callable[[set[bytes]], None] = _forget
+        self._dropped: dict[bytes, RedisSubscriber] = {}  # sharded channels to subscribe again
 
-    def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> _Subscriber:
-        subscriber = _Subscriber(self, connect, sharded=self.sharded)
-        subscriber.on_message = self.on_message
-        subscriber.on_confirmed = self.on_confirmed
-        if self.sharded:
-            subscriber.on_moved = self._slots_moved
+    def _add_subscriber(self, name: str, connect: Callable[[], Connection]) -> RedisSubscriber:
+        subscriber = RedisSubscriber(
+            self,
+            connect,
+            self._callbacks,
+            sharded=self.sharded,
+            on_moved=self._slots_moved if self.sharded else None,
+        )
         self._subscribers[name] = subscriber
         subscriber.start()
         return subscriber
 
-    def subscriber_for(self, channel: bytes) -> _Subscriber:
+    def subscriber_for(self, channel: bytes) -> RedisSubscriber:
         if not self.sharded:
             return self._subscribers["main"]
         assert isinstance(self.client, RedisCluster)
@@ -262,18 +107,21 @@ class RedisLink:
             raise BrokerUnavailable("no redis cluster node owns this channel")
         return self.subscriber_for_node(node.name, node.host, int(node.port))
 
-    def subscriber_for_node(self, name: str, host: str, port: int) -> _Subscriber:
+    def subscriber_for_node(self, name: str, host: str, port: int) -> RedisSubscriber:
         found = self._subscribers.get(name)
         if found is None:
             found = self._add_subscriber(name, self._node_connection(host, port))
         return found
 
     @property
-    def main_subscriber(self) -> _Subscriber:
+    def main_subscriber(self) -> RedisSubscriber:
         """The subscriber for patterns (standalone Redis only)."""
         return self._subscribers["main"]
 
-    async def start(self) -> None:
+    async def start(self, callbacks: LinkCallbacks | None = None) -> None:
+        """Connect; ``callbacks`` hear of the subscriptions and of recoveries from now on."""
+        if callbacks is not None:
+            self._callbacks = callbacks
         if self.sharded:
             assert isinstance(self.client, RedisCluster)
             try:
@@ -293,11 +141,11 @@ class RedisLink:
             log.warning("redis at %s is not reachable yet; the node starts anyway", self.shown_url)
 
     def all_subscribed(self) -> set[bytes]:
-        return set().union(*(s.channels for s in self._subscribers.values()))
+        return set().union(*(s.wanted_channels() for s in self._subscribers.values()))
 
     # --- Redis Cluster slot migration ------------------------------------------------------
 
-    def _slots_moved(self, subscriber: _Subscriber, names: set[bytes]) -> None:
+    def _slots_moved(self, subscriber: RedisSubscriber, names: set[bytes]) -> None:
         for name in names:
             self._dropped[name] = subscriber
         if self._rehoming is None or self._rehoming.done():
@@ -319,17 +167,13 @@ class RedisLink:
                 self.note_failure(exc)
                 return
             for name, holder in dropped.items():
-                if name not in holder.channels:
+                if not holder.wants(name):
                     continue  # no longer wanted
                 try:
                     owner = self.subscriber_for(name)
                 except BrokerUnavailable:
                     continue
-                holder.channels.discard(name)
-                owner.channels.add(name)
-                command = owner.subscribe_command
-                with contextlib.suppress(BrokerUnavailable):
-                    await owner.change(command, name, command.lower().encode())
+                await owner.take_over(name, holder)
             if self._dropped:
                 await asyncio.sleep(_REHOME_RETRY_S)
 
@@ -341,9 +185,6 @@ class RedisLink:
             await sender.stop()
         await stop_task(self._recovering)
         await self.client.aclose()
-
-    def on_recovered(self, listener: Callable[[], Awaitable[None]]) -> None:
-        self._recovery_listeners.append(listener)
 
     def note_failure(self, exc: BaseException) -> None:
         if not self.in_outage:
@@ -367,11 +208,9 @@ class RedisLink:
             self._recovering = asyncio.get_running_loop().create_task(self._recover())
 
     async def _recover(self) -> None:
-        for listener in self._recovery_listeners:
-            try:
-                await listener()
-            except BrokerUnavailable:
-                return  # a new outage: the next recovery runs them all again
+        # A new outage ends this; the next recovery runs it again.
+        with contextlib.suppress(BrokerUnavailable):
+            await self._callbacks.on_recovered()
 
     def call(self, command: str, name: str | bytes, *args: Any) -> asyncio.Future[Any]:
         """Queue one command about channel or key ``name`` on the ordered, pipelined path."""
@@ -472,9 +311,10 @@ class RedisShards:
     def for_key(self, name: str | bytes) -> RedisLink:
         return self.links[self.index_of(name)]
 
-    async def start(self) -> None:
-        for link in self.links:
-            await link.start()
+    async def start(self, callbacks: Callable[[int], LinkCallbacks] | None = None) -> None:
+        """Connect every shard; ``callbacks(index)`` gives each shard's link its callbacks."""
+        for index, link in enumerate(self.links):
+            await link.start(callbacks(index) if callbacks is not None else None)
 
     async def stop(self) -> None:
         for link in self.links:

@@ -24,16 +24,10 @@ from typing import Any
 from hubbub.brokers.redis_events import RedisEventRouter
 from hubbub.brokers.redis_link import RedisLink, RedisShards
 from hubbub.brokers.redis_sender import all_answers, discard_outcome
-from hubbub.core.broker import (
-    AppQuota,
-    BrokerUnavailable,
-    PresenceDelta,
-    PresenceEntry,
-    PresenceStore,
-    UsageSnapshot,
-    UsageStore,
-)
+from hubbub.core.broker import BrokerUnavailable
 from hubbub.core.events import LIFECYCLE_EVENTS, ChannelEvent, ChannelEventName
+from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
+from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,10 @@ from typing import Any
 
 import aiohttp
 
+from hubbub.errors import ClientLibraryError
 
-class ConversationError(Exception):
+
+class ConversationError(ClientLibraryError):
     """A command was refused (``success: false``) or answered by a transport error."""
 
     def __init__(self, reply: dict[str, Any]) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hubbub.errors import ClientLibraryError
 
-class RealtimeError(Exception):
+
+class RealtimeError(ClientLibraryError):
     """The server refused a request (``code`` is its error code, spec section 6)."""
 
     def __init__(self, code: str, message: str = "") -> None:
@@ -16,7 +18,7 @@ class RealtimeError(Exception):
         self.message = message
 
 
-class DisconnectedError(Exception):
+class DisconnectedError(ClientLibraryError):
     """No answer: the connection dropped (and the request could not be retried)."""
 
 

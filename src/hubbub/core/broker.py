@@ -1,10 +1,12 @@
-"""Interfaces that backends implement, and their contracts.
+"""The broker's role: reaching the connections on other nodes, and its contract.
 
 A :class:`~hubbub.core.node.Node` owns the connections of one process. Everything that must
 reach connections on *other* nodes goes through a :class:`Broker`; membership that must be
-visible cluster-wide lives in a :class:`PresenceStore`; counters that quotas need live in a
-:class:`UsageStore`. The memory implementations (``hubbub.brokers.memory``) make one process a
-complete server; the Redis ones make many processes one server. Core never imports either.
+visible cluster-wide lives in a :class:`~hubbub.core.presence.PresenceStore`; counters that
+quotas need live in a :class:`~hubbub.core.usage.UsageStore` (one file per role). The memory
+implementations (``hubbub.brokers.memory``) make one process a complete server; the Redis ones
+make many processes one server. Core never imports either. The presence and usage names are
+re-exported here for the modules that import them from their old home.
 
 Contract for every Broker:
 
@@ -34,9 +36,30 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from hubbub.core.history import Published, Recording, StreamPosition
+from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
+from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
+from hubbub.errors import CoreError
+
+__all__ = [
+    "AppQuota",
+    "Broker",
+    "BrokerHandler",
+    "BrokerUnavailable",
+    "ChannelInfo",
+    "ConnectionInfo",
+    "Direct",
+    "NodeAnswer",
+    "NodeQuery",
+    "PresenceDelta",
+    "PresenceEntry",
+    "PresenceStore",
+    "Publication",
+    "UsageSnapshot",
+    "UsageStore",
+]
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(CoreError):
     """The backend could not accept the request right now (transient)."""
 
 
@@ -60,21 +83,6 @@ class Direct:
     data: bytes
     sender_metadata: bytes | None
     origin_connection: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEntry:
-    peer_id: str
-    metadata: bytes | None  # the peer's peerMetadata as raw JSON
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceDelta:
-    app_id: str
-    channel: str
-    subject: str  # the peer this delta is about; its own connections do not receive it
-    joined: tuple[PresenceEntry, ...]
-    left: tuple[PresenceEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,46 +138,72 @@ class NodeAnswer:
 
 
 class BrokerHandler(Protocol):
-    """What a broker calls back into (implemented by the node)."""
+    """What a broker calls back into (implemented by the node), on the event loop."""
 
-    def deliver_publication(self, publication: Publication) -> int: ...
+    def deliver_publication(self, publication: Publication) -> int:
+        """Write it to the local subscribers (not its origin connection); returns how many."""
+        ...
 
-    def deliver_direct(self, direct: Direct) -> int: ...
+    def deliver_direct(self, direct: Direct) -> int:
+        """Write it to the local connections of ``direct.to``; returns how many."""
+        ...
 
-    def deliver_presence(self, delta: PresenceDelta) -> None: ...
+    def deliver_presence(self, delta: PresenceDelta) -> None:
+        """Tell the channel's local subscribers (not the subject's own connections)."""
+        ...
 
-    def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int: ...
+    def disconnect_local_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
+        """Close the peer's local connections with ``code``; returns how many were closed."""
+        ...
 
-    def answer_query(self, query: NodeQuery) -> NodeAnswer: ...
+    def answer_query(self, query: NodeQuery) -> NodeAnswer:
+        """This node's answer to a listing question, from its own connections."""
+        ...
 
 
 class Broker(ABC):
     @abstractmethod
-    async def start(self, handler: BrokerHandler) -> None: ...
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect and deliver to ``handler`` from now on. A backend that cannot be reached
+        yet does not fail the start: the broker keeps trying and requests meanwhile raise
+        :class:`BrokerUnavailable`."""
 
     @abstractmethod
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop delivering and leave nothing of this node behind in a shared backend."""
 
     @abstractmethod
     async def watch_channel(self, app_id: str, channel: str) -> None:
-        """This node gained its first local subscriber of ``channel``."""
+        """This node gained its first local subscriber of ``channel``: from when this returns,
+        every publication and presence delta of the channel reaches the handler. On
+        :class:`BrokerUnavailable` the node refuses the subscribe and calls
+        :meth:`unwatch_channel`."""
 
     @abstractmethod
     async def unwatch_channel(self, app_id: str, channel: str) -> None:
-        """This node lost its last local subscriber of ``channel``."""
+        """This node lost its last local subscriber of ``channel``; never raises (a backend
+        that is down has nothing to undo)."""
 
     @abstractmethod
-    async def watch_pattern(self, app_id: str, pattern: str) -> None: ...
+    async def watch_pattern(self, app_id: str, pattern: str) -> None:
+        """Like :meth:`watch_channel` for a wildcard pattern: every publication on a channel
+        of the app that the pattern may match reaches the handler (the node's own matcher
+        chooses, so a broker may deliver more than the pattern matches, never less). Calls
+        are counted: each ``watch_pattern`` is undone by one ``unwatch_pattern``."""
 
     @abstractmethod
-    async def unwatch_pattern(self, app_id: str, pattern: str) -> None: ...
+    async def unwatch_pattern(self, app_id: str, pattern: str) -> None:
+        """Undo one :meth:`watch_pattern`; never raises."""
 
     @abstractmethod
     async def register_peer(self, app_id: str, peer_id: str) -> None:
-        """This node has its first connection of ``peer_id`` (directs may now target it)."""
+        """This node has its first connection of ``peer_id``: directs and kicks for the peer
+        reach the handler from now on. During an outage the registration is kept and made
+        when the backend is back (it does not raise)."""
 
     @abstractmethod
-    async def unregister_peer(self, app_id: str, peer_id: str) -> None: ...
+    async def unregister_peer(self, app_id: str, peer_id: str) -> None:
+        """This node closed its last connection of ``peer_id``; never raises."""
 
     @abstractmethod
     async def publish(self, publication: Publication, *, count_everywhere: bool = False) -> int:
@@ -185,10 +219,15 @@ class Broker(ABC):
         ``publish`` (see :mod:`hubbub.core.history` for the contract)."""
 
     @abstractmethod
-    async def publish_presence(self, delta: PresenceDelta) -> None: ...
+    async def publish_presence(self, delta: PresenceDelta) -> None:
+        """Deliver a presence delta to every node watching the channel (this one included),
+        ordered with the sender's later publishes and directs. A ``left`` that cannot reach
+        the backend is not lost: the presence store kept it and announces it on recovery."""
 
     @abstractmethod
-    async def send_direct(self, direct: Direct) -> int: ...
+    async def send_direct(self, direct: Direct) -> int:
+        """Deliver to every connection of ``direct.to`` on every node except the origin
+        connection; returns how many it reached (0: the peer is on no node)."""
 
     @abstractmethod
     async def disconnect_peer(self, app_id: str, peer_id: str, code: int, reason: str) -> int:
@@ -197,59 +236,3 @@ class Broker(ABC):
     @abstractmethod
     async def query_nodes(self, query: NodeQuery) -> list[NodeAnswer]:
         """Every node's answer (this node's first), as many as answered within a short wait."""
-
-
-class PresenceStore(ABC):
-    """Channel membership keyed by peer, with a connection count per peer (multi-tab)."""
-
-    @abstractmethod
-    async def add(self, app_id: str, channel: str, entry: PresenceEntry, connection_id: str) -> int:
-        """Add a connection; returns how many connections of that peer were present before."""
-
-    @abstractmethod
-    async def remove(self, app_id: str, channel: str, peer_id: str, connection_id: str) -> int:
-        """Remove a connection; returns how many connections of that peer remain."""
-
-    @abstractmethod
-    async def members(self, app_id: str, channel: str) -> list[PresenceEntry]:
-        """Peers present in the channel, in join order, each once."""
-
-    async def count(self, app_id: str, channel: str) -> int:
-        """How many peers are present (backends override this with a cheaper read)."""
-        return len(await self.members(app_id, channel))
-
-
-@dataclass(frozen=True, slots=True)
-class AppQuota:
-    max_concurrent_connections: int | None = None
-    max_messages_per_period: int | None = None
-    period_s: int = 30 * 24 * 3600
-
-    def period_bounds(self, now: float) -> tuple[int, int]:
-        start = int(now // self.period_s) * self.period_s
-        return start, start + self.period_s
-
-
-@dataclass(frozen=True, slots=True)
-class UsageSnapshot:
-    concurrent_now: int
-    peak_concurrent: int
-    messages_used: int
-    period_start: int
-    period_end: int
-
-
-class UsageStore(ABC):
-    @abstractmethod
-    async def open_connection(self, app_id: str, quota: AppQuota) -> bool:
-        """Count a new connection; False (and nothing counted) when the cap is reached."""
-
-    @abstractmethod
-    async def close_connection(self, app_id: str) -> None: ...
-
-    @abstractmethod
-    async def count_message(self, app_id: str, quota: AppQuota, now: float) -> bool:
-        """Count one billable message (always); False when it is over the period's quota."""
-
-    @abstractmethod
-    async def snapshot(self, app_id: str, quota: AppQuota, now: float) -> UsageSnapshot: ...

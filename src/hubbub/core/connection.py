@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hubbub.core.broker import PresenceEntry
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
+from hubbub.core.presence import PresenceEntry
 from hubbub.core.principal import Principal
 from hubbub.core.ratelimit import TokenBucket
 from hubbub.core.wheel import Cancellable

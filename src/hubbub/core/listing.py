@@ -20,14 +20,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from hubbub.core.activity import ChannelActivity
-from hubbub.core.broker import (
-    ChannelInfo,
-    ConnectionInfo,
-    NodeAnswer,
-    NodeQuery,
-    PresenceStore,
-)
+from hubbub.core.broker import ChannelInfo, ConnectionInfo, NodeAnswer, NodeQuery
 from hubbub.core.connection import Connection
+from hubbub.core.presence import PresenceStore
 from hubbub.core.routes import LocalRoutes
 from hubbub.protocol.patterns import compile_pattern
 

@@ -12,62 +12,61 @@ are queued, which is how the presence ordering rules of spec section 5 hold:
 The node talks to other nodes only through the :class:`Broker` it was given, and the broker
 calls back into it through the :class:`BrokerHandler` methods (``deliver_*``).
 
-History (spec 16.1): on a channel with history, a subscribe is added to the routes with its
-live messages *held*, then the history is read (``since``: everything after the client's
-offset; ``rewind``: the newest K; neither: just the position), then the ack (with
-``recovered``/``offset``/``epoch``), the snapshot, the replay and the held live messages
-newer than what was read are queued, in that order. Live copies at or below the read offset
-are dropped from then on, so the seam has neither a gap nor a duplicate.
+The node is the composition root of one process's hub; its roles live beside it: subscribing
+and presence in :mod:`hubbub.core.membership`, publish and send in :mod:`hubbub.core.messaging`,
+the ``error``/``ack`` replies in :mod:`hubbub.core.replies`. This module keeps the connections'
+lifecycle, the dispatch of client frames, the broker's callbacks and the control plane;
+node-to-node requests are :mod:`hubbub.core.relay`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from hubbub.core import listing
 from hubbub.core.activity import ChannelActivity
 from hubbub.core.authorizer import NO_AUTHORIZER, Authorizer
 from hubbub.core.broker import (
-    AppQuota,
     Broker,
     BrokerUnavailable,
     ConnectionInfo,
     Direct,
     NodeAnswer,
     NodeQuery,
-    PresenceDelta,
-    PresenceEntry,
-    PresenceStore,
     Publication,
-    UsageSnapshot,
-    UsageStore,
 )
-from hubbub.core.connection import Connection, Subscription
-from hubbub.core.events import NO_EVENTS, ChannelEvent, ChannelEventName, EventSink
+from hubbub.core.connection import Connection
+from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import (
     DEFAULT_DEDUP_WINDOW_S,
     HistoryPage,
     HistoryStats,
     HistoryStore,
     Published,
-    Recording,
     Retention,
     RetentionRules,
 )
 from hubbub.core.lane import FrameLane
+from hubbub.core.limits import NodeLimits as NodeLimits  # its old home re-exports it
+from hubbub.core.limits import reconnect_window_ms
+from hubbub.core.membership import Membership
+from hubbub.core.messaging import Messaging
 from hubbub.core.outbound import ConnectionSink, OutFrame
-from hubbub.core.principal import Principal
+from hubbub.core.presence import PresenceDelta, PresenceEntry, PresenceStore
+from hubbub.core.principal import EXPIRY_MARGIN_S, Principal
 from hubbub.core.ratelimit import TokenBucket
-from hubbub.core.recovery import published_fields, read_for, release_held, subscribe_fields
+from hubbub.core.relay import RelayHandler, Relays
+from hubbub.core.replies import Replies
 from hubbub.core.routes import LocalRoutes
 from hubbub.core.stats import NodeStats
+from hubbub.core.usage import AppQuota, UsageSnapshot, UsageStore
 from hubbub.core.wheel import Scheduler, TimerWheel
 from hubbub.protocol import frames
-from hubbub.protocol.codes import CLOSE_REASONS, ERROR_MESSAGES, CloseCode, ErrorCode
+from hubbub.protocol.codes import CLOSE_REASONS, CloseCode, ErrorCode
 from hubbub.protocol.frames import (
     ClientFrame,
     FrameError,
@@ -75,53 +74,17 @@ from hubbub.protocol.frames import (
     Publish,
     Send,
     Subscribe,
-    Unsubscribe,
     decode_client_frame,
 )
-from hubbub.protocol.patterns import ChannelPattern, PatternError, compile_pattern, has_wildcard
-from hubbub.protocol.validation import is_reserved_channel
 
 log = logging.getLogger(__name__)
 
-EXPIRY_MARGIN_S: Final = 0.25
 # Token expiries share one timer wheel: a connection closes with 4002 between
 # EXPIRY_MARGIN_S and EXPIRY_MARGIN_S + EXPIRY_RESOLUTION_S before its token's exp.
 EXPIRY_RESOLUTION_S: Final = 0.25
 # Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
 UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
-
-
-def reconnect_window_ms(base_retry_ms: int, connections: int, reconnects_per_s: float) -> int:
-    """How widely ``going_away`` spreads its ``retryAfterMs`` past ``base_retry_ms``: at
-    least ``base_retry_ms``, and long enough that ``connections`` clients drawing uniformly
-    from it reconnect at about ``reconnects_per_s`` (a storm a node can welcome)."""
-    if reconnects_per_s <= 0:
-        return base_retry_ms
-    return max(base_retry_ms, round(connections * 1000 / reconnects_per_s))
-
-
-@dataclass(frozen=True, slots=True)
-class NodeLimits:
-    rate_per_second: float = 100.0
-    rate_burst: int = 200
-    # Pings have a bucket of their own (spec decision 8): the SDK pings every 25 s, so 20 with
-    # 2/s refill never bites a real client, while a ping flood is closed 4011 like any flood.
-    ping_rate_per_second: float = 2.0
-    ping_burst: int = 20
-    max_message_bytes: int = 65536
-    max_channels: int = 100
-    # Frames a proxied connection may have waiting for its backend before reading pauses.
-    max_pending_frames: int = 32
-
-
-def _detail(code: ErrorCode, channel: str) -> str | None:
-    # The hosted service names the channel it refused (spec 3.3 example).
-    return f"not authorized: {channel}" if code is ErrorCode.CHANNEL_NOT_AUTHORIZED else None
-
-
-# A node's part of a relay request: the payload in, its answer out (None: not for this node).
-RelayHandler = Callable[[bytes], bytes | None]
 
 
 class Node:
@@ -157,6 +120,8 @@ class Node:
         self._dedup_window_s = dedup_window_s
         self._next_connection = 0
         self._connections: set[Connection] = set()
+        self._no_connections = asyncio.Event()  # set while the node holds none
+        self._no_connections.set()
         self._local = LocalRoutes()
         self.stats = NodeStats()
         self._pong = OutFrame(frames.PONG)
@@ -164,7 +129,31 @@ class Node:
         self._expiries: TimerWheel[Connection] = TimerWheel(
             scheduler, clock, EXPIRY_RESOLUTION_S, self._expire
         )
-        self._relay_handlers: dict[str, RelayHandler] = {}
+        self._relays = Relays(broker)
+        self._replies = Replies(self.stats)
+        self._membership = Membership(
+            broker=broker,
+            presence=presence,
+            local=self._local,
+            authorizer=authorizer,
+            history=history,
+            retention=self._retention,
+            replies=self._replies,
+            max_channels=limits.max_channels,
+        )
+        self._messaging = Messaging(
+            broker=broker,
+            usage=usage,
+            quota=self.quota,
+            clock=clock,
+            authorizer=authorizer,
+            events=events,
+            activity=self._activity,
+            retention=self._retention,
+            dedup_window_s=dedup_window_s,
+            replies=self._replies,
+            stats=self.stats,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -226,6 +215,7 @@ class Node:
             frames_out=1,  # the welcome
         )
         self._connections.add(conn)
+        self._no_connections.clear()
         authorizer = self._authorizer
         if authorizer.covers_subscribe(principal) or authorizer.covers_publish(principal):
             conn.lane = FrameLane(
@@ -284,10 +274,12 @@ class Node:
         subscriptions, conn.subscriptions = conn.subscriptions, {}
         for channel, sub in subscriptions.items():
             try:
-                await self._drop_subscription(conn, channel, sub)
+                await self._membership.drop(conn, channel, sub)
             except BrokerUnavailable:
                 log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
         self._connections.discard(conn)
+        if not self._connections:
+            self._no_connections.set()
         if self._local.remove_peer_connection(conn):
             try:
                 await self._broker.unregister_peer(conn.app_id, conn.peer_id)
@@ -308,6 +300,11 @@ class Node:
         for conn in list(self._connections):
             self._close(conn, code, reason)
 
+    async def until_no_connections(self) -> None:
+        """Return once the node holds no connection (at once when it holds none); the
+        caller bounds the wait (a shutdown gives closing clients a few seconds)."""
+        await self._no_connections.wait()
+
     # --- client frames --------------------------------------------------------------------
 
     async def handle_frame(self, conn: Connection, payload: str | bytes) -> None:
@@ -327,7 +324,7 @@ class Node:
             self._close_over_rate(conn)
             return
         if isinstance(frame, FrameError):
-            self._reply_error(conn, frame.code, frame.request_id, frame.message)
+            self._replies.error(conn, frame.code, frame.request_id, frame.message)
             return
         if conn.lane is not None:
             await conn.lane.put(frame)
@@ -343,18 +340,18 @@ class Node:
             return
         try:
             if isinstance(frame, Publish):
-                await self._publish(conn, frame)
+                await self._messaging.publish(conn, frame)
             elif isinstance(frame, Send):
-                await self._send(conn, frame)
+                await self._messaging.send(conn, frame)
             elif isinstance(frame, Subscribe):
-                await self._subscribe(conn, frame)
+                await self._membership.subscribe(conn, frame)
             else:
-                await self._unsubscribe(conn, frame)
+                await self._membership.unsubscribe(conn, frame)
         except BrokerUnavailable:
-            self._reply_error(conn, ErrorCode.BACKEND_ERROR, frame.request_id)
+            self._replies.error(conn, ErrorCode.BACKEND_ERROR, frame.request_id)
         except Exception:
             log.exception("unexpected error handling a %s frame", type(frame).__name__)
-            self._reply_error(conn, ErrorCode.INTERNAL_ERROR, frame.request_id)
+            self._replies.error(conn, ErrorCode.INTERNAL_ERROR, frame.request_id)
 
     async def handle_binary_frame(self, conn: Connection) -> None:
         """The protocol is JSON text frames only; binary ones count as malformed."""
@@ -364,293 +361,13 @@ class Node:
         if conn.bucket is not None and not conn.bucket.take(self._clock()):
             self._close_over_rate(conn)
             return
-        self._reply_error(
+        self._replies.error(
             conn, ErrorCode.MALFORMED_MESSAGE, None, "binary frames are not supported"
         )
-
-    def _reply_error(
-        self, conn: Connection, code: ErrorCode, request_id: str | None, message: str | None = None
-    ) -> None:
-        text = message or ERROR_MESSAGES[code]
-        self.stats.errors[code.value] += 1
-        conn.frames_out += 1
-        conn.sink.push(OutFrame(frames.error(code, text, request_id)))
-
-    def _reply_verdict(self, conn: Connection, code: str, request_id: str | None) -> None:
-        """A backend's refusal: its code may be one the protocol does not define."""
-        try:
-            self._reply_error(conn, ErrorCode(code), request_id)
-            return
-        except ValueError:
-            pass
-        self.stats.errors[code] += 1
-        conn.frames_out += 1
-        conn.sink.push(OutFrame(frames.error(code, "refused by the backend", request_id)))
-
-    def _ack(
-        self, conn: Connection, request_id: str | None, fields: dict[str, object] | None = None
-    ) -> None:
-        if request_id is not None:
-            payload = frames.ack_with(request_id, fields) if fields else frames.ack(request_id)
-            conn.frames_out += 1
-            conn.sink.push(OutFrame(payload))
 
     def retention(self, app_id: str, channel: str) -> Retention | None:
         """The history kept for a concrete channel (None: it keeps none)."""
         return self._retention.for_channel(app_id, channel)
-
-    def _channel_refusal(self, conn: Connection, channel: str, action: str) -> ErrorCode | None:
-        """The shared checks of subscribe and publish, in the spec's order (4.6: 6-8)."""
-        if is_reserved_channel(channel):
-            return ErrorCode.CHANNEL_RESERVED
-        if action not in conn.principal.actions:
-            return ErrorCode.ACTION_NOT_PERMITTED
-        if not conn.principal.scope.allows_channel(channel):
-            return ErrorCode.CHANNEL_NOT_AUTHORIZED
-        return None
-
-    async def _publish(self, conn: Connection, frame: Publish) -> None:
-        refusal = self._channel_refusal(conn, frame.channel, "publish")
-        if refusal is not None:
-            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, frame.channel))
-            return
-        data = frame.data
-        if self._authorizer.covers_publish(conn.principal):
-            verdict = await self._authorizer.publish(conn.principal, frame.channel, data)
-            if verdict.code is not None:
-                self._reply_verdict(conn, verdict.code, frame.request_id)
-                return
-            if verdict.data is not None:
-                data = verdict.data
-        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
-            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
-            return
-        publication = Publication(
-            app_id=conn.app_id,
-            channel=frame.channel,
-            sender=conn.peer_id,
-            data=data,
-            sender_metadata=conn.principal.peer_metadata,
-            origin_connection=conn.id,
-        )
-        published = await self._hand_over(publication, frame.message_id)
-        self.stats.publications += 1
-        if not published.duplicate:
-            self._activity.published(conn.app_id, frame.channel)
-        self._ack(conn, frame.request_id, published_fields(published))
-        if not published.duplicate and self._events.wants(
-            conn.app_id, ChannelEventName.CLIENT_EVENT
-        ):
-            self._events.emit(
-                ChannelEvent(
-                    ChannelEventName.CLIENT_EVENT,
-                    conn.app_id,
-                    frame.channel,
-                    user_id=conn.peer_id,
-                    data=data,
-                )
-            )
-
-    async def _hand_over(
-        self, publication: Publication, message_id: str | None, *, count_everywhere: bool = False
-    ) -> Published:
-        """Give a publication to the broker: recorded when the channel keeps history or the
-        publish carries a messageId (spec 16.2), plain otherwise."""
-        retention = self.retention(publication.app_id, publication.channel)
-        if retention is None and message_id is None:
-            reached = await self._broker.publish(publication, count_everywhere=count_everywhere)
-            return Published(reached, None)
-        recording = Recording(retention, message_id, self._dedup_window_s)
-        return await self._broker.publish_recorded(
-            publication, recording, count_everywhere=count_everywhere
-        )
-
-    async def _send(self, conn: Connection, frame: Send) -> None:
-        if "send" not in conn.principal.actions:
-            self._reply_error(conn, ErrorCode.ACTION_NOT_PERMITTED, frame.request_id)
-            return
-        if not await self._usage.count_message(conn.app_id, self.quota(conn.app_id), self._clock()):
-            self._reply_error(conn, ErrorCode.OVER_MESSAGE_QUOTA, frame.request_id)
-            return
-        reached = await self._broker.send_direct(
-            Direct(
-                app_id=conn.app_id,
-                to=frame.to,
-                sender=conn.peer_id,
-                data=frame.data,
-                sender_metadata=conn.principal.peer_metadata,
-                origin_connection=conn.id,
-            )
-        )
-        if reached == 0:
-            self._reply_error(conn, ErrorCode.PEER_NOT_FOUND, frame.request_id)
-            return
-        self._ack(conn, frame.request_id)
-
-    async def _subscribe(self, conn: Connection, frame: Subscribe) -> None:
-        channel = frame.channel
-        pattern: ChannelPattern | None = None
-        refusal: ErrorCode | None
-        if has_wildcard(channel):
-            try:
-                pattern = compile_pattern(channel)
-            except PatternError:
-                self._reply_error(conn, ErrorCode.INVALID_CHANNEL, frame.request_id)
-                return
-            if is_reserved_channel(channel):
-                refusal = ErrorCode.CHANNEL_RESERVED
-            elif "subscribe" not in conn.principal.actions:
-                refusal = ErrorCode.ACTION_NOT_PERMITTED
-            elif not conn.principal.scope.allows_pattern(pattern):
-                refusal = ErrorCode.CHANNEL_NOT_AUTHORIZED
-            else:
-                refusal = None
-        else:
-            refusal = self._channel_refusal(conn, channel, "subscribe")
-        if refusal is not None:
-            self._reply_error(conn, refusal, frame.request_id, _detail(refusal, channel))
-            return
-
-        retention = None if pattern is not None else self.retention(conn.app_id, channel)
-        wants_history = frame.since is not None or frame.rewind is not None
-        existing = conn.subscriptions.get(channel)
-        if existing is not None:
-            # Idempotent: last subscribe wins, and the SDK expects a fresh snapshot.
-            existing.include_sender_metadata = frame.include_sender_metadata
-            replay: HistoryPage | None = None
-            if retention is not None and wants_history:
-                existing.held_messages = []
-                try:
-                    replay = await read_for(self._history, conn, channel, retention, frame)
-                except BaseException:
-                    release_held(conn, channel, existing, None)
-                    raise
-            self._ack(conn, frame.request_id, subscribe_fields(frame, retention, replay))
-            try:
-                if existing.pattern is not None:
-                    self._queue_empty_snapshot(conn, channel)
-                else:
-                    await self._queue_snapshot(conn, channel, existing)
-            finally:
-                if replay is not None:
-                    release_held(conn, channel, existing, replay)
-            return
-        max_channels = self._limits.max_channels
-        if max_channels and len(conn.subscriptions) >= max_channels:
-            self._reply_error(conn, ErrorCode.CHANNEL_LIMIT_EXCEEDED, frame.request_id)
-            return
-        if self._authorizer.covers_subscribe(conn.principal):
-            verdict = await self._authorizer.subscribe(conn.principal, channel)
-            if verdict.code is not None:
-                self._reply_verdict(conn, verdict.code, frame.request_id)
-                return
-            if conn.closed:
-                return
-
-        sub = Subscription(frame.include_sender_metadata, pattern)
-        conn.subscriptions[channel] = sub
-        listed = False
-        page: HistoryPage | None = None
-        try:
-            if pattern is not None:
-                await self._add_pattern_member(conn, pattern, sub)
-                self._ack(conn, frame.request_id, subscribe_fields(frame, None, None))
-                self._queue_empty_snapshot(conn, channel)
-                return
-            sub.held_presence = []
-            if retention is not None:
-                sub.held_messages = []  # from the moment it is routed, until the replay
-            await self._add_channel_member(conn, channel, sub)
-            before = await self._presence.add(conn.app_id, channel, conn.presence_entry, conn.id)
-            listed = True
-            entry = (conn.presence_entry,)
-            # A second connection of a present peer: left then joined, so WebRTC peers rebuild.
-            await self._broker.publish_presence(
-                PresenceDelta(conn.app_id, channel, conn.peer_id, entry, entry if before else ())
-            )
-            if retention is not None:
-                # Read after the node watches the channel: what is not in the page arrives live.
-                page = await read_for(self._history, conn, channel, retention, frame)
-        except Exception:
-            # Undo what was done (whatever failed: a broker fault or a bug) so the client can
-            # simply retry the subscribe, instead of being left listed but never announced.
-            conn.subscriptions.pop(channel, None)
-            try:
-                await self._remove_local_member(conn, channel, sub)
-                if listed:
-                    await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
-            except BrokerUnavailable:
-                pass
-            raise
-        self._ack(conn, frame.request_id, subscribe_fields(frame, retention, page))
-        try:
-            await self._queue_snapshot(conn, channel, sub)
-        finally:
-            if page is not None:
-                release_held(conn, channel, sub, page)
-
-    def _queue_empty_snapshot(self, conn: Connection, channel: str) -> None:
-        if conn.sees_presence:
-            conn.frames_out += 1
-            conn.sink.push_after_pause(OutFrame(frames.presence(channel, [], [])))
-
-    async def _queue_snapshot(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        if sub.held_presence is None:
-            sub.held_presence = []
-        try:
-            members = await self._presence.members(conn.app_id, channel)
-        except BaseException:
-            held, sub.held_presence = sub.held_presence, None
-            conn.frames_out += len(held)
-            for frame in held:
-                conn.sink.push(frame)
-            raise
-        held, sub.held_presence = sub.held_presence, None
-        if not conn.sees_presence or conn.closed:
-            return
-        joined = [
-            frames.presence_entry(m.peer_id, m.metadata)
-            for m in members
-            if m.peer_id != conn.peer_id
-        ]
-        conn.sink.push_after_pause(OutFrame(frames.presence(channel, joined, [])))
-        conn.frames_out += 1 + len(held)
-        for frame in held:
-            conn.sink.push(frame)
-
-    async def _unsubscribe(self, conn: Connection, frame: Unsubscribe) -> None:
-        sub = conn.subscriptions.pop(frame.channel, None)
-        if sub is not None:
-            await self._drop_subscription(conn, frame.channel, sub)
-        self._ack(conn, frame.request_id)
-
-    async def _add_channel_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        if self._local.add_channel_member(conn, channel, sub):
-            await self._broker.watch_channel(conn.app_id, channel)
-
-    async def _add_pattern_member(
-        self, conn: Connection, pattern: ChannelPattern, sub: Subscription
-    ) -> None:
-        if self._local.add_pattern_member(conn, pattern, sub):
-            await self._broker.watch_pattern(conn.app_id, pattern.text)
-
-    async def _remove_local_member(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        """Forget a subscription locally; unwatch in the broker when it was the last one."""
-        if sub.pattern is None:
-            if self._local.remove_channel_member(conn, channel):
-                await self._broker.unwatch_channel(conn.app_id, channel)
-        elif self._local.remove_pattern_member(conn, channel):
-            await self._broker.unwatch_pattern(conn.app_id, channel)
-
-    async def _drop_subscription(self, conn: Connection, channel: str, sub: Subscription) -> None:
-        await self._remove_local_member(conn, channel, sub)
-        if sub.pattern is not None:
-            return
-        remaining = await self._presence.remove(conn.app_id, channel, conn.peer_id, conn.id)
-        if remaining == 0:
-            await self._broker.publish_presence(
-                PresenceDelta(conn.app_id, channel, conn.peer_id, (), (conn.presence_entry,))
-            )
 
     # --- deliveries from the broker (BrokerHandler) ---------------------------------------
 
@@ -673,7 +390,7 @@ class Node:
 
     def answer_query(self, query: NodeQuery) -> NodeAnswer:
         if query.subject == "relay":
-            return NodeAnswer(self.node_id, relayed=self._answer_relay(query.topic, query.payload))
+            return NodeAnswer(self.node_id, relayed=self._relays.answer(query.topic, query.payload))
         return listing.local_answer(
             self.node_id, query, self._connections, self._local, self._activity
         )
@@ -701,12 +418,8 @@ class Node:
         message_id: str | None = None,
     ) -> Published:
         """A REST publish: counted everywhere, recorded like a client's (spec 16.1, 16.2)."""
-        await self._usage.count_message(app_id, self.quota(app_id), self._clock())
         publication = Publication(app_id, channel, sender, data, sender_metadata, None)
-        published = await self._hand_over(publication, message_id, count_everywhere=True)
-        if not published.duplicate:
-            self._activity.published(app_id, channel)
-        return published
+        return await self._messaging.publish_as_server(publication, message_id)
 
     async def channel_history(
         self, app_id: str, channel: str, *, since: int | None, limit: int
@@ -739,34 +452,19 @@ class Node:
     # --- node-to-node requests ------------------------------------------------------------
 
     def handle_relay(self, topic: str, handler: RelayHandler) -> None:
-        """``handler`` answers this node's part of :meth:`relay` requests on ``topic``: it gets
-        the payload and returns its answer, or None when the request is not for this node. It
-        runs on the event loop and must not block."""
-        self._relay_handlers[topic] = handler
-
-    def _answer_relay(self, topic: str, payload: bytes) -> bytes | None:
-        handler = self._relay_handlers.get(topic)
-        if handler is None:
-            return None
-        try:
-            return handler(payload)
-        except Exception:  # a handler's bug must not cost the asker its other answers
-            log.exception("relay handler for %r failed", topic)
-            return None
+        """Answer this node's part of :meth:`relay` requests on ``topic`` (see core.relay)."""
+        self._relays.handle(topic, handler)
 
     async def relay(self, app_id: str, topic: str, payload: bytes) -> list[bytes]:
-        """Ask every node (this one first) through the broker, as the listings do; returns the
-        answers that were not None, from the nodes that answered within the broker's wait."""
-        query = NodeQuery(app_id, "relay", topic=topic, payload=payload)
-        answers = await self._broker.query_nodes(query)
-        return [answer.relayed for answer in answers if answer.relayed is not None]
+        """Ask every node, this one first, as the listings do (see :mod:`hubbub.core.relay`)."""
+        return await self._relays.ask(app_id, topic, payload)
 
     async def publish_event(self, app_id: str, channel: str, data: bytes, sender: str) -> int:
         """A publication the server makes on its own behalf (the conversation bus): recorded
         when the channel keeps history, not counted against the app's message quota, and not
         waiting for other nodes' delivery counts. Returns the local deliveries."""
         publication = Publication(app_id, channel, sender, data, None, None)
-        published = await self._hand_over(publication, None)
+        published = await self._messaging.hand_over(publication, None)
         self._activity.published(app_id, channel)
         return published.reached
 

@@ -8,9 +8,10 @@ node gained its first or lost its last local interest, which is when the node te
 
 from __future__ import annotations
 
-from hubbub.core.broker import Direct, PresenceDelta, Publication
+from hubbub.core.broker import Direct, Publication
 from hubbub.core.connection import Connection, Subscription
 from hubbub.core.outbound import OutFrame
+from hubbub.core.presence import PresenceDelta
 from hubbub.protocol import frames
 from hubbub.protocol.patterns import ChannelPattern
 

@@ -16,6 +16,8 @@ from typing import Final
 
 import aiohttp
 
+from hubbub.errors import HookError
+
 # A backend's answer is small (a verdict, a replacement payload); anything past this is refused.
 MAX_ANSWER_BYTES: Final = 1_048_576
 
@@ -26,7 +28,7 @@ class HookResponse:
     body: bytes
 
 
-class HookFailure(Exception):
+class HookFailure(HookError):
     def __init__(self, outcome: str, detail: str) -> None:
         super().__init__(f"{outcome}: {detail}")
         self.outcome = outcome

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 
+from hubbub.errors import ProtocolError
 
-class PatternError(ValueError):
+
+class PatternError(ProtocolError, ValueError):
     """The pattern text cannot be parsed (a dangling escape)."""
 
 

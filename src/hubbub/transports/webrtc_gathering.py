@@ -24,10 +24,12 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import candidate_from_aioice
 
+from hubbub.errors import TransportLayerError
+
 log = logging.getLogger(__name__)
 
 
-class GatheringTimeout(Exception):
+class GatheringTimeout(TransportLayerError):
     """Gathering missed the deadline and no host candidate could be read."""
 
 

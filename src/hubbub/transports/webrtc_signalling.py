@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -33,28 +32,18 @@ from hubbub.auth.client_ip import TrustedProxies, client_ip
 from hubbub.conversation.session.channel import SessionFactory
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.protocol.json_depth import decode_bounded_json
-from hubbub.transports.webrtc import PeerLimits, WebRtcPeer
+from hubbub.transports.webrtc import WebRtcPeer
 from hubbub.transports.webrtc_gathering import set_answer_and_gather
+from hubbub.transports.webrtc_settings import WebRtcSettings
 
 log = logging.getLogger(__name__)
 
 OFFER_PATH = "/api/webrtc/offer"
-DEFAULT_STUN_URL = "stun:stun.l.google.com:19302"
-DEFAULT_ICE_GATHERING_TIMEOUT_MS = 5000.0
 
 BAD_OFFER = {"error": "sdpOffer is required and must be a string"}
 SIGNALING_FAILED = {"error": "WebRTC signaling failed"}
 TOO_MANY_CONNECTIONS = {"error": "Too many WebRTC connections"}
 TOO_MANY_FROM_ADDRESS = {"error": "Too many WebRTC connections from this address"}
-
-
-@dataclass(frozen=True, slots=True)
-class WebRtcSettings:
-    stun_url: str = DEFAULT_STUN_URL  # empty: no STUN, host candidates only
-    ice_gathering_timeout_s: float = DEFAULT_ICE_GATHERING_TIMEOUT_MS / 1000
-    max_peer_connections: int = 100
-    max_peer_connections_per_ip: int = 10
-    peer: PeerLimits = field(default_factory=PeerLimits)
 
 
 class WebRtcEndpoint:

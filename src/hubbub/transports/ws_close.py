@@ -17,16 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from hubbub.protocol.close_procedure import ClosePhase, CloseProcedure, CloseStep, CloseTimeouts
 
-if TYPE_CHECKING:
-    from hubbub.transports.ws_outbox import WebSocketOutbox
-
 log = logging.getLogger(__name__)
+
+
+class ClosingOutbox(Protocol):
+    """What a managed response needs of the outbox it hands its closes to
+    (:class:`~hubbub.transports.ws_outbox.WebSocketOutbox`, which imports this module)."""
+
+    @property
+    def closed(self) -> asyncio.Future[None]: ...
+
+    def close(self, code: int, reason: str, *, by_client: bool = False) -> None: ...
 
 
 class LingeringClose:
@@ -186,7 +193,7 @@ class ManagedWebSocketResponse(web.WebSocketResponse):
     ``_pong_heartbeat`` (the keepalive grace).
     """
 
-    _hubbub_outbox: WebSocketOutbox | None = None
+    _hubbub_outbox: ClosingOutbox | None = None
 
     def __init__(self, *, keepalive_timeout_s: float | None = None, **options: Any) -> None:
         super().__init__(**options)
@@ -194,7 +201,7 @@ class ManagedWebSocketResponse(web.WebSocketResponse):
             # aiohttp waits heartbeat/2 for the pong; the protocol promises a fixed grace.
             self._pong_heartbeat = keepalive_timeout_s
 
-    def attach(self, outbox: WebSocketOutbox) -> None:
+    def attach(self, outbox: ClosingOutbox) -> None:
         self._hubbub_outbox = outbox
 
     def mark_closing(self) -> None:

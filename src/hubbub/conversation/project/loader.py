@@ -33,6 +33,7 @@ from hubbub.conversation.project.schema import (
     WebhookTool,
 )
 from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
+from hubbub.errors import ConversationLayerError
 
 PROJECT_SUFFIXES = (".yaml", ".yml")
 _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -41,7 +42,7 @@ _MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 NESTED_TOO_DEEPLY = "nested too deeply"
 
 
-class ProjectError(Exception):
+class ProjectError(ConversationLayerError):
     def __init__(self, source: str, path: str, reason: str) -> None:
         super().__init__(f"{source}: {path}: {reason}")
         self.source = source

@@ -59,6 +59,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
+from hubbub.errors import ConversationLayerError
+
 MAX_LOOP_DEPTH: Final = 3
 MAX_FORMAT_WIDTH: Final = 1_000
 MAX_POWER_BITS: Final = 1_024
@@ -70,7 +72,7 @@ _DIGITS = re.compile(r"\d+")
 _Compiled = TypeVar("_Compiled")
 
 
-class TemplateError(Exception):
+class TemplateError(ConversationLayerError):
     """A template or condition could not be compiled or rendered; the message says why."""
 
 

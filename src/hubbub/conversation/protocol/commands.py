@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from hubbub.conversation.protocol import errors
+from hubbub.errors import ConversationLayerError
 
 AudioFormat = Literal[
     "pcm_8000",
@@ -175,7 +176,7 @@ class Envelope(msgspec.Struct):
     body: dict[str, Any]
 
 
-class DecodeFailure(Exception):
+class DecodeFailure(ConversationLayerError):
     def __init__(self, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message

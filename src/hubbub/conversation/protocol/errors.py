@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from hubbub.errors import ConversationLayerError
+
 INVALID_JSON: Final = "Invalid JSON"
 UNKNOWN_MESSAGE_TYPE: Final = "Unknown message type"
 AUTHENTICATION_REQUIRED: Final = "Authentication required"
@@ -79,7 +81,7 @@ def stage_mismatch(expected: str, got: str) -> str:
     return f"Stage ID mismatch: expected {expected}, got {got}"
 
 
-class CommandError(Exception):
+class CommandError(ConversationLayerError):
     """A command was understood but refused: its reply carries ``success: false`` and this text."""
 
     def __init__(self, message: str) -> None:

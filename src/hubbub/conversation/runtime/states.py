@@ -7,6 +7,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from hubbub.errors import ConversationLayerError
+
 
 class State(StrEnum):
     INITIALIZED = "initialized"
@@ -119,7 +121,7 @@ INPUT_COMMANDS: Final = frozenset(
 )
 
 
-class TransitionError(Exception):
+class TransitionError(ConversationLayerError):
     """The engine tried a move the table does not allow: a bug, never client-visible."""
 
 

@@ -15,13 +15,14 @@ from typing import Any, Protocol
 from hubbub.conversation.project.schema import LlmTool, PythonTool, Tool, WebhookTool
 from hubbub.conversation.project.templates import TemplateError, TemplateRenderer
 from hubbub.conversation.voice.providers.base import ChatMessage, LlmProvider, ProviderError
+from hubbub.errors import ConversationLayerError
 
 
-class ToolError(Exception):
+class ToolError(ConversationLayerError):
     pass
 
 
-class WebhookError(Exception):
+class WebhookError(ConversationLayerError):
     """An HTTP request of a webhook tool failed (network, timeout); the text is client-safe."""
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from hubbub.conversation.project.schema import VariableDescriptor
 from hubbub.conversation.project.templates import TemplateRenderer
+from hubbub.errors import ConversationLayerError
 
 
-class VariableTypeError(Exception):
+class VariableTypeError(ConversationLayerError):
     pass
 
 

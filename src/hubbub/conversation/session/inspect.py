@@ -15,6 +15,7 @@ from typing import Any, Final
 from hubbub.conversation.runtime.states import TERMINAL, State
 from hubbub.conversation.runtime.store import ConversationRecord, EventRecord
 from hubbub.conversation.session.service import ConversationService
+from hubbub.errors import ConversationLayerError
 
 # What GET /v1/conversations?state= takes: a state, or one of these groups.
 STATE_GROUPS: Final[dict[str, frozenset[str]]] = {
@@ -24,7 +25,7 @@ STATE_GROUPS: Final[dict[str, frozenset[str]]] = {
 STATE_FILTERS: Final = (*sorted(STATE_GROUPS), *(str(s) for s in State))
 
 
-class UnknownCursor(ValueError):
+class UnknownCursor(ConversationLayerError, ValueError):
     """``before`` names no conversation the caller may read."""
 
 

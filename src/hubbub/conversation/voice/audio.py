@@ -33,6 +33,7 @@ import numpy.typing as npt
 import soxr
 
 from hubbub.conversation.voice.providers.base import ENGINE_SAMPLE_RATE
+from hubbub.errors import ConversationLayerError
 
 Encoding = Literal["pcm16", "mulaw", "alaw", "opus"]
 Samples = npt.NDArray[np.int16]
@@ -41,7 +42,7 @@ OPUS_FRAME_MS: Final = 20
 OPUS_BIT_RATE: Final = 32_000
 
 
-class AudioFormatError(ValueError):
+class AudioFormatError(ConversationLayerError, ValueError):
     """Unknown format name, or audio that cannot be decoded in the declared format."""
 
 

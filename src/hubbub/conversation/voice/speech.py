@@ -26,6 +26,25 @@ from hubbub.conversation.voice.providers.base import (
 
 log = logging.getLogger(__name__)
 
+VOICE_EXTRA_MISSING = (
+    "offline speech is off: the 'voice' extra is not installed (pip install 'hubbub[voice]'); "
+    "voice commands answer 'Voice input is disabled for this session'"
+)
+
+
+def speech_stack_for(projects: Sequence[LoadedProject]) -> SpeechStack | None:
+    """The shared speech stack, or None (one log line) when the ``voice`` extra is missing."""
+    if SpeechStack.available():
+        return SpeechStack()
+    wanting = [p.project.id for p in projects if p.project.accept_voice or p.project.generate_voice]
+    if wanting:
+        log.warning(
+            "%s; voice projects answer in text only: %s", VOICE_EXTRA_MISSING, ", ".join(wanting)
+        )
+    else:
+        log.info("%s", VOICE_EXTRA_MISSING)
+    return None
+
 
 class SpeechStack:
     def __init__(self) -> None:

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from hubbub.errors import ConversationLayerError
+
 ENGINE_SAMPLE_RATE: Final = 16_000
 
 
-class ProviderError(Exception):
+class ProviderError(ConversationLayerError):
     """A provider could not do its job (network, model, bad configuration)."""
 
 

@@ -1,4 +1,5 @@
-"""Which speech providers this installation can offer, and their constructors.
+"""Which speech providers and LLMs this installation can offer, and their constructors: the
+one place a provider is chosen (the server only hands these to the conversation service).
 
 The speech stack is the optional ``voice`` extra (``pip install hubbub[voice]``): Piper is GPL,
 Hubbub is Apache-2.0, so nothing here imports a speech library at module import time. The
@@ -9,12 +10,15 @@ engine asks :func:`voice_available` once; when it is false, voice commands answe
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
+from hubbub.conversation.project.schema import LlmConfig
 from hubbub.conversation.voice.providers.base import (
     AsrProvider,
     EndOfTurnModel,
+    LlmProvider,
     TtsProvider,
     VadProvider,
 )
@@ -101,6 +105,19 @@ def create_tts(name: str = "piper", settings: Mapping[str, Any] | None = None) -
 
         return EspeakTts()
     raise ValueError(f"Unknown TTS provider: {name}")
+
+
+def create_llm(config: LlmConfig, environ: Mapping[str, str] | None = None) -> LlmProvider:
+    """An OpenAI-compatible chat-completions client; ``api_key_env`` is read from ``environ``
+    (the process environment by default) when no ``api_key`` is given."""
+    from hubbub.conversation.voice.providers.openai_llm import OpenAiCompatibleLlm
+
+    api_key = config.api_key
+    if api_key is None and config.api_key_env:
+        api_key = (os.environ if environ is None else environ).get(config.api_key_env)
+    return OpenAiCompatibleLlm(
+        base_url=config.base_url, api_key=api_key, model=config.model, timeout_s=config.timeout_s
+    )
 
 
 def _construct(provider: Callable[..., _P], name: str, settings: Mapping[str, Any] | None) -> _P:

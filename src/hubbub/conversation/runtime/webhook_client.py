@@ -1,5 +1,7 @@
-"""HTTP requests for conversation webhook tools (aiohttp lives in transports, not in the
-engine: the engine sees only :class:`~hubbub.conversation.runtime.tools.WebhookRequester`)."""
+"""HTTP requests for conversation webhook tools: the tools' client, beside them.
+
+The engine sees only :class:`~hubbub.conversation.runtime.tools.WebhookRequester`; this module
+is the one place of the runtime that imports aiohttp, and ``server.py`` picks it."""
 
 from __future__ import annotations
 

@@ -20,19 +20,21 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from hubbub.api.errors import ApiError, guarded, invalid_request, json_response
-from hubbub.auth.keys import ApiKey
+from hubbub.auth.keys import ApiKey, KeyRing
 from hubbub.auth.tokens import mint_token
 from hubbub.auth.turn import with_ice_servers
-from hubbub.core.broker import BrokerUnavailable
 from hubbub.core.node import Node
 from hubbub.protocol.frames import encode_json
 from hubbub.protocol.json_depth import TOO_DEEP_MESSAGE, exceeds_json_depth
 from hubbub.protocol.validation import is_valid_peer_id
+
+if TYPE_CHECKING:
+    from hubbub.conversation.session.service import ConversationService
 
 DEMO_TOKEN_TTL_S: Final = 3600
 MAX_NAME_LENGTH: Final = 40
@@ -102,7 +104,7 @@ class DemoApi:
             raise invalid_request("peerId must be 1-128 printable ASCII characters")
         now = self._clock()
         expires_at = int(now) + DEMO_TOKEN_TTL_S
-        metadata = with_ice_servers(None, self._key.config, peer_id, now, valid_until=expires_at)
+        metadata = with_ice_servers(None, self._key, peer_id, now, valid_until=expires_at)
         token = mint_token(
             self._key,
             peer_id,
@@ -122,12 +124,9 @@ class DemoApi:
             raise invalid_request("command is required")
         channel = f"devices/{device_id}/commands"
         data = encode_json({"command": body["command"], "sentAt": round(self._clock(), 3)})
-        try:
-            delivered = await self._node.publish_from_server(
-                self._key.app_id, channel, data, sender="dashboard"
-            )
-        except BrokerUnavailable:
-            raise ApiError(503, "internal_error", "the message backend is unavailable") from None
+        delivered = await self._node.publish_from_server(
+            self._key.app_id, channel, data, sender="dashboard"
+        )
         return json_response({"channel": channel, "delivered": delivered})
 
     async def projects(self, request: web.Request) -> web.Response:
@@ -138,3 +137,40 @@ class DemoApi:
                 ]
             }
         )
+
+
+def demo_projects(service: ConversationService | None) -> list[DemoProject]:
+    """Each loaded conversation project with its first active API key, by id."""
+    if service is None:
+        return []
+    found = []
+    for loaded in service.projects.values():
+        key = next((k.key for k in loaded.project.api_keys if k.active), None)
+        if key is not None:
+            found.append(DemoProject(loaded.id, loaded.project.name or loaded.id, key))
+    return sorted(found, key=lambda p: p.id)
+
+
+def add_demo_api(
+    app: web.Application,
+    node: Node,
+    keys: KeyRing,
+    demo_app: str,
+    service: ConversationService | None,
+    public_secret_key: tuple[str, str],
+) -> dict[str, str]:
+    """Serve the demo pages' helpers for ``demo_app``, signed with its first secret key.
+
+    Returns the keys the landing page may show: only while the demo app's secret key is the
+    documented public one (``public_secret_key``: id and secret), never a configured secret.
+    """
+    own = [key for key in keys.keys() if key.app_id == demo_app]  # noqa: SIM118 (KeyRing)
+    signer = next(key for key in own if key.kind == "secret")  # the config checked it
+    DemoApi(node, signer, lambda: demo_projects(service)).add_routes(app)
+    shown: dict[str, str] = {}
+    if (signer.id, signer.secret) == public_secret_key:
+        shown["secret"] = f"{signer.id}:{signer.secret}"
+        publishable = next((key.id for key in own if key.kind == "publishable"), None)
+        if publishable is not None:
+            shown["publishable"] = publishable
+    return shown
