@@ -16,8 +16,7 @@ Reported per run: the spread of retryAfterMs, SIGTERM -> A listening again, SIGT
 last client welcomed (goal <= 15 s) and resubscribed, failed connect attempts, the peak of
 Redis clients, and the stayers' publish -> receive p50/p99 before and during the storm
 (goal p99 < 50 ms). ``--compare`` runs it twice: ``shutdown_reconnects_per_s = 0`` (the
-fixed 1-2 s window every earlier version used) and the configured spread. The nodes keep
-their compiled bytecode in the run's directory (``--compile-each-start``: not).
+fixed 1-2 s window every earlier version used) and the configured spread.
 """
 
 from __future__ import annotations
@@ -211,13 +210,8 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
             directory = Path(tmp)
             config_path = directory / "hubbub.toml"
             config_path.write_text(config(redis_server.url, reconnects_per_s))
-            # An installed server starts from compiled bytecode; a shell with
-            # PYTHONDONTWRITEBYTECODE (this machine's) recompiles every module at each start,
-            # seconds of a restart under load. The nodes cache theirs in the run's directory.
-            cache = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(directory / "pyc")}
-            env = {} if args.compile_each_start else cache
-            a = Node("A", config_path, directory / "a.log", extra_env=env)
-            b = Node("B", config_path, directory / "b.log", extra_env=env)
+            a = Node("A", config_path, directory / "a.log")
+            b = Node("B", config_path, directory / "b.log")
             await asyncio.gather(a.start(), b.start())
             workers = []
             per = -(-args.clients // args.workers)
@@ -367,11 +361,6 @@ if __name__ == "__main__":
         dest="presence",
         action="store_false",
         help="storm clients' key lacks presence",
-    )
-    parser.add_argument(
-        "--compile-each-start",
-        action="store_true",
-        help="leave PYTHONDONTWRITEBYTECODE alone (the nodes then recompile at each start)",
     )
     parser.add_argument("--before-s", type=float, default=5)
     parser.add_argument("--timeout-s", type=float, default=60)
