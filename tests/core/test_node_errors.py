@@ -564,6 +564,25 @@ async def test_1001_shutdown_sends_going_away_then_closes(hub: Hub) -> None:
         assert (events[1].code, events[1].reason) == (1001, "server going away")
 
 
+async def test_a_stopping_single_node_still_releases_each_connection(hub: Hub) -> None:
+    # Only a broker that reaps the whole node at stop lets closes skip the per-connection
+    # release (issue 11 item 5); the memory broker does not, so nothing changes here.
+    assert not hub.broker.releases_node_on_stop
+    stayer, leaving = await hub.connect("stayer"), await hub.connect("leaving")
+    for client in (stayer, leaving):
+        await client.subscribe("room")
+    stayer.new_frames()
+    hub.node.announce_shutdown(1000)
+    await leaving.close()
+    frames = [f for f in stayer.new_frames() if f["type"] == "presence"]
+    assert frames == [
+        {"type": "presence", "channel": "room", "joined": [], "left": [{"peerId": "leaving"}]}
+    ]
+    assert [m.peer_id for m in await hub.node.channel_members("app", "room")] == ["stayer"]
+    assert (await hub.node.usage("app")).concurrent_now == 1
+    assert hub.node.connection_count == 1
+
+
 async def test_welcome_is_the_first_frame_with_the_documented_shape(hub: Hub) -> None:
     client, sink = await hub.try_connect(
         "alice",

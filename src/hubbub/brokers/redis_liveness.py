@@ -21,8 +21,9 @@ from hubbub.core.presence import PresenceDelta
 
 log = logging.getLogger(__name__)
 
-# Sends a presence delta to every node (the reaped node's peers leaving).
-Announce = Callable[[PresenceDelta], Awaitable[None]]
+# Sends a reaped node's ``left`` deltas to every node (in one pipelined write, not one
+# round trip each).
+Announce = Callable[[list[PresenceDelta]], Awaitable[None]]
 
 
 class NodeLiveness:
@@ -127,7 +128,6 @@ class NodeLiveness:
     async def reap(self, node_id: str) -> None:
         """Remove what ``node_id`` held: its connection counts and its presence."""
         await self._usage.forget_node(node_id)
-        for delta in await self._presence.reap_node(node_id):
-            await self._announce(delta)
+        await self._announce(await self._presence.reap_node(node_id))
         client = self._home.client
         await self._home.run(client.srem(f"{self._prefix}:nodes", node_id))

@@ -16,6 +16,7 @@ persistence) ``restore`` writes it again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -322,21 +323,44 @@ class RedisPresenceStore(PresenceStore):
         return found
 
     async def reap_node(self, node_id: str) -> list[PresenceDelta]:
-        """Remove every connection a dead node listed; the ``left`` deltas that causes."""
+        """Remove every connection a node listed (a dead node, or this one stopping); the
+        ``left`` deltas that causes.
+
+        One pass, whatever the number of connections: the removals are queued at once on
+        each shard's ordered path (one pipelined write, not a round trip each), and the
+        index is deleted whole at the end instead of entry by entry. A removal that fails
+        leaves the index in place, so the next reaper finds what is left (removing a
+        connection twice decides nothing the second time).
+        """
         index = self.node_index(node_id)
         listed: list[bytes] = await self._home.run(self._home.client.smembers(index))
-        deltas: list[PresenceDelta] = []
+        removals: list[tuple[tuple[str, str, str], asyncio.Future[Any]]] = []
         for member in listed:
             parts = member.decode().split(_SEPARATOR)
             if len(parts) != 4:
                 continue
             app_id, channel, peer_id, connection_id = parts
-            remaining, metadata = await self._run_remove(
-                app_id, channel, peer_id, connection_id, node_id
-            )
-            if remaining == 0:
-                left = (PresenceEntry(peer_id, metadata),)
+            args = [peer_id, connection_id, self._numbered(app_id), self._node_id]
+            shard, keys = self._keys(app_id, channel)
+            link = self._shards.links[shard]
+            # EVAL, not EVALSHA: the script need not be cached (Redis compiles it once).
+            removal = link.call_routed(keys[0], "EVAL", _REMOVE, len(keys), *keys, *args)
+            removals.append(((app_id, channel, peer_id), removal))
+        answers = await asyncio.gather(
+            *(removal for _, removal in removals), return_exceptions=True
+        )
+        deltas: list[PresenceDelta] = []
+        failed: BaseException | None = None  # the first failure, raised once all are read
+        for ((app_id, channel, peer_id), _), answer in zip(removals, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failed = failed or answer
+                continue
+            self._announce(app_id, channel, peer_id, (answer[2], answer[3], answer[4]), False)
+            if int(answer[0]) == 0:
+                left = (PresenceEntry(peer_id, answer[1] or None),)
                 deltas.append(PresenceDelta(app_id, channel, peer_id, (), left))
+        if failed is not None:
+            raise BrokerUnavailable(str(failed)) from failed
         await self._home.run(self._home.client.delete(index))
         return deltas
 

@@ -162,6 +162,11 @@ class BrokerHandler(Protocol):
 
 
 class Broker(ABC):
+    # True when ``stop`` removes, in one pass, everything this node listed in the presence
+    # store (announcing ``left`` to the other nodes) and counted in the usage store: a
+    # stopping node may then release its connections locally only, not one by one.
+    releases_node_on_stop: bool = False
+
     @abstractmethod
     async def start(self, handler: BrokerHandler) -> None:
         """Connect and deliver to ``handler`` from now on. A backend that cannot be reached

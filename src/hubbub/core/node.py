@@ -154,6 +154,9 @@ class Node:
             replies=self._replies,
             stats=self.stats,
         )
+        # Set by announce_shutdown: from then on a closing connection is released locally
+        # only when the broker's stop releases the whole node in one pass.
+        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -271,6 +274,9 @@ class Node:
             conn.expiry_slot = None
         if conn.lane is not None:
             await conn.lane.stop()  # the frame a backend is deciding completes first
+        if self._stopping and self._broker.releases_node_on_stop:
+            self._release_locally(conn)
+            return
         subscriptions, conn.subscriptions = conn.subscriptions, {}
         for channel, sub in subscriptions.items():
             try:
@@ -287,9 +293,25 @@ class Node:
                 log.warning("broker unavailable: peer %s not unregistered", conn.peer_id)
         await self._usage.close_connection(conn.app_id)
 
+    def _release_locally(self, conn: Connection) -> None:
+        """Forget a connection of a stopping node without a broker round trip: its presence
+        (and the ``left`` the other nodes see), its usage count and its broker interest go
+        in the broker's one pass at stop, however many connections there were (a restart
+        of a node with 5,000 would otherwise queue ~15,000 commands before it can exit)."""
+        subscriptions, conn.subscriptions = conn.subscriptions, {}
+        for channel, sub in subscriptions.items():
+            if sub.pattern is None:
+                self._local.remove_channel_member(conn, channel)
+            else:
+                self._local.remove_pattern_member(conn, channel)
+        self._connections.discard(conn)
+        self._local.remove_peer_connection(conn)
+
     def announce_shutdown(self, base_retry_ms: int = 1000, reconnects_per_s: float = 0) -> None:
         """Tell every client to come back later; jitter spreads their reconnects (over a
-        window that grows with the number of clients when ``reconnects_per_s`` is set)."""
+        window that grows with the number of clients when ``reconnects_per_s`` is set).
+        The node is stopping from here on (see :meth:`_release_locally`)."""
+        self._stopping = True
         window_ms = reconnect_window_ms(base_retry_ms, len(self._connections), reconnects_per_s)
         for conn in list(self._connections):
             retry_ms = base_retry_ms + random.randint(0, window_ms)
