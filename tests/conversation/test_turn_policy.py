@@ -12,7 +12,7 @@ PROJECT = """
 id: p
 apiKeys: [{key: k1}]
 asrConfig: {serverVad: true, autoEndSilenceDurationMs: 700}
-turnTaking: {maxSilenceMs: 1800, minInterruptionWords: 2}
+turnTaking: {endOfTurn: semantic, maxSilenceMs: 1800, minInterruptionWords: 2}
 startingStageId: calm
 stages:
   - id: calm
@@ -63,3 +63,10 @@ def test_backchannels_do_not_count_as_words() -> None:
     assert not policy.interrupts("stop")  # one word, two needed
     assert policy.interrupts("wait, stop")
     assert not policy.interrupts("")
+
+
+def test_end_of_turn_is_silence_unless_the_project_asks_for_semantic() -> None:
+    plain = parse_project(
+        PROJECT.replace("endOfTurn: semantic, ", ""), "t.yaml", TemplateRenderer()
+    )
+    assert turn_policy(plain, "calm", semantic_available=True).end_of_turn == "silence"

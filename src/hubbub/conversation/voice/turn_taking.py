@@ -4,8 +4,10 @@ transcripts and acts on its answers.
 
 End of turn (``endOfTurn``):
 
-* ``silence``: the turn ends after ``asrConfig.autoEndSilenceDurationMs`` of silence.
-* ``semantic`` (the default when the Smart Turn model is installed): after
+* ``silence`` (the default: a project written before turn-taking existed behaves as it did,
+  and a short pause after "Hello," never cuts a user off unless the project asks for it): the
+  turn ends after ``asrConfig.autoEndSilenceDurationMs`` of silence.
+* ``semantic`` (opt-in, needs the Smart Turn model): after
   ``semanticSilenceMs`` of silence the end-of-turn model hears the utterance; at or above
   ``finishedThreshold`` the turn ends there. Otherwise ("I need help with my order and…") the
   turn stays open until speech resumes (same turn) or the silence reaches ``maxSilenceMs``
@@ -122,7 +124,7 @@ def turn_policy(
     stage = project.stages.get(stage_id) if stage_id is not None else None
     taking = _merged(config.turn_taking, stage.turn_taking if stage is not None else None)
     silence_ms = config.asr_config.auto_end_silence_duration_ms
-    wanted: EndOfTurn = taking.end_of_turn or "semantic"
+    wanted: EndOfTurn = taking.end_of_turn or "silence"
     semantic_silence_ms = taking.semantic_silence_ms
     if semantic_silence_ms is None:
         semantic_silence_ms = min(250, silence_ms)
