@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from hubbub.auth.client_ip import TrustedProxies
-from hubbub.auth.keys import KeyRing
-from hubbub.config import parse_config
+from hubbub.config import key_ring_of, parse_config
 from hubbub.core.outbound import OutFrame
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.server import build_node
@@ -96,7 +95,7 @@ async def shared_state(**kwargs: Any) -> RealtimeShared:
     await node.start()
     return RealtimeShared(
         node,
-        KeyRing.from_config(CONFIG),
+        key_ring_of(CONFIG),
         settings(**kwargs),
         TrustedProxies([]),
         KeyedRateLimiter(0, 1),

@@ -14,7 +14,7 @@ import time
 import types
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hubbub.auth.client_ip import TrustedProxies
 from hubbub.auth.connect import ConnectProxy
@@ -23,9 +23,23 @@ from hubbub.core.node import Node
 from hubbub.core.ratelimit import KeyedRateLimiter
 from hubbub.core.wheel import Cancellable, TimerWheel
 
-if TYPE_CHECKING:
-    from hubbub.transports.realtime_outbox import RealtimeOutbox
-    from hubbub.transports.realtime_socket import RealtimeSocket
+
+class Flushable(Protocol):
+    """What the flusher needs of a connection's write side (``Flushable``)."""
+
+    def flush(self) -> None: ...
+
+
+class Watched(Protocol):
+    """What the keepalive and lingering wheels need of a connection (``RealtimeSocket``);
+    narrow so this module does not import the socket that imports it."""
+
+    def __hash__(self) -> int: ...
+
+    def keepalive_check(self) -> None: ...
+
+    def linger_over(self) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +100,7 @@ class WriteFlusher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._dirty: list[RealtimeOutbox] = []
+        self._dirty: list[Flushable] = []
         self._scheduled = False
         self.epoch = 0
         self.queueing = False
@@ -100,7 +114,7 @@ class WriteFlusher:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
-    def mark(self, socket: RealtimeOutbox) -> None:
+    def mark(self, socket: Flushable) -> None:
         self._dirty.append(socket)
         if not self._scheduled:
             self._scheduled = True
@@ -185,14 +199,12 @@ class RealtimeShared:
         self.flusher = WriteFlusher(loop)
         scheduler = _LoopScheduler(loop)
         # Each connection is looked at once per keepalive interval (8 slots per interval).
-        self.keepalive: TimerWheel[RealtimeSocket] = TimerWheel(
+        self.keepalive: TimerWheel[Watched] = TimerWheel(
             scheduler, loop.time, settings.keepalive_interval_s / 8, _keepalive_check
         )
-        self.lingering: TimerWheel[RealtimeSocket] = TimerWheel(
-            scheduler, loop.time, 0.25, _linger_over
-        )
+        self.lingering: TimerWheel[Watched] = TimerWheel(scheduler, loop.time, 0.25, _linger_over)
         # Connections between their close's start and the end of their TCP connection.
-        self.closing: set[RealtimeSocket] = set()
+        self.closing: set[Watched] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def now(self) -> float:
@@ -258,9 +270,9 @@ async def _finish_new(coro: Coroutine[Any, Any, Result]) -> Result:
     return await coro
 
 
-def _keepalive_check(socket: RealtimeSocket) -> None:
+def _keepalive_check(socket: Watched) -> None:
     socket.keepalive_check()
 
 
-def _linger_over(socket: RealtimeSocket) -> None:
+def _linger_over(socket: Watched) -> None:
     socket.linger_over()

@@ -52,6 +52,7 @@ from hubbub.protocol.websocket import (
     http_response,
     parse_upgrade,
 )
+from hubbub.transports.auth_log import log_auth_failure
 from hubbub.transports.realtime_outbox import (
     CLOSED,
     CLOSING,
@@ -71,26 +72,6 @@ log = logging.getLogger("hubbub.transports.websocket")
 
 _ABNORMAL = 1006  # the code logged when the TCP connection ended without a close frame
 _DEFAULT_HIGH_WATER = 65536
-
-
-def _log_auth_failure(
-    ip: str, reason: str, *, status: int | None = None, code: int | None = None
-) -> None:
-    """One line per refused credential; the key, token and secret are never logged."""
-    answer = f"HTTP {status}" if status is not None else f"close {code}"
-    log.warning(
-        "auth failed remote=%s: %s (%s)",
-        ip,
-        reason,
-        answer,
-        extra={
-            "event": "auth_failed",
-            "remote": ip,
-            "reason": reason,
-            "status": status,
-            "code": code,
-        },
-    )
 
 
 class RealtimeSocket(RealtimeOutbox):
@@ -220,7 +201,7 @@ class RealtimeSocket(RealtimeOutbox):
             return
         ip = self._ip
         if isinstance(outcome, HttpRejection):
-            _log_auth_failure(ip, outcome.body, status=outcome.status)
+            log_auth_failure(ip, outcome.body, status=outcome.status)
             self._refuse(outcome.status, outcome.body)
             return
         # The 101 waits for the end of the iteration so the welcome joins it in one write.
@@ -229,7 +210,7 @@ class RealtimeSocket(RealtimeOutbox):
         self._pending_bytes += len(accept)
         self._shared.flusher.mark(self)
         if isinstance(outcome, CloseRejection):
-            _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
+            log_auth_failure(ip, outcome.reason, code=int(outcome.code))
             self._start_close(outcome.code, outcome.reason)
             return
         shared = self._shared

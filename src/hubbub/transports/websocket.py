@@ -24,6 +24,7 @@ from hubbub.auth.keys import KeyRing
 from hubbub.core.connection import Connection
 from hubbub.core.node import Node
 from hubbub.core.ratelimit import KeyedRateLimiter
+from hubbub.transports.auth_log import log_auth_failure
 from hubbub.transports.ws_close import ManagedWebSocketResponse
 from hubbub.transports.ws_outbox import OutboxFactory, WebSocketOutbox
 
@@ -57,26 +58,6 @@ def connect_limiter(settings: WebSocketSettings) -> KeyedRateLimiter:
     """The per-IP upgrade limit (spec decision 9), shared by both ``/v1`` transports."""
     attempts = settings.connect_attempts_per_ip
     return KeyedRateLimiter(attempts, attempts / settings.connect_window_s)
-
-
-def _log_auth_failure(
-    ip: str, reason: str, *, status: int | None = None, code: int | None = None
-) -> None:
-    """One line per refused credential; the key, token and secret are never logged."""
-    answer = f"HTTP {status}" if status is not None else f"close {code}"
-    log.warning(
-        "auth failed remote=%s: %s (%s)",
-        ip,
-        reason,
-        answer,
-        extra={
-            "event": "auth_failed",
-            "remote": ip,
-            "reason": reason,
-            "status": status,
-            "code": code,
-        },
-    )
 
 
 class RealtimeEndpoint:
@@ -121,7 +102,7 @@ class RealtimeEndpoint:
         )
         outcome = await authenticate_connect(self._keys, attempt, time.time(), self._connect_proxy)
         if isinstance(outcome, HttpRejection):
-            _log_auth_failure(ip, outcome.body, status=outcome.status)
+            log_auth_failure(ip, outcome.body, status=outcome.status)
             return web.Response(status=outcome.status, text=outcome.body)
         settings = self._settings
         ws = ManagedWebSocketResponse(
@@ -137,7 +118,7 @@ class RealtimeEndpoint:
         if outbox is None:
             return ws
         if isinstance(outcome, CloseRejection):
-            _log_auth_failure(ip, outcome.reason, code=int(outcome.code))
+            log_auth_failure(ip, outcome.reason, code=int(outcome.code))
             outbox.close(outcome.code, outcome.reason)
             await _close_finished(outbox)
             return ws

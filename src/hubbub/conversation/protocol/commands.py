@@ -16,6 +16,7 @@ import msgspec
 
 from hubbub.conversation.protocol import errors
 from hubbub.errors import ConversationLayerError
+from hubbub.protocol.json_depth import exceeds_json_depth
 
 AudioFormat = Literal[
     "pcm_8000",
@@ -186,25 +187,12 @@ class DecodeFailure(ConversationLayerError):
 def decode_json(payload: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``payload`` decoded, or :class:`DecodeFailure` (``Invalid JSON``) when it is not JSON or
     nests containers deeper than ``max_depth``; never a ``RecursionError``."""
+    if exceeds_json_depth(payload, max_depth):  # the one depth rule every decoder shares
+        raise DecodeFailure(errors.INVALID_JSON)
     try:
-        value = _DECODER.decode(payload)
+        return _DECODER.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise DecodeFailure(errors.INVALID_JSON) from None
-    # Fewer brackets than the bound cannot nest past it: most messages skip the walk.
-    opening = (
-        payload.count("[") + payload.count("{")
-        if isinstance(payload, str)
-        else payload.count(b"[") + payload.count(b"{")
-    )
-    if opening > max_depth and isinstance(value, (dict, list)):
-        stack: list[tuple[Any, int]] = [(value, 1)]
-        while stack:
-            item, depth = stack.pop()
-            children = item.values() if isinstance(item, dict) else item
-            if depth > max_depth:
-                raise DecodeFailure(errors.INVALID_JSON)
-            stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return value
 
 
 def json_size(value: Any) -> int:
