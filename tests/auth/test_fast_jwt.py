@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from hubbub.auth.tokens import TokenRejected, verify_token, verify_token_pyjwt
 from hubbub.core.principal import Principal
-from tests.auth.jwt_helpers import KID, SECRET, _b64, key_ring, make_jwt
+from tests.auth.jwt_helpers import KID, SECRET, key_ring, make_jwt
+from tests.support.tokens import b64url
 
 KEYS = key_ring()
 NOW = time.time()
@@ -95,9 +96,9 @@ def tokens(draw: st.DrawFn) -> str:
         raw = draw(
             st.sampled_from([b"[1]", b"nope", b'{"sub": NaN}', b"\xff\xfe", b'{"a": 1e400}'])
         )
-        token = f"{head}.{_b64(raw)}.{signature}"
+        token = f"{head}.{b64url(raw)}.{signature}"
     elif mangle == 7:
-        token = f"{_b64(json.dumps([1]).encode())}.{body}.{signature}"
+        token = f"{b64url(json.dumps([1]).encode())}.{body}.{signature}"
     return token
 
 

@@ -19,7 +19,7 @@ DEMO_SECRET_KEY_ID = "sk_id_demo"
 DEMO_SECRET = "sk_secret_demo"
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
@@ -35,13 +35,13 @@ def make_jwt(
     if kid is not None:
         header["kid"] = kid
     header.update(header_extra or {})
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
     if alg == "none":
         signature = b""
     else:
         digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512, "HS384": hashlib.sha384}[alg]
         signature = hmac.new(secret.encode(), signing_input.encode(), digest).digest()
-    return f"{signing_input}.{_b64(signature)}"
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def mint_token(
