@@ -114,13 +114,11 @@ async def test_metrics_count_the_event_loops_tasks_which_fall_back_after_clients
         async with session.get(f"{url}/metrics") as response:
             return _value(await response.text(), "hubbub_asyncio_tasks")
 
-    async with running_server() as server, aiohttp.ClientSession() as session:
+    async with running_server(None) as server, aiohttp.ClientSession() as session:  # demo: /ws
         idle = await tasks(session, server.http_url)
         assert idle >= 1  # at least the handler answering this scrape
-        url = f"{server.http_url}/v1?key=pk_live_demo"
-        sockets = [await session.ws_connect(url) for _ in range(5)]
-        for ws in sockets:
-            assert json.loads((await ws.receive(timeout=5)).data)["type"] == "welcome"
+        # /ws connections run on aiohttp, one handler task each (/v1's lean sockets have none).
+        sockets = [await session.ws_connect(f"{server.http_url}/ws") for _ in range(5)]
         busy = await tasks(session, server.http_url)
         assert busy >= idle + 5  # each connection's handler is a task
         for ws in sockets:

@@ -9,6 +9,7 @@ costs its transport, one slotted object and its place in the keepalive wheel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import types
@@ -165,6 +166,7 @@ async def _finish(coro: Coroutine[Any, Any, Result], yielded: Any) -> Result:
 
 class RealtimeShared:
     __slots__ = (
+        "_quiet",
         "closing",
         "flusher",
         "ip_limiter",
@@ -206,6 +208,8 @@ class RealtimeShared:
         # Connections between their close's start and the end of their TCP connection.
         self.closing: set[Watched] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Set while a graceful shutdown waits for the closes and tasks above to finish.
+        self._quiet: asyncio.Event | None = None
 
     def now(self) -> float:
         return time.time()
@@ -246,6 +250,7 @@ class RealtimeShared:
 
         def finished(task: asyncio.Task[Result]) -> None:
             self.tasks.discard(task)
+            self.settled()
             if task.cancelled():
                 failed()
                 return
@@ -259,11 +264,24 @@ class RealtimeShared:
         task.add_done_callback(finished)
         return task
 
+    def close_ended(self, socket: Watched) -> None:
+        """``socket``'s TCP connection ended (its close, if one had started, is over)."""
+        self.closing.discard(socket)
+        self.settled()
+
+    def settled(self) -> None:
+        if self._quiet is not None and not self.closing and not self.tasks:
+            self._quiet.set()
+
     async def wait_closed(self, timeout_s: float) -> None:
-        """Until every closing connection has ended (graceful shutdown), at most ``timeout_s``."""
-        deadline = self.loop.time() + timeout_s
-        while (self.closing or self.tasks) and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        """Until every closing connection has ended and every frame's task has finished
+        (graceful shutdown), at most ``timeout_s``."""
+        if not self.closing and not self.tasks:
+            return
+        self._quiet = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._quiet.wait()
 
 
 async def _finish_new(coro: Coroutine[Any, Any, Result]) -> Result:

@@ -133,7 +133,7 @@ class RealtimeSocket(RealtimeOutbox):
         if self._linger_slot is not None:
             shared.lingering.remove(self, self._linger_slot)
             self._linger_slot = None
-        shared.closing.discard(self)
+        shared.close_ended(self)
         self._transport = None
         self._state = CLOSED
 
