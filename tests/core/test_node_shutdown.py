@@ -45,3 +45,23 @@ async def test_a_new_connection_makes_the_node_wait_again(hub: Hub) -> None:
     await carol.close()
     async with asyncio.timeout(WAIT_S):
         await waiting
+
+
+async def test_the_wait_ends_when_a_stopping_node_releases_connections_locally(hub: Hub) -> None:
+    """A broker whose stop releases the whole node (Redis) lets a stopping node forget each
+    connection locally; the last one must still end the wait (it used to run into the
+    shutdown's 5 s bound on every Redis node restart)."""
+    hub.broker.releases_node_on_stop = True  # what RedisBroker declares
+    alice = await hub.connect("alice")
+    bob = await hub.connect("bob")
+    await alice.subscribe("room")
+    hub.node.announce_shutdown()
+    waiting = asyncio.create_task(hub.node.until_no_connections())
+    hub.node.close_all(CloseCode.GOING_AWAY)
+    await alice.close()
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await bob.close()
+    async with asyncio.timeout(WAIT_S):
+        await waiting
+    assert hub.node.connection_count == 0

@@ -283,9 +283,7 @@ class Node:
                 await self._membership.drop(conn, channel, sub)
             except BrokerUnavailable:
                 log.warning("broker unavailable while %s left %s", conn.peer_id, channel)
-        self._connections.discard(conn)
-        if not self._connections:
-            self._no_connections.set()
+        self._forget(conn)
         if self._local.remove_peer_connection(conn):
             try:
                 await self._broker.unregister_peer(conn.app_id, conn.peer_id)
@@ -304,8 +302,13 @@ class Node:
                 self._local.remove_channel_member(conn, channel)
             else:
                 self._local.remove_pattern_member(conn, channel)
-        self._connections.discard(conn)
+        self._forget(conn)
         self._local.remove_peer_connection(conn)
+
+    def _forget(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        if not self._connections:
+            self._no_connections.set()  # whichever way the last one was released
 
     def announce_shutdown(self, base_retry_ms: int = 1000, reconnects_per_s: float = 0) -> None:
         """Tell every client to come back later; jitter spreads their reconnects (over a
