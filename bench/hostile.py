@@ -22,26 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.redis import free_port  # noqa: E402
+from tests.support.server import DEMO_APP_TOML  # noqa: E402
 
 DEMO_KEY = "pk_live_demo"
 
-DEMO_APP = """
-[[apps]]
-id = "demo"
-
-[[apps.keys]]
-id = "pk_live_demo"
-kind = "publishable"
-channel_patterns = ["**"]
-actions = ["publish", "subscribe", "presence", "send"]
-
-[[apps.keys]]
-id = "sk_id_demo"
-kind = "secret"
-secret = "sk_secret_demo"
-channel_patterns = ["**"]
-actions = ["publish", "subscribe", "presence", "send"]
-"""
+DEMO_APP = DEMO_APP_TOML  # the suite's demo app: one definition for tests and benches
 
 
 def percentile(values: list[float], fraction: float) -> float:

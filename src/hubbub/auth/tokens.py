@@ -112,17 +112,13 @@ def _verify_plain(token: str, keys: KeyRing, now: float) -> Principal | TokenRej
     header = _json_object(raw_header)
     if header is None or not header.keys() <= _PLAIN_HEADER_KEYS:
         return None
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        return TokenRejected("unparsable", "token has no kid")
-    key = keys.secret(kid)
-    if key is None or key.secret is None:
-        return TokenRejected("invalid", "unknown kid")
-    if header.get("alg") != "HS256":
-        return TokenRejected("invalid", "only HS256 is accepted")
-    prepared = _prepared.get(key.secret)
+    found = _signing_key(header, keys)
+    if isinstance(found, TokenRejected):
+        return found
+    key, secret = found
+    prepared = _prepared.get(secret)
     if prepared is None:
-        prepared = _prepared[key.secret] = hmac.new(key.secret.encode(), digestmod=hashlib.sha256)
+        prepared = _prepared[secret] = hmac.new(secret.encode(), digestmod=hashlib.sha256)
     mac = prepared.copy()
     mac.update(token[: len(header_segment) + 1 + len(payload_segment)].encode())
     if not hmac.compare_digest(mac.digest(), signature):
@@ -134,6 +130,19 @@ def _verify_plain(token: str, keys: KeyRing, now: float) -> Principal | TokenRej
     if rejected is not None:
         return rejected
     return _principal_from_claims(claims, key, now)
+
+
+def _signing_key(header: dict[str, Any], keys: KeyRing) -> tuple[ApiKey, str] | TokenRejected:
+    """The secret key a token's header names and its secret, checked alike on both paths."""
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        return TokenRejected("unparsable", "token has no kid")
+    key = keys.secret(kid)
+    if key is None or key.secret is None:
+        return TokenRejected("invalid", "unknown kid")
+    if header.get("alg") != "HS256":
+        return TokenRejected("invalid", "only HS256 is accepted")
+    return key, key.secret
 
 
 def _check_claims(claims: dict[str, Any], now: float) -> TokenRejected | None:
@@ -172,18 +181,14 @@ def verify_token_pyjwt(token: str, keys: KeyRing, now: float) -> Principal | Tok
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         return TokenRejected("unparsable", "token cannot be parsed")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        return TokenRejected("unparsable", "token has no kid")
-    key = keys.secret(kid)
-    if key is None or key.secret is None:
-        return TokenRejected("invalid", "unknown kid")
-    if header.get("alg") != "HS256":
-        return TokenRejected("invalid", "only HS256 is accepted")
+    found = _signing_key(header, keys)
+    if isinstance(found, TokenRejected):
+        return found
+    key, secret = found
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            key.secret,
+            secret,
             algorithms=["HS256"],
             leeway=LEEWAY_S,
             # exp is checked below against the close margin, without leeway.
