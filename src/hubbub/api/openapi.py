@@ -18,6 +18,8 @@ from hubbub.api.bodies import (
     MAX_TOKEN_PERMISSIONS,
     MAX_TOKEN_TTL_S,
 )
+from hubbub.api.openapi_parts import error_response as _error
+from hubbub.api.openapi_parts import ok_response as _ok
 from hubbub.protocol.frames import MAX_MESSAGE_ID_LENGTH, MAX_OFFSET
 from hubbub.protocol.validation import (
     MAX_CHANNEL_BYTES,
@@ -45,20 +47,6 @@ _CHANNEL: Final = {
 }
 _COUNT: Final = {"type": "integer", "minimum": 0}
 _LIMIT: Final = {"type": ["integer", "null"], "minimum": 0}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _ok(schema: str) -> dict[str, Any]:
-    return {
-        "description": "Success.",
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
 
 
 _COMMON_ERRORS: Final = {

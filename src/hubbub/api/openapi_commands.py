@@ -6,14 +6,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from hubbub.api.conversation_commands import MAX_BODY_BYTES, MAX_TEXT_CHARS
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
+from hubbub.api.openapi_parts import error_response as _error
+from hubbub.api.openapi_parts import json_response
 
 _CONVERSATION_ID: Final = {
     "name": "conversationId",
@@ -51,10 +45,7 @@ _TEXT_BODY: Final = {
 
 
 def _ok(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SteerResponse"}}},
-    }
+    return json_response(description, "SteerResponse")
 
 
 def _command(operation_id: str, summary: str, description: str, **extra: Any) -> dict[str, Any]:

@@ -6,24 +6,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 from hubbub.api.conversations import MAX_EVENTS_PAGE, MAX_ID_LENGTH, MAX_PROJECT_ID_LENGTH
+from hubbub.api.openapi_parts import error_response as _error
+from hubbub.api.openapi_parts import ok_response as _ok
 from hubbub.conversation.session.inspect import STATE_FILTERS
 from hubbub.core.listing import DEFAULT_LIMIT, MAX_LIMIT
 from hubbub.protocol.validation import MAX_CHANNEL_BYTES, MAX_PEER_ID_LENGTH
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _ok(schema: str) -> dict[str, Any]:
-    return {
-        "description": "Success.",
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-    }
-
 
 _ERRORS: Final = {
     "400": _error("invalid_request: a query parameter is out of range or malformed."),
