@@ -57,6 +57,13 @@ def silence(ms: int) -> bytes:
     return bytes(ENGINE_SAMPLE_RATE * 2 * ms // 1000)
 
 
+def white_noise(ms: int, rms: float, seed: int = 1) -> bytes:
+    """Steady hiss at ``rms`` (PCM16 units): a noisy room, not speech."""
+    rng = np.random.default_rng(seed)
+    samples = rng.normal(0.0, rms, ENGINE_SAMPLE_RATE * ms // 1000)
+    return samples_to_pcm16(np.clip(samples, -32768, 32767).astype(np.int16))
+
+
 def words(text: str) -> list[str]:
     kept = "".join(ch if ch.isalnum() or ch in " '" else " " for ch in text.lower())
     return kept.split()

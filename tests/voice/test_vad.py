@@ -4,10 +4,16 @@ import random
 
 import pytest
 
-from hubbub.conversation.voice.providers.silero_vad import WINDOW_MS, SileroVad
+from hubbub.conversation.voice.providers.silero_vad import WINDOW_MS, SileroVad, SileroVadStream
 from hubbub.conversation.voice.providers.vad_state import SpeechStateMachine, VadSettings
 
-from .speech import espeak_pcm16k, silence, without_trailing_silence
+from .speech import (
+    espeak_pcm16k,
+    piper_pcm16k_async,
+    silence,
+    white_noise,
+    without_trailing_silence,
+)
 
 # Windows of 32 ms: speech starts after 3 windows (96 ms), ends after 800 ms = 25 windows.
 SETTINGS = VadSettings(window_ms=32, threshold=0.5, end_threshold=0.35, start_ms=96, silence_ms=800)
@@ -62,6 +68,25 @@ def test_reset_forgets_speech_and_partial_runs() -> None:
     assert machine.feed(0.9) == "speech_start"
 
 
+def test_quiet_windows_count_as_silence_while_the_probability_still_trails() -> None:
+    machine = SpeechStateMachine(SETTINGS)
+    events = [machine.feed(0.9) for _ in range(3)]
+    # The model still says speech, but the level says silence: the count runs.
+    events += [machine.feed(0.9, quiet=True) for _ in range(24)]
+    assert events[2] == "speech_start" and events[3:] == [None] * 24
+    assert machine.feed(0.1) == "speech_end"  # the 25th silent window
+
+
+def test_a_loud_window_restarts_the_count_and_quiet_never_starts_speech() -> None:
+    machine = SpeechStateMachine(SETTINGS)
+    assert [machine.feed(0.9, quiet=True) for _ in range(3)][-1] == "speech_start"
+    events = [machine.feed(0.9, quiet=True) for _ in range(20)]
+    events.append(machine.feed(0.9))  # speech again
+    events += [machine.feed(0.1) for _ in range(24)]
+    assert events == [None] * 45
+    assert machine.feed(0.1) == "speech_end"
+
+
 def test_silence_ms_is_respected_at_other_window_sizes() -> None:
     settings = VadSettings(window_ms=10, start_ms=0, silence_ms=300)
     events = run([0.9] + [0.0] * 40, settings)
@@ -106,6 +131,34 @@ def test_silero_ignores_silence_and_end_needs_the_full_silence() -> None:
     assert stream.process(speech) == ["speech_start"]
     assert stream.process(silence(500)) == []  # shorter than silence_ms
     assert stream.process(silence(500)) == ["speech_end"]
+
+
+def _speech_end_ms(stream: SileroVadStream, speech: bytes, after: bytes) -> float:
+    """How long after ``speech`` (fed first) ``after`` had run when the utterance ended."""
+    assert stream.process(speech) == ["speech_start"]
+    for offset in range(0, len(after), 640):
+        if stream.process(after[offset : offset + 640]) == ["speech_end"]:
+            return (offset + 640) / 32
+    raise AssertionError("no speech_end")
+
+
+async def test_the_end_of_speech_is_heard_sooner_in_near_silence_and_no_sooner_in_noise() -> None:
+    # Piper's speech: Silero's probability trails its end by ~100 ms (espeak's, hardly).
+    speech = silence(300) + without_trailing_silence(
+        await piper_pcm16k_async("I need help with my order.")
+    )
+    quiet, noise = silence(1000), white_noise(1000, rms=400)
+
+    def end_ms(vad: SileroVad, after: bytes) -> float:
+        return _speech_end_ms(vad.open_stream(silence_ms=200), speech, after)
+
+    model_only, with_level = end_ms(SileroVad(quiet_rms=None), quiet), end_ms(SileroVad(), quiet)
+    # The level tells the silence as it starts: within three windows of the real 200 ms
+    # (the model alone: 280-340 ms).
+    assert 200 <= with_level < 200 + 3 * WINDOW_MS
+    assert with_level <= model_only
+    # In a noisy room the level is no help, and no harm.
+    assert end_ms(SileroVad(), noise) == end_ms(SileroVad(quiet_rms=None), noise)
 
 
 def test_silero_reset_starts_over() -> None:

@@ -245,6 +245,12 @@ def pcm16_to_samples(data: bytes) -> Samples:
     return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
 
+def mean_square(pcm16: bytes) -> float:
+    """The mean square of PCM16 audio's samples (the square of its RMS level); 0 if empty."""
+    samples = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.float32)
+    return float(np.dot(samples, samples)) / len(samples) if len(samples) else 0.0
+
+
 def samples_to_pcm16(samples: Samples) -> bytes:
     return samples.astype("<i2", copy=False).tobytes()
 

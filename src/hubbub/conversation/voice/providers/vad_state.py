@@ -8,6 +8,12 @@ probabilities flicker, so boundaries come from a small hysteresis machine:
 * ``speech`` → ``silence`` (event ``speech_end``) once it stayed below ``end_threshold``
   (lower than ``threshold``, so a soft syllable does not end the utterance) for ``silence_ms``
   in a row. Anything at or above ``end_threshold`` resets the silence count.
+
+A voice model's probability trails the audio: Silero stays above ``end_threshold`` for
+~100 ms after the last sound of an utterance. So a window the caller marks ``quiet`` (its
+level is near digital silence, below any speech) counts as silence whatever the model says.
+That only ever shortens the wait at the end of speech: in noise no window is quiet, and a
+quiet gap inside speech is followed by loud speech, which resets the count.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ class SpeechStateMachine:
         self.in_speech = False
         self._run_ms = 0.0
 
-    def feed(self, probability: float) -> VadEvent | None:
-        """One window's speech probability; returns the boundary it completes, if any."""
+    def feed(self, probability: float, *, quiet: bool = False) -> VadEvent | None:
+        """One window's speech probability (``quiet``: its level is below any speech);
+        returns the boundary it completes, if any."""
         s = self.settings
         if not self.in_speech:
             if probability < s.threshold:
@@ -56,7 +63,7 @@ class SpeechStateMachine:
                 self._run_ms = 0.0
                 return "speech_start"
             return None
-        if probability >= s.end_threshold:
+        if probability >= s.end_threshold and not quiet:
             self._run_ms = 0.0
             return None
         self._run_ms += s.window_ms
