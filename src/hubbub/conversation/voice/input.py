@@ -6,7 +6,9 @@ frames on WebRTC), ``end_user_voice_input`` closes it. Server-VAD mode (``asrCon
 audio streams continuously under the empty turn id; Silero VAD opens a turn when speech starts
 (``user_speaking_started``; a barge-in if the agent speaks) and closes it when the user's turn
 is over: after ``autoEndSilenceDurationMs`` of silence, or sooner when the semantic end-of-turn
-model hears a finished utterance. Speech over the agent interrupts only if it is more than a
+model hears a finished utterance. The model listens while the silence is still growing
+(``END_OF_TURN_LEAD_MS`` before ``semanticSilenceMs``), so its verdict is ready when the silence
+is long enough rather than ~50 ms after. Speech over the agent interrupts only if it is more than a
 backchannel (see :mod:`hubbub.conversation.voice.turn_taking` for the rules and settings).
 
 Audio is converted from the session's sendAudioFormat to engine PCM and fed to the project's
@@ -16,6 +18,7 @@ taken by the conversation's worker and then handled exactly like text input.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,6 +48,10 @@ PRE_ROLL_MS: Final = 400
 SERVER_VAD_TURN_ID: Final = ""  # the turn id of continuous server-VAD audio
 # The end-of-turn model hears at most this much of the utterance (Smart Turn: 8 s).
 END_OF_TURN_AUDIO_BYTES: Final = ENGINE_SAMPLE_RATE * 2 * 8
+# The end-of-turn model starts this long before its silence is reached (its inference takes
+# ~30-60 ms on a core); it hears the same utterance with a little less silence after it, which
+# does not change its verdict (Smart Turn judges how the speech ends, not the silence).
+END_OF_TURN_LEAD_MS: Final = 64
 _BYTES_PER_MS: Final = ENGINE_SAMPLE_RATE * 2 / 1000
 
 # The final transcript and the ASR time (ms) of a voice turn.
@@ -111,6 +118,8 @@ class _InputTurn:
     # utterance, or the stage wants a longer silence): the silence so far and the bound.
     silence_ms: float | None = None
     silence_needed_ms: float = 0.0
+    # The end-of-turn model's verdict on the utterance so far, while the silence grows.
+    verdict: asyncio.Future[float | None] | None = None
 
 
 @dataclass(slots=True)
@@ -163,8 +172,7 @@ class VoiceInput:
             # longer keeps the turn open past it (``_InputTurn.silence_ms``).
             policies = [self._policy(stage_id) for stage_id in project.stages]
             self._vad_silence_ms = min(
-                (q.semantic_silence_ms if q.end_of_turn == "semantic" else q.silence_ms)
-                for q in policies or [self._policy(None)]
+                _listening_silence_ms(q) for q in policies or [self._policy(None)]
             )
             self._vad = speech.vad().open_stream(silence_ms=self._vad_silence_ms)
             self._vad_converter = ClientToEngine(audio_format)
@@ -313,6 +321,7 @@ class VoiceInput:
             if boundary == "speech_start":
                 if turn is not None and turn.by_vad:
                     turn.silence_ms = None  # speech resumed: the same turn goes on
+                    turn.verdict = None  # on the utterance as it was: moot now
                     continue
                 if turn is not None or not conversation.can_start_voice:
                     continue
@@ -364,7 +373,7 @@ class VoiceInput:
         if turn.silence_ms is not None and not self._in_speech:
             turn.silence_ms += ms
             if turn.silence_ms >= turn.silence_needed_ms:
-                await self.end(conversation, turn.id, self._monotonic())
+                await self._silence_reached(conversation, turn)
 
     async def _candidate_audio(self, conversation: VoiceTurns, turn: _InputTurn, ms: float) -> None:
         policy = self._policy(conversation.stage_id)
@@ -404,22 +413,32 @@ class VoiceInput:
         if not conversation.receiving_voice:
             await self._drop_turn()  # the conversation moved on (ended, resumed elsewhere)
             return
-        heard_ms = float(self._vad_silence_ms)
-        needed_ms = float(policy.silence_ms)
+        turn.silence_ms = float(self._vad_silence_ms)
+        turn.silence_needed_ms = float(policy.silence_ms)
         if policy.end_of_turn == "semantic" and self._end_of_turn is not None:
-            needed_ms = float(policy.max_silence_ms)
-            try:
-                finished = await self._end_of_turn.finished_probability(bytes(turn.recent))
-            except ProviderError as exc:
-                log.warning("input turn %s: end-of-turn model failed: %s", turn.id, exc)
-                finished = 0.0
-                needed_ms = float(policy.silence_ms)
-            if finished >= policy.finished_threshold:
-                needed_ms = heard_ms
-        if heard_ms >= needed_ms:
+            turn.verdict = asyncio.ensure_future(
+                _verdict(self._end_of_turn, turn.id, bytes(turn.recent))
+            )
+            turn.silence_needed_ms = float(policy.semantic_silence_ms)
+        if turn.silence_ms >= turn.silence_needed_ms:
+            await self._silence_reached(conversation, turn)
+
+    async def _silence_reached(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+        """The silence after the open turn's speech is as long as it needed to be: the turn
+        ends, unless the end-of-turn model heard an unfinished utterance (then it waits up to
+        ``maxSilenceMs``, or the full silence if the model failed)."""
+        verdict, turn.verdict = turn.verdict, None
+        if verdict is not None:
+            policy = self._policy(conversation.stage_id)
+            finished = await verdict
+            if finished is None:
+                turn.silence_needed_ms = float(policy.silence_ms)
+            elif finished < policy.finished_threshold:
+                turn.silence_needed_ms = float(policy.max_silence_ms)
+            if turn.silence_ms is not None and turn.silence_ms < turn.silence_needed_ms:
+                return
+        if self._turn is turn and conversation.receiving_voice:
             await self.end(conversation, turn.id, self._monotonic())
-        else:
-            turn.silence_ms, turn.silence_needed_ms = heard_ms, needed_ms
 
     async def _judge_candidate(
         self, conversation: VoiceTurns, turn: _InputTurn, policy: TurnPolicy
@@ -455,3 +474,19 @@ class VoiceInput:
         )
         self._turn = None  # a backchannel, or a sound: the agent goes on
         self._hold(False)
+
+
+def _listening_silence_ms(policy: TurnPolicy) -> int:
+    """The silence after which voice input starts deciding whether the turn is over."""
+    if policy.end_of_turn == "semantic":
+        return max(policy.semantic_silence_ms - END_OF_TURN_LEAD_MS, 0)
+    return policy.silence_ms
+
+
+async def _verdict(model: EndOfTurnModel, turn_id: str, utterance: bytes) -> float | None:
+    """The probability that the utterance is finished, or None when the model failed."""
+    try:
+        return await model.finished_probability(utterance)
+    except ProviderError as exc:
+        log.warning("input turn %s: end-of-turn model failed: %s", turn_id, exc)
+        return None

@@ -41,6 +41,11 @@ from hubbub.conversation.project.schema import TurnTaking
 
 EndOfTurn = Literal["silence", "semantic"]
 
+# The pause after which the end-of-turn model's verdict counts, in real silence: the VAD counts
+# near-silent windows as silence at once instead of waiting ~100 ms for Silero's probability
+# to fall (200 ms counted on that probability alone would be ~300 ms of real silence).
+DEFAULT_SEMANTIC_SILENCE_MS: Final = 200
+
 DEFAULT_BACKCHANNELS: Final = (
     "mm-hm",
     "mm-hmm",
@@ -127,7 +132,7 @@ def turn_policy(
     wanted: EndOfTurn = taking.end_of_turn or "silence"
     semantic_silence_ms = taking.semantic_silence_ms
     if semantic_silence_ms is None:
-        semantic_silence_ms = min(250, silence_ms)
+        semantic_silence_ms = min(DEFAULT_SEMANTIC_SILENCE_MS, silence_ms)
     max_silence_ms = taking.max_silence_ms if taking.max_silence_ms is not None else silence_ms
     backchannels = taking.backchannels
     if backchannels is None:
