@@ -65,6 +65,35 @@ async def test_sentences_are_synthesized_as_they_complete() -> None:
     assert voice.first_audio_at is not None and voice.tts_seconds > 0
 
 
+async def test_the_first_piece_ends_at_its_first_clause_mark_as_soon_as_it_arrives() -> None:
+    tts, sent = FakeTts(), []
+    tts.hold.clear()  # each piece stays in synthesis until released
+    voice = voice_for(tts, sent)
+    voice.feed("\n Sure")
+    await asyncio.sleep(0)
+    assert tts.sentences == []  # "Sure" may go on ("Sure thing, ...")
+    voice.feed(", I can check that. It costs 1,000 dollars, or")
+    await asyncio.sleep(0)
+    assert tts.sentences == ["Sure,"]  # before the sentence is complete
+    voice.feed(" less; maybe.")
+    tts.hold.set()
+    await voice.finish()
+    # Only the first piece is cut at a clause mark; "1,000" is no clause mark.
+    assert tts.sentences == [
+        "Sure,",
+        "I can check that.",
+        "It costs 1,000 dollars, or less; maybe.",
+    ]
+
+
+async def test_an_answer_without_a_clause_mark_is_one_piece() -> None:
+    tts, sent = FakeTts(), []
+    voice = voice_for(tts, sent)
+    voice.feed("Thanks for calling")
+    await voice.finish()
+    assert tts.sentences == ["Thanks for calling"]
+
+
 async def test_audio_is_converted_to_the_client_format() -> None:
     tts, sent = FakeTts(), []
     voice = voice_for(tts, sent, "pcm_8000")

@@ -2,7 +2,10 @@
 
 The answer text arrives in small deltas; each complete sentence is handed to the TTS provider
 as soon as it ends, while the rest of the answer still streams, so the first audio leaves
-after the first sentence, not after the whole answer. One task per turn synthesizes the
+after the first sentence, not after the whole answer. The turn's first piece is cut even
+sooner, at its first clause mark ("Sure, I can check that." starts as "Sure,"): synthesis time
+grows with the text, and the first piece is what the user waits for; the next ones are
+synthesized while it plays. One task per turn synthesizes the
 sentences in order and sends each chunk, converted to the session's receiveAudioFormat, to
 the client. Barge-in cancels that task: the provider's iterator is closed mid-sentence.
 :meth:`TurnVoice.finish` returns only once the transport has written the last audio, so the
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # A sentence ends at . ! ? (or a line break) followed by white space; "1.5" does not end one.
 _SENTENCE_END: Final = re.compile(r"(?<=[.!?])\s+|\n+")
+# The turn's first piece may also end at a clause mark followed by white space ("1,000" no).
+_FIRST_PIECE_END: Final = re.compile(r"(?<=[.!?,;:])\s+|\n+")
 
 
 class TurnVoice:
@@ -55,24 +60,36 @@ class TurnVoice:
         self._monotonic = monotonic
         self._pending = ""
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queued_any = False
         self._ordinal = 0
         self.first_audio_at: float | None = None
         self.tts_seconds = 0.0
         self._task = asyncio.create_task(self._speak(), name=f"voice {output_turn_id}")
 
     def feed(self, delta: str) -> None:
-        """More answer text; complete sentences start synthesizing at once."""
+        """More answer text; complete sentences (the first clause, for the turn's first
+        piece) start synthesizing at once."""
         self._pending += delta
+        if not self._queued_any:
+            self._pending = self._pending.lstrip()
+            cut = _FIRST_PIECE_END.search(self._pending)
+            if cut is None:
+                return
+            self._queue(self._pending[: cut.start()])
+            self._pending = self._pending[cut.end() :]
         parts = _SENTENCE_END.split(self._pending)
         self._pending = parts.pop()
         for sentence in parts:
-            if sentence.strip():
-                self._sentences.put_nowait(sentence.strip())
+            self._queue(sentence)
+
+    def _queue(self, text: str) -> None:
+        if text.strip():
+            self._sentences.put_nowait(text.strip())
+            self._queued_any = True
 
     async def finish(self) -> None:
         """The answer text is complete: wait until all of it has been synthesized and sent."""
-        if self._pending.strip():
-            self._sentences.put_nowait(self._pending.strip())
+        self._queue(self._pending)
         self._pending = ""
         self._sentences.put_nowait(None)
         await asyncio.shield(self._task)
