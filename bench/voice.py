@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +136,20 @@ class Heard:
         self.played_s = starts - self.first_arrival + len(pcm) / 2 / RATE
 
 
+class TimedClient(WsClient):
+    """Stamps each message with its arrival (``_arrived``, the loop's clock) as it is read,
+    not when the speaker's 20 ms send loop next looks at its inbox."""
+
+    async def _read(self) -> None:
+        clock = asyncio.get_running_loop().time
+        async for message in self.ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                data["_arrived"] = clock()
+                self.log.append(data)
+                self.inbox.put_nowait(data)
+
+
 class Speaker:
     """One WebSocket conversation in server-VAD mode, with a microphone that never stops."""
 
@@ -142,11 +158,11 @@ class Speaker:
         self.conversation_id = conversation_id
         self.ordinal = 0
         self._loop = asyncio.get_running_loop()
-        self._next_send = self._loop.time()
+        self._next_send = self._loop.time()  # when the next piece starts being recorded
 
     @classmethod
     async def open(cls, server: ServerProcess) -> Speaker:
-        client = await WsClient.connect(server)
+        client = await TimedClient.connect(server)
         auth = await client.command(
             {"type": "auth", "apiKey": KEY, "sessionSettings": {"receiveEvents": False}}
         )
@@ -156,17 +172,19 @@ class Speaker:
         return cls(client, str(started["conversationId"]))
 
     async def send_piece(self, piece: bytes) -> float:
-        """Send 20 ms of audio at its real-time moment; returns that moment."""
-        delay = self._next_send - self._loop.time()
+        """Send a piece of audio the way a microphone does, once it has all been recorded
+        (at the end of its real-time span); returns when its first sample was recorded."""
+        duration = len(piece) / 2 / RATE
+        delay = self._next_send + duration - self._loop.time()
         if delay > 0:
             await asyncio.sleep(delay)  # a microphone's pace, not waiting for an event
         else:
-            self._next_send = self._loop.time()
-        sent_at = self._next_send
+            self._next_send = self._loop.time() - duration
+        recorded_at = self._next_send
         self.client.send(voice_chunk(self.conversation_id, "", piece, self.ordinal))
         self.ordinal += 1
-        self._next_send += len(piece) / 2 / RATE
-        return sent_at
+        self._next_send += duration
+        return recorded_at
 
     async def turn(self, speech: bytes, speech_end: int) -> Turn:
         """Speak, then keep sending silence until the answer is heard; returns the latency
@@ -174,9 +192,9 @@ class Speaker:
         spoken_end_at = 0.0
         for offset in range(0, len(speech), PIECE_BYTES):
             piece = speech[offset : offset + PIECE_BYTES]
-            sent_at = await self.send_piece(piece)
+            recorded_at = await self.send_piece(piece)
             if offset <= speech_end * 2 < offset + len(piece):
-                spoken_end_at = sent_at + (speech_end * 2 - offset) / 2 / RATE
+                spoken_end_at = recorded_at + (speech_end * 2 - offset) / 2 / RATE
         heard = Heard()
         finals: list[str] = []
         transcript_at = 0.0
@@ -194,9 +212,9 @@ class Speaker:
                     answer = message["outputTurnId"]
                 elif kind == "user_transcribed_chunk" and message["isFinal"]:
                     finals.append(message["chunkText"])
-                    transcript_at = self._loop.time()
+                    transcript_at = message["_arrived"]
                 elif kind == "send_ai_voice_chunk" and message["outputTurnId"] == answer:
-                    heard.chunk(self._loop.time(), base64.b64decode(message["audioData"]))
+                    heard.chunk(message["_arrived"], base64.b64decode(message["audioData"]))
         assert heard.heard_at is not None
         latency_ms = (heard.heard_at - spoken_end_at) * 1000
         await self.listen(answer)
