@@ -29,7 +29,7 @@ def test_defaults_then_project_then_stage() -> None:
     calm = turn_policy(project(), "calm", semantic_available=True)
     assert calm.end_of_turn == "semantic"
     assert calm.silence_ms == 700
-    assert calm.semantic_silence_ms == 250
+    assert calm.semantic_silence_ms == 200  # the default
     assert calm.max_silence_ms == 1800  # the project's
     assert calm.min_interruption_words == 2
     assert calm.min_interruption_ms == 400  # the default
