@@ -7,9 +7,10 @@ End of turn (``endOfTurn``):
 * ``silence`` (the default: a project written before turn-taking existed behaves as it did,
   and a short pause after "Hello," never cuts a user off unless the project asks for it): the
   turn ends after ``asrConfig.autoEndSilenceDurationMs`` of silence.
-* ``semantic`` (opt-in, needs the Smart Turn model): after
-  ``semanticSilenceMs`` of silence the end-of-turn model hears the utterance; at or above
-  ``finishedThreshold`` the turn ends there. Otherwise ("I need help with my order and…") the
+* ``semantic`` (opt-in, needs the Smart Turn model): the end-of-turn model hears the
+  utterance as the silence after it grows (voice input starts it a little before
+  ``semanticSilenceMs``); at or above ``finishedThreshold`` the turn ends once the silence
+  reaches ``semanticSilenceMs``. Otherwise ("I need help with my order and…") the
   turn stays open until speech resumes (same turn) or the silence reaches ``maxSilenceMs``
   (default: ``autoEndSilenceDurationMs``, so the model only ever shortens the wait). Without the
   model, ``semantic`` falls back to ``silence`` (logged once).
