@@ -1,14 +1,16 @@
 """Voice latency where the user hears it, and server memory over many voice sessions.
 
     .venv/bin/python bench/voice.py [--turns 50] [--concurrent 4] [--modes silence,semantic]
-                                    [--rss-sessions 100]
+                                    [--rss-sessions 100] [--transports ws,webrtc]
 
 Runs a real ``hubbub serve`` with the support-desk agent in server-VAD mode (the offline
 providers: PocketSphinx ASR, Piper TTS, Silero VAD, and for ``semantic`` the Smart Turn v3
 end-of-turn model), one server per turn-detection mode, and talks to it over the WebSocket the
 way a microphone does: audio streams continuously in 20 ms pieces at real-time pace, with no
-start/end commands. Each turn is "I need help with my order." (synthesized once with Piper),
-then silence until the answer is heard. (Not "Hello, I need …": the pause after "Hello," is a
+start/end commands (``--transports webrtc``: the same over an aiortc peer, audio both ways as
+binary frames on the ``audio`` DataChannel, the answer paced by the server). Each turn is
+"I need help with my order." (synthesized once with Piper), then silence until the answer is
+heard. (Not "Hello, I need …": the pause after "Hello," is a
 finished utterance to the end-of-turn model, which then rightly ends the turn there.) A turn
 whose final transcript lacks "order" counts as cut off. The table also splits the latency at
 the final transcript's arrival: end of speech -> transcript (VAD silence, end-of-turn decision,
@@ -48,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hubbub.protocol.audio_frame import encode_audio_frame  # noqa: E402
 from tests.support.server import ServerProcess, running_server  # noqa: E402
 from tests.voice.speech import piper_pcm16k_async, silence  # noqa: E402
 from tests.voice_e2e.voice_clients import (  # noqa: E402
@@ -56,6 +59,7 @@ from tests.voice_e2e.voice_clients import (  # noqa: E402
     config_for,
     voice_chunk,
 )
+from tests.webrtc.conftest import Client  # noqa: E402
 
 KEY = "demo-conversation-key"
 UTTERANCE = "I need help with my order."
@@ -153,12 +157,15 @@ class TimedClient(WsClient):
 class Speaker:
     """One WebSocket conversation in server-VAD mode, with a microphone that never stops."""
 
-    def __init__(self, client: WsClient, conversation_id: str) -> None:
+    transport = "WebSocket"
+
+    def __init__(self, client: Any, conversation_id: str) -> None:
         self.client = client
         self.conversation_id = conversation_id
         self.ordinal = 0
         self._loop = asyncio.get_running_loop()
         self._next_send = self._loop.time()  # when the next piece starts being recorded
+        self._voice: list[tuple[float, str, bytes]] = []  # (arrived, outputTurnId, pcm)
 
     @classmethod
     async def open(cls, server: ServerProcess) -> Speaker:
@@ -171,6 +178,27 @@ class Speaker:
         await turn_end(client)  # the greeting
         return cls(client, str(started["conversationId"]))
 
+    def send_audio(self, piece: bytes) -> None:
+        self.client.send(voice_chunk(self.conversation_id, "", piece, self.ordinal))
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The control messages that have arrived (each stamped ``_arrived``)."""
+        arrived: list[dict[str, Any]] = []
+        while not self.client.inbox.empty():
+            message = self.client.inbox.get_nowait()
+            if message.get("type") == "send_ai_voice_chunk":
+                pcm = base64.b64decode(message["audioData"])
+                self._voice.append((message["_arrived"], message["outputTurnId"], pcm))
+            else:
+                arrived.append(message)
+        return arrived
+
+    def voice(self, output_turn_id: str | None) -> list[tuple[float, bytes]]:
+        """The answer's audio that has arrived since the last call: (arrival, pcm)."""
+        taken = [(at, pcm) for at, turn_id, pcm in self._voice if turn_id == output_turn_id]
+        self._voice.clear()
+        return taken
+
     async def send_piece(self, piece: bytes) -> float:
         """Send a piece of audio the way a microphone does, once it has all been recorded
         (at the end of its real-time span); returns when its first sample was recorded."""
@@ -181,7 +209,7 @@ class Speaker:
         else:
             self._next_send = self._loop.time() - duration
         recorded_at = self._next_send
-        self.client.send(voice_chunk(self.conversation_id, "", piece, self.ordinal))
+        self.send_audio(piece)
         self.ordinal += 1
         self._next_send += duration
         return recorded_at
@@ -205,16 +233,15 @@ class Speaker:
             if self._loop.time() > deadline:
                 raise TimeoutError("no answer heard")
             await self.send_piece(quiet)
-            while not self.client.inbox.empty():
-                message = self.client.inbox.get_nowait()
+            for message in self.messages():
                 kind = message.get("type")
                 if kind == "start_ai_generation_output":
                     answer = message["outputTurnId"]
                 elif kind == "user_transcribed_chunk" and message["isFinal"]:
                     finals.append(message["chunkText"])
                     transcript_at = message["_arrived"]
-                elif kind == "send_ai_voice_chunk" and message["outputTurnId"] == answer:
-                    heard.chunk(message["_arrived"], base64.b64decode(message["audioData"]))
+            for arrived, pcm in self.voice(answer):
+                heard.chunk(arrived, pcm)
         assert heard.heard_at is not None
         latency_ms = (heard.heard_at - spoken_end_at) * 1000
         await self.listen(answer)
@@ -225,12 +252,13 @@ class Speaker:
         )
 
     async def listen(self, answer: str | None) -> None:
-        """Keep the microphone open (silence) until the answer's turn is over."""
+        """Keep the microphone open (silence) until the answer's turn is over (over WebRTC,
+        once its paced voice has played)."""
         async with asyncio.timeout(TURN_TIMEOUT_S):
             while True:
                 await self.send_piece(silence(20))
-                while not self.client.inbox.empty():
-                    message = self.client.inbox.get_nowait()
+                self.voice(None)
+                for message in self.messages():
                     if message.get("outputTurnId") == answer and message.get("type") in (
                         "end_ai_generation_output",
                         "abort_ai_generation_output",
@@ -241,7 +269,64 @@ class Speaker:
         await self.client.close()
 
 
-async def turn_end(client: WsClient) -> dict[str, Any]:
+class StampedPeer(Client):
+    """An aiortc peer that stamps control messages with their arrival; audio frames carry
+    theirs (``frames[i].at_s``)."""
+
+    def _on_control(self, payload: str | bytes) -> None:
+        super()._on_control(payload)
+        self.events[-1][1]["_arrived"] = asyncio.get_running_loop().time()
+
+
+class WebRtcSpeaker(Speaker):
+    """The same conversation over WebRTC: control on the ``control`` DataChannel, audio both
+    ways as binary frames on the ``audio`` channel (the server paces the answer in real time)."""
+
+    transport = "WebRTC"
+
+    def __init__(self, client: StampedPeer, conversation_id: str) -> None:
+        super().__init__(client, conversation_id)
+        self._frames_seen = len(client.frames)
+
+    @classmethod
+    async def open(cls, server: ServerProcess) -> Speaker:
+        client = StampedPeer()
+        await client.connect(server.http_url + "/api/webrtc/offer")
+        auth = await peer_command(
+            client, {"type": "auth", "apiKey": KEY, "sessionSettings": {"receiveEvents": False}}
+        )
+        assert auth["success"] is True, auth
+        started = await peer_command(client, {"type": "start_conversation", "userId": "bench"})
+        await turn_end(client)  # the greeting, once it has played
+        return cls(client, str(started["conversationId"]))
+
+    def send_audio(self, piece: bytes) -> None:
+        assert self.client.audio is not None
+        self.client.audio.send(encode_audio_frame("", piece))
+
+    def messages(self) -> list[dict[str, Any]]:
+        arrived: list[dict[str, Any]] = []
+        while not self.client.inbox.empty():
+            arrived.append(self.client.inbox.get_nowait())
+        return arrived
+
+    def voice(self, output_turn_id: str | None) -> list[tuple[float, bytes]]:
+        frames = self.client.frames[self._frames_seen :]
+        self._frames_seen = len(self.client.frames)
+        return [(f.at_s, f.frame.audio) for f in frames if f.frame.turn_id == output_turn_id]
+
+
+async def peer_command(client: Client, message: dict[str, Any]) -> dict[str, Any]:
+    request_id = f"req-{message['type']}"
+    client.send({**message, "requestId": request_id})
+    async with asyncio.timeout(30):
+        while True:
+            reply = await client.receive()
+            if reply.get("requestId") == request_id:
+                return reply
+
+
+async def turn_end(client: WsClient | Client) -> dict[str, Any]:
     async with asyncio.timeout(60):
         while True:
             message = await client.receive()
@@ -249,8 +334,13 @@ async def turn_end(client: WsClient) -> dict[str, Any]:
                 return message
 
 
-async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int) -> list[Turn]:
-    speaker = await Speaker.open(server)
+SPEAKERS: dict[str, type[Speaker]] = {"ws": Speaker, "webrtc": WebRtcSpeaker}
+
+
+async def sequential(
+    kind: type[Speaker], server: ServerProcess, speech: bytes, end: int, turns: int
+) -> list[Turn]:
+    speaker = await kind.open(server)
     try:
         return [await speaker.turn(speech, end) for _ in range(turns)]
     finally:
@@ -258,9 +348,9 @@ async def sequential(server: ServerProcess, speech: bytes, end: int, turns: int)
 
 
 async def concurrent(
-    server: ServerProcess, speech: bytes, end: int, sessions: int, turns: int
+    kind: type[Speaker], server: ServerProcess, speech: bytes, end: int, sessions: int, turns: int
 ) -> list[Turn]:
-    speakers = [await Speaker.open(server) for _ in range(sessions)]
+    speakers = [await kind.open(server) for _ in range(sessions)]
     each = -(-turns // sessions)
 
     async def talk(index: int, speaker: Speaker) -> list[Turn]:
@@ -303,13 +393,14 @@ async def rss_run(server: ServerProcess, speech: bytes, end: int, sessions: int)
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| mode | scenario | turns | cut off | p50 ms | p95 ms | max ms "
+        "| mode | transport | scenario | turns | cut off | p50 ms | p95 ms | max ms "
         "| p50 speech end -> transcript ms | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['mode']} | {row['scenario']} | {row['turns']} | {row['cut']} "
+            f"| {row['mode']} | {row['transport']} | {row['scenario']} | {row['turns']} "
+            f"| {row['cut']} "
             f"| {row['p50_ms']} "
             f"| {row['p95_ms']} | {row['max_ms']} | {row['transcript_ms']} | {row['wall_s']} |"
         )
@@ -324,7 +415,9 @@ async def main() -> None:
     parser.add_argument("--concurrent", type=int, default=4)
     parser.add_argument("--modes", default="silence,semantic")
     parser.add_argument("--rss-sessions", type=int, default=100)
+    parser.add_argument("--transports", default="ws", help="ws, webrtc or both (ws,webrtc)")
     args = parser.parse_args()
+    kinds = [SPEAKERS[name] for name in args.transports.split(",") if name]
     speech = silence(200) + await piper_pcm16k_async(UTTERANCE)
     end = last_loud_sample(speech)
     speech = speech[: (end + 1) * 2]
@@ -339,21 +432,21 @@ async def main() -> None:
                 warm = await Speaker.open(server)  # models loaded, first decode done
                 await warm.turn(speech, end)
                 await warm.close()
-                if args.turns:
+                for kind in kinds if args.turns else []:
                     began = time.perf_counter()
-                    values = await sequential(server, speech, end, args.turns)
+                    values = await sequential(kind, server, speech, end, args.turns)
+                    label = {"mode": mode, "transport": kind.transport}
                     rows.append(
-                        {"mode": mode}
-                        | summary("1 conversation", values, time.perf_counter() - began)
+                        label | summary("1 conversation", values, time.perf_counter() - began)
                     )
                     print(table(rows[-1:]), flush=True)
                     if args.concurrent > 1:
                         began = time.perf_counter()
-                        values = await concurrent(server, speech, end, args.concurrent, args.turns)
-                        name = f"{args.concurrent} at once"
-                        rows.append(
-                            {"mode": mode} | summary(name, values, time.perf_counter() - began)
+                        values = await concurrent(
+                            kind, server, speech, end, args.concurrent, args.turns
                         )
+                        name = f"{args.concurrent} at once"
+                        rows.append(label | summary(name, values, time.perf_counter() - began))
                         print(table(rows[-1:]), flush=True)
                 if args.rss_sessions and mode == modes[-1]:
                     print(f"RSS over {args.rss_sessions} sessions ({mode}):", flush=True)
