@@ -15,10 +15,8 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
-from hubbub.conversation.project.loader import LoadedProject
-from hubbub.conversation.project.schema import ApiKey
 from hubbub.conversation.protocol import commands as m
 from hubbub.conversation.protocol import errors
 from hubbub.conversation.protocol import pushes as p
@@ -36,53 +34,14 @@ from hubbub.conversation.session.channel import (
     CloseReason,
     SessionHandler,
 )
-from hubbub.conversation.session.limits import MessageRate, SessionLimits
+from hubbub.conversation.session.limits import MessageRate
 from hubbub.conversation.session.output import SessionOutput
+from hubbub.conversation.session.session_services import SessionServices
 from hubbub.conversation.voice.input import SERVER_VAD_TURN_ID, VoiceInput
 from hubbub.conversation.voice.output import TurnVoice
 from hubbub.conversation.voice.providers.base import ProviderError
-from hubbub.conversation.voice.speech import SpeechStack
 
 log = logging.getLogger(__name__)
-
-
-class SessionServices(Protocol):
-    """What a session needs from the server (the :class:`~.service.ConversationService`)."""
-
-    @property
-    def speech(self) -> SpeechStack | None:
-        """None: the voice extra is missing, and voice commands say voice is disabled."""
-        ...
-
-    @property
-    def monotonic(self) -> Callable[[], float]: ...
-
-    @property
-    def session_limits(self) -> SessionLimits: ...
-
-    def auth_refused(self, client_ip: str) -> bool:
-        """Whether ``client_ip`` has used up its failed auth attempts (spec section 2)."""
-        ...
-
-    def auth_failed(self, client_ip: str) -> None:
-        """Count one failed auth attempt of ``client_ip`` (successful ones are not counted)."""
-        ...
-
-    def find_key(self, api_key: str) -> tuple[LoadedProject, ApiKey] | None: ...
-
-    def create(
-        self,
-        project: LoadedProject,
-        *,
-        user_id: str,
-        stage_id: str,
-        agent_id: str | None,
-        timezone: str,
-    ) -> Conversation: ...
-
-    async def resume(self, project: LoadedProject, conversation_id: str) -> Conversation | str:
-        """The conversation, or why it cannot be resumed (an error text)."""
-        ...
 
 
 class Session(SessionHandler):
