@@ -157,6 +157,14 @@ async def test_piper_streams_sentence_by_sentence_in_100ms_chunks(piper: PiperTt
     assert arrivals[0] < 0.7 * elapsed
 
 
+async def test_piper_worker_threads_do_not_spin_between_runs(piper: PiperTts) -> None:
+    # ONNX Runtime's default spins its threads after each run, burning CPU that other
+    # conversations' speech needs (bench/voice.py, four at once).
+    await piper.warm_up()
+    options = piper._load().session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 async def test_piper_speed_setting_changes_duration(piper: PiperTts) -> None:
     text = "Your order will arrive on Tuesday."
     normal = b"".join(await collect(piper.synthesize(text, VoiceSettings())))

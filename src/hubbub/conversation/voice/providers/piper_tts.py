@@ -15,6 +15,7 @@ chunks, and a sentence still inside the model is aborted through ONNX Runtime's
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
@@ -26,7 +27,7 @@ import numpy as np  # ONNX inputs; the rest of the audio handling is in voice.au
 import onnxruntime
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OnnxFail
 from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException as OnnxRuntimeError
-from piper import PiperVoice
+from piper import PiperConfig, PiperVoice
 
 from hubbub.conversation.voice.audio import Resampler, float_to_samples, samples_to_pcm16
 from hubbub.conversation.voice.providers.base import (
@@ -59,8 +60,8 @@ class PiperTts(TtsProvider):
         with self._load_lock:
             if self._voice is None:
                 try:
-                    self._voice = PiperVoice.load(self._model_path)
-                except (OSError, ValueError, OnnxFail) as exc:
+                    self._voice = _voice(Path(self._model_path))
+                except (OSError, ValueError, KeyError, OnnxFail) as exc:
                     raise ProviderError(f"piper: cannot load voice: {exc}") from exc
             return self._voice
 
@@ -133,6 +134,21 @@ class PiperTts(TtsProvider):
                 options.terminate = True
             if pending is not None and not pending.done():
                 pending.cancel()
+
+
+def _voice(model_path: Path) -> PiperVoice:
+    """The voice with its ONNX session made here rather than by ``PiperVoice.load``: its
+    worker threads must not spin-wait between runs. By default they spin after each run; on a
+    server whose cores are shared with other conversations' speech that burns ~40 ms of CPU
+    per sentence (measured: 72 ms of CPU for a 22 ms run of "Sure,", 28 ms without spinning,
+    the run itself ~4 ms slower)."""
+    config = json.loads(Path(f"{model_path}.json").read_text(encoding="utf-8"))
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(
+        str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return PiperVoice(session=session, config=PiperConfig.from_dict(config))
 
 
 def _clauses(phonemes: list[str]) -> list[list[str]]:
