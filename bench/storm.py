@@ -212,90 +212,100 @@ async def one_run(args: argparse.Namespace, reconnects_per_s: float) -> list[Any
             config_path.write_text(config(redis_server.url, reconnects_per_s))
             a = Node("A", config_path, directory / "a.log")
             b = Node("B", config_path, directory / "b.log")
-            await asyncio.gather(a.start(), b.start())
-            workers = []
-            per = -(-args.clients // args.workers)
-            for first in range(0, args.clients, per):
-                spec = {
-                    "url": a.url,
-                    "first": first,
-                    "last": min(args.clients, first + per),
-                    "key": "pk_live_demo" if args.presence else "pk_no_presence",
-                }
-                workers.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        __file__,
-                        "--worker",
-                        json.dumps(spec),
-                        stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE,
-                        limit=1 << 26,
+            workers: list[asyncio.subprocess.Process] = []
+            try:
+                await asyncio.gather(a.start(), b.start())
+                per = -(-args.clients // args.workers)
+                for first in range(0, args.clients, per):
+                    spec = {
+                        "url": a.url,
+                        "first": first,
+                        "last": min(args.clients, first + per),
+                        "key": "pk_live_demo" if args.presence else "pk_no_presence",
+                    }
+                    workers.append(
+                        await asyncio.create_subprocess_exec(
+                            sys.executable,
+                            __file__,
+                            "--worker",
+                            json.dumps(spec),
+                            stdin=asyncio.subprocess.PIPE,
+                            stdout=asyncio.subprocess.PIPE,
+                            limit=1 << 26,
+                        )
                     )
-                )
-            for process in workers:
-                assert process.stdout is not None
-                async with asyncio.timeout(300):
-                    line = await process.stdout.readline()
-                assert line.strip() == b"ready", line
-            print(f"  {args.clients} clients on A; ", end="", flush=True)
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-                stayers = Stayers(b.url, args.stayers, args.rate)
-                ready, stop = asyncio.Event(), asyncio.Event()
-                stay_task = asyncio.create_task(stayers.run(session, ready, stop))
-                await ready.wait()
-                before_start = time.time()
-                await asyncio.sleep(args.before_s)
-                redis_peak = await redis_clients(redis)
-                sigterm_at = time.time()
-                a.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-                sampling = True
+                for process in workers:
+                    assert process.stdout is not None
+                    async with asyncio.timeout(300):
+                        line = await process.stdout.readline()
+                    assert line.strip() == b"ready", line
+                print(f"  {args.clients} clients on A; ", end="", flush=True)
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0)
+                ) as session:
+                    stayers = Stayers(b.url, args.stayers, args.rate)
+                    ready, stop = asyncio.Event(), asyncio.Event()
+                    stay_task = asyncio.create_task(stayers.run(session, ready, stop))
+                    await ready.wait()
+                    before_start = time.time()
+                    await asyncio.sleep(args.before_s)
+                    redis_peak = await redis_clients(redis)
+                    sigterm_at = time.time()
+                    a.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                    sampling = True
 
-                async def sample_redis() -> None:
-                    nonlocal redis_peak
-                    while sampling:
-                        redis_peak = max(redis_peak, await redis_clients(redis))
+                    async def sample_redis() -> None:
+                        nonlocal redis_peak
+                        while sampling:
+                            redis_peak = max(redis_peak, await redis_clients(redis))
+                            await asyncio.sleep(0.2)
+
+                    sampler = asyncio.create_task(sample_redis())
+                    exit_code = await a.process.wait()  # type: ignore[union-attr]
+                    exited_at = time.time()
+                    await a.start()
+                    up_at = time.time()
+                    print(
+                        f"A exited {exit_code} after {exited_at - sigterm_at:.1f} s; ",
+                        end="",
+                        flush=True,
+                    )
+                    # Wait until every client has resubscribed (A's connection count), bounded.
+                    deadline = time.monotonic() + args.timeout_s
+                    while time.monotonic() < deadline:
+                        conns = (await a.metrics(session)).get("hubbub_connections", 0)
+                        if conns >= args.clients:
+                            break
                         await asyncio.sleep(0.2)
-
-                sampler = asyncio.create_task(sample_redis())
-                exit_code = await a.process.wait()  # type: ignore[union-attr]
-                exited_at = time.time()
-                await a.start()
-                up_at = time.time()
-                print(
-                    f"A exited {exit_code} after {exited_at - sigterm_at:.1f} s; ",
-                    end="",
-                    flush=True,
-                )
-                # Wait until every client has resubscribed (A's connection count), bounded.
-                deadline = time.monotonic() + args.timeout_s
-                while time.monotonic() < deadline:
-                    conns = (await a.metrics(session)).get("hubbub_connections", 0)
-                    if conns >= args.clients:
-                        break
-                    await asyncio.sleep(0.2)
-                await asyncio.sleep(0.5)
-                storm_end = time.time()
-                sampling = False
-                await sampler
-                stop.set()
-                await stay_task
-            reports: list[list[Any]] = []
-            for process in workers:
-                assert process.stdin is not None and process.stdout is not None
-                process.stdin.write(b"report\n")
-                await process.stdin.drain()
-                reports += json.loads(await process.stdout.readline())
-            for process in workers:
-                await process.wait()
-            alive_b = b.alive()
-            tracebacks = a.log_text().count("Traceback") + b.log_text().count("Traceback")
-            if args.keep_logs:
-                keep = Path(args.keep_logs)
-                keep.mkdir(parents=True, exist_ok=True)
-                for node in (a, b):
-                    (keep / f"{node.name}-{reconnects_per_s:g}.log").write_text(node.log_text())
-            await asyncio.gather(a.stop(), b.stop())
+                    await asyncio.sleep(0.5)
+                    storm_end = time.time()
+                    sampling = False
+                    await sampler
+                    stop.set()
+                    await stay_task
+                reports: list[list[Any]] = []
+                for process in workers:
+                    assert process.stdin is not None and process.stdout is not None
+                    process.stdin.write(b"report\n")
+                    await process.stdin.drain()
+                    reports += json.loads(await process.stdout.readline())
+                for process in workers:
+                    await process.wait()
+                alive_b = b.alive()
+                tracebacks = a.log_text().count("Traceback") + b.log_text().count("Traceback")
+                if args.keep_logs:
+                    keep = Path(args.keep_logs)
+                    keep.mkdir(parents=True, exist_ok=True)
+                    for node in (a, b):
+                        (keep / f"{node.name}-{reconnects_per_s:g}.log").write_text(node.log_text())
+            finally:
+                # Whatever went wrong (a client's BrokenPipeError once), no node or load
+                # generator outlives the run.
+                for process in workers:
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                await asyncio.gather(a.stop(), b.stop())
         await redis.aclose()
 
     retries = [r[0] for r in reports if r[0] is not None]
