@@ -8,20 +8,22 @@ providers: PocketSphinx ASR, Piper TTS, Silero VAD, and for ``semantic`` the Sma
 end-of-turn model), one server per turn-detection mode, and talks to it over the WebSocket the
 way a microphone does: audio streams continuously in 20 ms pieces at real-time pace, with no
 start/end commands (``--transports webrtc``: the same over an aiortc peer, audio both ways as
-binary frames on the ``audio`` DataChannel, the answer paced by the server). Each turn is
-"I need help with my order." (synthesized once with Piper), then silence until the answer is
-heard. (Not "Hello, I need …": the pause after "Hello," is a
+binary frames on the ``audio`` DataChannel, the answer paced by the server). The turns cycle
+through five finished sentences the greeting stage answers alike ("I need help with my
+order.", "My delivery has not arrived.", ... each synthesized once with Piper), each followed
+by silence until the answer is heard. (Not "Hello, I need ...": the pause after "Hello," is a
 finished utterance to the end-of-turn model, which then rightly ends the turn there.) A turn
-whose final transcript lacks "order" counts as cut off. The table also splits the latency at
-the final transcript's arrival: end of speech -> transcript (VAD silence, end-of-turn decision,
-final decode) and transcript -> heard (answer, first sentence's synthesis, delivery).
+whose final transcript lacks the sentence's key word ("order", "delivery", ...) counts as cut
+off. The table also splits the latency at the final transcript's arrival: end of speech ->
+transcript (VAD silence, end-of-turn decision, final decode) and transcript -> heard (answer,
+first piece's synthesis, delivery).
 
 Latency is measured in the client's own audio: from the moment the last non-silent sample of
-the user's speech was sent to the moment the first non-silent sample of the answer would play.
-Playback is modelled as a player that starts with the answer's first chunk and plays gaplessly
+the user's speech was recorded to the moment the first non-silent sample of the answer would
+play. Playback is modelled as a player that starts with the answer's first chunk and plays gaplessly
 (a chunk that arrives late delays what follows it). Nothing comes from server timestamps. It
 spans the VAD's silence, the end-of-turn decision, the final ASR decode, the rule-based answer
-and the synthesis of its first sentence.
+and the synthesis of its first piece.
 
 Scenarios per mode: one conversation speaking ``--turns`` turns, then ``--concurrent``
 conversations at once speaking ``--turns`` turns between them (p50/p95 each). Goal: p50 <=
@@ -62,7 +64,17 @@ from tests.voice_e2e.voice_clients import (  # noqa: E402
 from tests.webrtc.conftest import Client  # noqa: E402
 
 KEY = "demo-conversation-key"
-UTTERANCE = "I need help with my order."
+# What the caller says, in turn: finished sentences the greeting stage answers the same way
+# (its "ask_for_order" action), each with the word its final transcript must hold. Several
+# sentences, because the end-of-turn model judges each one's intonation: one sentence repeated
+# 50 times would measure that one synthesis (Piper's output varies from run to run) 50 times.
+UTTERANCES = (
+    ("I need help with my order.", "order"),
+    ("Can you check my order, please?", "order"),
+    ("I want to know where my package is.", "package"),
+    ("My delivery has not arrived.", "delivery"),
+    ("I have a question about shipping.", "shipping"),
+)
 RATE = 16_000
 PIECE_BYTES = 640  # 20 ms
 LOUD = 300  # |sample| above this is not silence (both directions)
@@ -72,6 +84,23 @@ TURN_TIMEOUT_S = 30.0
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    text: str
+    keyword: str
+    pcm: bytes  # 200 ms of silence, then the speech up to its last loud sample
+    end: int  # the index of that sample
+
+
+async def utterances() -> list[Utterance]:
+    made = []
+    for text, keyword in UTTERANCES:
+        speech = silence(200) + await piper_pcm16k_async(text)
+        end = last_loud_sample(speech)
+        made.append(Utterance(text, keyword, speech[: (end + 1) * 2], end))
+    return made
 
 
 @dataclass
@@ -214,9 +243,10 @@ class Speaker:
         self._next_send += duration
         return recorded_at
 
-    async def turn(self, speech: bytes, speech_end: int) -> Turn:
+    async def turn(self, utterance: Utterance) -> Turn:
         """Speak, then keep sending silence until the answer is heard; returns the latency
         (ms) from the end of the speech to the first audible answer sample."""
+        speech, speech_end = utterance.pcm, utterance.end
         spoken_end_at = 0.0
         for offset in range(0, len(speech), PIECE_BYTES):
             piece = speech[offset : offset + PIECE_BYTES]
@@ -227,6 +257,7 @@ class Speaker:
         finals: list[str] = []
         transcript_at = 0.0
         answer: str | None = None
+        answer_over = False  # a short answer may end in the same 20 ms as it is first heard
         quiet = silence(20)
         deadline = self._loop.time() + TURN_TIMEOUT_S
         while heard.heard_at is None:
@@ -240,15 +271,18 @@ class Speaker:
                 elif kind == "user_transcribed_chunk" and message["isFinal"]:
                     finals.append(message["chunkText"])
                     transcript_at = message["_arrived"]
+                elif _ends(message, answer):
+                    answer_over = True
             for arrived, pcm in self.voice(answer):
                 heard.chunk(arrived, pcm)
         assert heard.heard_at is not None
         latency_ms = (heard.heard_at - spoken_end_at) * 1000
-        await self.listen(answer)
+        if not answer_over:
+            await self.listen(answer)
         return Turn(
             latency_ms,
             (transcript_at - spoken_end_at) * 1000,
-            not any("order" in text.lower() for text in finals),
+            not any(utterance.keyword in text.lower() for text in finals),
         )
 
     async def listen(self, answer: str | None) -> None:
@@ -258,15 +292,18 @@ class Speaker:
             while True:
                 await self.send_piece(silence(20))
                 self.voice(None)
-                for message in self.messages():
-                    if message.get("outputTurnId") == answer and message.get("type") in (
-                        "end_ai_generation_output",
-                        "abort_ai_generation_output",
-                    ):
-                        return
+                if any(_ends(message, answer) for message in self.messages()):
+                    return
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _ends(message: dict[str, Any], answer: str | None) -> bool:
+    return message.get("outputTurnId") == answer and message.get("type") in (
+        "end_ai_generation_output",
+        "abort_ai_generation_output",
+    )
 
 
 class StampedPeer(Client):
@@ -338,24 +375,24 @@ SPEAKERS: dict[str, type[Speaker]] = {"ws": Speaker, "webrtc": WebRtcSpeaker}
 
 
 async def sequential(
-    kind: type[Speaker], server: ServerProcess, speech: bytes, end: int, turns: int
+    kind: type[Speaker], server: ServerProcess, said: list[Utterance], turns: int
 ) -> list[Turn]:
     speaker = await kind.open(server)
     try:
-        return [await speaker.turn(speech, end) for _ in range(turns)]
+        return [await speaker.turn(said[i % len(said)]) for i in range(turns)]
     finally:
         await speaker.close()
 
 
 async def concurrent(
-    kind: type[Speaker], server: ServerProcess, speech: bytes, end: int, sessions: int, turns: int
+    kind: type[Speaker], server: ServerProcess, said: list[Utterance], sessions: int, turns: int
 ) -> list[Turn]:
     speakers = [await kind.open(server) for _ in range(sessions)]
     each = -(-turns // sessions)
 
     async def talk(index: int, speaker: Speaker) -> list[Turn]:
         await asyncio.sleep(index * 0.6)  # stagger the callers, as real ones would be
-        return [await speaker.turn(speech, end) for _ in range(each)]
+        return [await speaker.turn(said[(index + i) % len(said)]) for i in range(each)]
 
     try:
         results = await asyncio.gather(*(talk(i, s) for i, s in enumerate(speakers)))
@@ -372,13 +409,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def rss_run(server: ServerProcess, speech: bytes, end: int, sessions: int) -> list[str]:
+async def rss_run(server: ServerProcess, said: list[Utterance], sessions: int) -> list[str]:
     pid = server.process.pid
     marks: list[tuple[int, int]] = [(0, rss_kib(pid))]
     for index in range(1, sessions + 1):
         speaker = await Speaker.open(server)
         try:
-            await speaker.turn(speech, end)
+            await speaker.turn(said[index % len(said)])
         finally:
             await speaker.close()
         if index in (1, 10, 25, 50, 75, 100) or index == sessions:
@@ -418,10 +455,9 @@ async def main() -> None:
     parser.add_argument("--transports", default="ws", help="ws, webrtc or both (ws,webrtc)")
     args = parser.parse_args()
     kinds = [SPEAKERS[name] for name in args.transports.split(",") if name]
-    speech = silence(200) + await piper_pcm16k_async(UTTERANCE)
-    end = last_loud_sample(speech)
-    speech = speech[: (end + 1) * 2]
-    print(f"utterance: {UTTERANCE!r}, {len(speech) / 2 / RATE:.2f} s", flush=True)
+    said = await utterances()
+    for utterance in said:
+        print(f"utterance: {utterance.text!r}, {utterance.end / RATE:.2f} s", flush=True)
     rows: list[dict[str, Any]] = []
     rss: list[str] = []
     modes = [m for m in args.modes.split(",") if m]
@@ -430,11 +466,12 @@ async def main() -> None:
             config = config_for(project_dir(Path(tmp), mode), Path(tmp) / f"store-{mode}.db")
             async with running_server(config, env={"WEBRTC_STUN_URL": ""}) as server:
                 warm = await Speaker.open(server)  # models loaded, first decode done
-                await warm.turn(speech, end)
+                for utterance in said:
+                    await warm.turn(utterance)
                 await warm.close()
                 for kind in kinds if args.turns else []:
                     began = time.perf_counter()
-                    values = await sequential(kind, server, speech, end, args.turns)
+                    values = await sequential(kind, server, said, args.turns)
                     label = {"mode": mode, "transport": kind.transport}
                     rows.append(
                         label | summary("1 conversation", values, time.perf_counter() - began)
@@ -442,15 +479,13 @@ async def main() -> None:
                     print(table(rows[-1:]), flush=True)
                     if args.concurrent > 1:
                         began = time.perf_counter()
-                        values = await concurrent(
-                            kind, server, speech, end, args.concurrent, args.turns
-                        )
+                        values = await concurrent(kind, server, said, args.concurrent, args.turns)
                         name = f"{args.concurrent} at once"
                         rows.append(label | summary(name, values, time.perf_counter() - began))
                         print(table(rows[-1:]), flush=True)
                 if args.rss_sessions and mode == modes[-1]:
                     print(f"RSS over {args.rss_sessions} sessions ({mode}):", flush=True)
-                    rss = await rss_run(server, speech, end, args.rss_sessions)
+                    rss = await rss_run(server, said, args.rss_sessions)
     print()
     print(table(rows))
     if rss:
