@@ -9,10 +9,15 @@ in-memory one whose publish moves the fake clock, as a stalled Redis would let t
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+
 from hubbub.brokers.memory import MemoryBroker
+from hubbub.core.authorizer import ALLOWED, Verdict
 from hubbub.core.broker import Publication
 from hubbub.core.node import NodeLimits
 from tests.core.fakes import Client, Hub
+from tests.core.test_node_hooks import ScriptedAuthorizer, quick, settle
 from tests.support.clock import FakeClock
 
 LIMITS = NodeLimits(rate_burst=10, rate_per_second=5, ping_burst=2, ping_rate_per_second=0.25)
@@ -90,3 +95,30 @@ async def test_pings_sent_during_a_stall_are_excused_too() -> None:
         await alice.send({"type": "ping"})
     assert alice.sink.close_event() is None
     assert [f["type"] for f in alice.new_frames()] == ["ack", "pong", "pong", "pong"]
+
+
+async def test_a_full_lane_is_a_stall_the_client_is_not_charged_for() -> None:
+    """A publish proxy that does not answer for 4 s: the lane fills, the transport stops
+    reading (the node's put waits), and the 16 frames sent meanwhile are read at once."""
+    gate: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+    clock = FakeClock()
+    hub = await Hub(
+        authorizer=ScriptedAuthorizer(lambda kind, channel, data: gate),
+        limits=dataclasses.replace(LIMITS, max_pending_frames=1),
+        clock=clock,
+    ).start()
+    alice = await hub.connect("alice", key_id="proxied")
+    await quick(alice.publish("room", 0, "0"))  # being decided
+    await asyncio.sleep(0)
+    await quick(alice.publish("room", 1, "1"))  # the lane is full
+    blocked = asyncio.ensure_future(alice.publish("room", 2, "2"))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    clock.now += STALL_S
+    gate.set_result(ALLOWED)
+    await quick(blocked)
+    for i in range(3, 19):
+        await quick(alice.publish("room", i, str(i)))
+    await settle(alice)
+    assert alice.sink.close_event() is None
+    assert acks(alice) == [str(i) for i in range(19)]
