@@ -52,6 +52,14 @@ class Connection:
     frames_in: int = 0  # client frames received
     frames_out: int = 0  # frames queued to its sink
 
+    def excuse_stall(self, stalled_s: float, now: float) -> None:
+        """The server did not read this connection for ``stalled_s`` up to ``now``: what the
+        client sent meanwhile is charged as if read when sent (:meth:`TokenBucket.excuse`)."""
+        if self.bucket is not None:
+            self.bucket.excuse(stalled_s, now)
+        if self.ping_bucket is not None:
+            self.ping_bucket.excuse(stalled_s, now)
+
     @property
     def app_id(self) -> str:
         return self.principal.app_id

@@ -84,6 +84,10 @@ log = logging.getLogger(__name__)
 EXPIRY_RESOLUTION_S: Final = 0.25
 # Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
 UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
+# A frame whose handling kept the server from reading its connection at least this long
+# excuses the stall in the connection's buckets (TokenBucket.excuse); shorter ones (a healthy
+# broker's round trip) would add a fraction of a token, not worth the work per frame.
+MIN_EXCUSED_STALL_S: Final = 0.001
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
 
 
@@ -345,7 +349,8 @@ class Node:
             conn.frames_out += 1
             conn.sink.push(self._pong)
             return
-        if conn.bucket is not None and not conn.bucket.take(self._clock()):
+        started = self._clock()
+        if conn.bucket is not None and not conn.bucket.take(started):
             self._close_over_rate(conn)
             return
         if isinstance(frame, FrameError):
@@ -353,8 +358,14 @@ class Node:
             return
         if conn.lane is not None:
             await conn.lane.put(frame)
-            return
-        await self._handle(conn, frame)
+        else:
+            await self._handle(conn, frame)
+        # The transport reads this connection's next frame only once this one's handling
+        # returns: time spent here (the broker's answer, a full lane) is time the server did
+        # not read, and what the client sent meanwhile is not a burst of its own making.
+        ended = self._clock()
+        if ended - started >= MIN_EXCUSED_STALL_S:
+            conn.excuse_stall(ended - started, ended)
 
     async def _handle_queued(self, conn: Connection, frame: ClientFrame) -> None:
         if not (conn.closed or conn.closing):
