@@ -102,11 +102,11 @@ async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns
         finally:
             redis.process.send_signal(signal.SIGCONT)
         resumed_at = time.monotonic()
-        for seq in range(70, 80):
+        for seq in range(70, 90):  # 1 s after the resume
             await publish(seq)
             await asyncio.sleep(0.05)  # pacing
         async with asyncio.timeout(15):
-            while len(answers) < 80 or not all(
+            while len(answers) < 90 or not all(
                 delivered[s] for s, (o, _) in answers.items() if o == "ack"
             ):
                 await asyncio.sleep(0.05)  # answers arrive on their own: poll the tallies
@@ -114,7 +114,8 @@ async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns
         outcomes = Counter(outcome for outcome, _ in answers.values())
         assert set(outcomes) <= {"ack", "backend_error"}, outcomes
         # The documented outcome: a command Redis does not answer within the 5 s command
-        # timeout fails with backend_error (the rest wait for Redis and are acknowledged).
+        # timeout fails with backend_error, and so does every publish after it until Redis
+        # answers again (test_a_hung_redis_... measures how promptly).
         assert outcomes["backend_error"] >= 1, outcomes
         first_error = min(t for o, t in answers.values() if o == "backend_error")
         assert 4.0 <= first_error - paused_at <= 8.0
@@ -122,9 +123,10 @@ async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns
         acked = {s for s, (o, _) in answers.items() if o == "ack"}
         assert all(delivered[s] == 1 for s in acked), delivered
         assert set(delivered) <= set(answers)
-        # Service back within seconds of the resume: the publishes after it are acknowledged.
-        assert all(answers[s][0] == "ack" for s in range(70, 80))
-        assert max(answers[s][1] for s in range(70, 80)) - resumed_at < 3.0
+        # Service back at once: a publish sent as Redis resumes may still find it "not
+        # answering", but every one sent from 0.5 s after the resume on is acknowledged.
+        assert all(answers[s][0] == "ack" for s in range(70, 90) if sent[s] > resumed_at + 0.5)
+        assert max(answers[s][1] for s in range(70, 90)) - resumed_at < 3.0
         assert not publisher.closed and not subscriber.closed
         for reader in readers:
             reader.cancel()

@@ -275,14 +275,16 @@ class OrderedSender:
         until it answers, and keep the connection (its first answer ends the stall)."""
         self._stalled = BrokerUnavailable(str(exc) or type(exc).__name__)
         self._listener.note_failure(exc)
-        for _, future, _ in self._unanswered:
-            if not future.done():
-                future.set_exception(self._stalled)
         self._fail_pending(self._stalled)
         connection = self._connection
         if connection is None:
+            # Nothing was written on a live connection: no answer is owed to what failed.
+            self._abandon(exc, outage=False)
             self._revive()
             return
+        for _, future, _ in self._unanswered:
+            if not future.done():
+                future.set_exception(self._stalled)
         if not self._unanswered:
             # Nothing outstanding whose answer would show Redis is back: ask it something.
             pinged: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
