@@ -170,8 +170,10 @@ class OrderedSender:
                 # Answers come back in write order, so the batch is due before it is written.
                 now = loop.time()
                 self._unanswered.extend((args, future, now) for args, future in batch)
+                connection = self._connection
                 try:
-                    connection = self._connection or await self._connect()
+                    if connection is None:
+                        connection = await self._connect()
                     packed = connection.pack_commands(args for args, _ in batch)
                     # No socket timeout on this connection: with one, redis-py writes from
                     # another task, a loop iteration later (see _connect).
@@ -180,7 +182,10 @@ class OrderedSender:
                     self._stall(exc)  # connected, but the handshake went unanswered
                     continue
                 except FAILURES as exc:
-                    self._abandon(exc, outage=True)
+                    # A connection given up while this write waited on it was abandoned
+                    # already, this batch with it; its replacement is not this failure's.
+                    if self._connection is None or self._connection is connection:
+                        self._abandon(exc, outage=True)
                     continue
                 self._arm_watchdog(self._timeout_s)
         finally:
