@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import RedisCluster
 from redis.asyncio.connection import Connection
 
+from hubbub.brokers.redis_link import RedisLink
 from hubbub.brokers.redis_sender import OrderedSender, stop_task
 from hubbub.core.broker import BrokerUnavailable
 from tests.support.redis import private_redis, redis_cli, redis_cluster, unique_prefix
@@ -306,3 +308,31 @@ async def test_stop_task_ends_a_loop_that_swallowed_a_cancellation() -> None:
     await asyncio.sleep(0)
     await asyncio.wait_for(stop_task(task), EVENT_TIMEOUT_S)
     assert task.cancelled() and swallowed == 1
+
+
+async def test_a_timed_out_command_elsewhere_on_the_link_stalls_its_idle_sender() -> None:
+    async with private_redis() as redis:
+        assert redis.process is not None
+        link = RedisLink(redis.url)
+        try:
+            assert await link.call("PING", "any") == b"any"  # the ordered path is idle
+            redis.process.send_signal(signal.SIGSTOP)
+            try:
+                # What the liveness heartbeat reports when its pooled command times out.
+                link.note_failure(redis_errors.TimeoutError("Timeout reading from redis"))
+                refused = link.call("PING", "any")
+                assert refused.done()
+                with pytest.raises(BrokerUnavailable):
+                    await refused
+            finally:
+                redis.process.send_signal(signal.SIGCONT)
+            resumed = asyncio.get_running_loop().time()
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                while True:  # refused at once until the stall's PING is answered
+                    with contextlib.suppress(BrokerUnavailable):
+                        assert await link.call("PING", "any") == b"any"
+                        break
+                    await asyncio.sleep(0.01)  # poll, bounded above
+            assert asyncio.get_running_loop().time() - resumed < 1.0
+        finally:
+            await link.stop()

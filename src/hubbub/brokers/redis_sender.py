@@ -333,7 +333,7 @@ class OrderedSender:
             while self._connection is None:
                 try:
                     await self._connect()
-                except FAILURES:
+                except (*FAILURES, redis_errors.RedisError):  # a refused handshake too
                     await asyncio.sleep(_REVIVE_PAUSE_S)
         finally:
             self._reviving = None
