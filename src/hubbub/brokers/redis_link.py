@@ -187,6 +187,12 @@ class RedisLink:
         await self.client.aclose()
 
     def note_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, redis_errors.TimeoutError) and not self.sharded:
+            # A command to this one server went unanswered (a heartbeat, say): the ordered
+            # path need not find out with a publish of its own, 5 s later.
+            main = self._senders.get("main")
+            if main is not None:
+                main.suspect_hung(exc)
         if not self.in_outage:
             self.in_outage = True
             log.warning(
