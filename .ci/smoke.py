@@ -203,7 +203,8 @@ async def pages(server: Server, http: aiohttp.ClientSession) -> None:
             check(response.status == 200 and marker in text, f"{path} served", response.status)
     async with http.get(f"{server.url}/info") as response:
         info = await response.json()
-        check(info.get("mode") == "demo" and info.get("docs") == [], "/info (no docs in a wheel)", info)
+        no_docs = info.get("mode") == "demo" and info.get("docs") == []
+        check(no_docs, "/info (no docs in a wheel)", info)
 
 
 async def main(hubbub: str) -> int:
