@@ -108,6 +108,7 @@ class Turn:
     latency_ms: float
     to_transcript_ms: float
     cut_off: bool
+    said: str = ""
 
 
 def summary(name: str, turns: list[Turn], wall_s: float) -> dict[str, Any]:
@@ -121,6 +122,10 @@ def summary(name: str, turns: list[Turn], wall_s: float) -> dict[str, Any]:
         "p95_ms": round(percentile(latencies, 0.95), 1),
         "max_ms": round(max(latencies), 1),
         "wall_s": round(wall_s, 1),
+        "by_sentence": {
+            said: round(statistics.median(t.latency_ms for t in turns if t.said == said), 1)
+            for said in dict.fromkeys(t.said for t in turns)
+        },
     }
 
 
@@ -283,6 +288,7 @@ class Speaker:
             latency_ms,
             (transcript_at - spoken_end_at) * 1000,
             not any(utterance.keyword in text.lower() for text in finals),
+            utterance.text,
         )
 
     async def listen(self, answer: str | None) -> None:
@@ -441,6 +447,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {row['p50_ms']} "
             f"| {row['p95_ms']} | {row['max_ms']} | {row['transcript_ms']} | {row['wall_s']} |"
         )
+    lines.append("")
+    lines.append("p50 ms by sentence:")
+    for row in rows:
+        by_sentence = ", ".join(f"{said!r} {ms}" for said, ms in row["by_sentence"].items())
+        lines.append(f"* {row['mode']}, {row['transport']}, {row['scenario']}: {by_sentence}")
     return "\n".join(lines)
 
 
