@@ -68,9 +68,10 @@ KEY = "demo-conversation-key"
 # (its "ask_for_order" action), each with the word its final transcript must hold. Several
 # sentences, because the end-of-turn model judges each one's intonation: one sentence repeated
 # 50 times would measure that one synthesis (Piper's output varies from run to run) 50 times.
+# None pauses inside ("Can you check my order, please?" ends at the comma: a finished clause).
 UTTERANCES = (
     ("I need help with my order.", "order"),
-    ("Can you check my order, please?", "order"),
+    ("Can you check my order?", "order"),
     ("I want to know where my package is.", "package"),
     ("My delivery has not arrived.", "delivery"),
     ("I have a question about shipping.", "shipping"),

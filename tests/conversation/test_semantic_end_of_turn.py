@@ -1,7 +1,8 @@
 """When a server-VAD turn ends with the semantic end-of-turn model: the model listens while
 the silence is still growing, so its verdict is ready when the silence reaches
-``semanticSilenceMs``; the turn ends then (finished), at ``maxSilenceMs`` (unfinished), or at
-the full silence (the model failed); speech that resumes makes the verdict moot.
+``semanticSilenceMs``; the turn ends then (finished); an unfinished verdict is asked again
+each time the pause has grown by ``semanticSilenceMs``, up to ``maxSilenceMs``; a failed model
+falls back to the full silence; speech that resumes makes the verdict moot.
 
 Socket-free and model-free: voice input is driven with 20 ms pieces of audio, a VAD that
 counts them, and an end-of-turn model whose verdicts the test hands out.
@@ -192,16 +193,37 @@ async def test_a_late_verdict_is_awaited_at_the_silence_and_decides() -> None:
     assert turns.ended == ["tinp_0"]
 
 
+async def test_an_unfinished_verdict_is_asked_again_as_the_pause_grows() -> None:
+    speech, turns = Speech(), Turns()
+    voice = voice_input(speech)
+    await feed(voice, turns, [LOUD] * 10 + [QUIET] * 7)
+    await settle()
+    speech.model.verdicts[0].set_result(0.1)  # a flat "... arrived." may read as unfinished
+    await feed(voice, turns, [QUIET] * 9)  # 320 ms: 64 ms before 400, the model hears it again
+    await settle()
+    assert len(speech.model.verdicts) == 2 and turns.ended == []
+    assert speech.model.heard_ms[1] > speech.model.heard_ms[0]  # with the longer pause
+    speech.model.verdicts[1].set_result(0.9)
+    await feed(voice, turns, [QUIET] * 3)  # 380 ms
+    assert turns.ended == []
+    await feed(voice, turns, [QUIET])  # 400 ms: twice semanticSilenceMs, not maxSilenceMs
+    assert turns.ended == ["tinp_0"]
+
+
 async def test_an_unfinished_utterance_waits_for_the_max_silence() -> None:
     speech, turns = Speech(), Turns()
     voice = voice_input(speech)
     await feed(voice, turns, [LOUD] * 10 + [QUIET] * 7)
     await settle()
     speech.model.verdicts[0].set_result(0.1)  # "I need help with my order and…"
-    await feed(voice, turns, [QUIET] * 22)  # 580 ms
+    await feed(voice, turns, [QUIET] * 9)
+    await settle()
+    speech.model.verdicts[1].set_result(0.05)  # still unfinished at 400 ms
+    await feed(voice, turns, [QUIET] * 13)  # 580 ms
     assert turns.ended == []
     await feed(voice, turns, [QUIET])  # 600 ms: maxSilenceMs
     assert turns.ended == ["tinp_0"]
+    assert len(speech.model.verdicts) == 2  # a third would come at 600 ms: no need
 
 
 async def test_speech_that_resumes_makes_the_verdict_moot() -> None:
@@ -216,9 +238,11 @@ async def test_speech_that_resumes_makes_the_verdict_moot() -> None:
     assert len(speech.model.verdicts) == 2  # the whole utterance is judged again
     assert speech.model.heard_ms[1] > speech.model.heard_ms[0]
     speech.model.verdicts[1].set_result(0.1)  # it is not finished after all
-    await feed(voice, turns, [QUIET] * 22)  # past 200 ms, where the old verdict would end it
+    await feed(voice, turns, [QUIET] * 9)  # past 200 ms, where the old verdict would end it
+    await settle()
     assert turns.ended == [] and turns.started == ["tinp_0"]  # the same turn goes on
-    await feed(voice, turns, [QUIET])  # 600 ms: maxSilenceMs
+    speech.model.verdicts[2].set_result(0.9)  # asked again at the longer pause: finished
+    await feed(voice, turns, [QUIET] * 4)  # 400 ms
     assert turns.ended == ["tinp_0"]
 
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from hubbub.conversation.protocol.pushes import VoiceChunk
-from hubbub.conversation.voice.input import _PreRoll
+from hubbub.conversation.voice.input_turn import PreRoll
 from hubbub.conversation.voice.output import TurnVoice
 from hubbub.conversation.voice.providers.base import ProviderError, TtsProvider, VoiceSettings
 
@@ -141,7 +141,7 @@ async def test_a_failing_provider_still_ends_the_turn() -> None:
 
 
 def test_pre_roll_keeps_only_the_latest_audio() -> None:
-    roll = _PreRoll(limit_bytes=1000)
+    roll = PreRoll(limit_bytes=1000)
     for index in range(10):
         roll.add(bytes([index]) * 300)
     kept = roll.take()

@@ -10,7 +10,8 @@ skipped, since the user has moved on.
 :class:`Conversation` is the only place a state moves (along the table in :mod:`.states`).
 Its parts get narrow views instead of a pointer back to it: the :class:`ActionRunner` an
 :class:`~.actions.ActionHost`, the :class:`~.turns.AiTurns` and :class:`~.journal.Journal`
-a ``publish`` callable; voice input sees it as :class:`~hubbub.conversation.voice.input.VoiceTurns`.
+a ``publish`` callable; voice input sees it as
+:class:`~hubbub.conversation.voice.input_turn.VoiceTurns`.
 """
 
 from __future__ import annotations

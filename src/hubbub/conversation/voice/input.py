@@ -19,20 +19,18 @@ taken by the conversation's worker and then handled exactly like text input.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Final, Protocol
+from collections.abc import Callable
+from typing import Final
 
 from hubbub.conversation.project.loader import LoadedProject
 from hubbub.conversation.protocol import errors, ids
 from hubbub.conversation.protocol.errors import CommandError
-from hubbub.conversation.protocol.pushes import Push, UserSpeakingStarted, UserTranscribedChunk
+from hubbub.conversation.protocol.pushes import UserSpeakingStarted, UserTranscribedChunk
 from hubbub.conversation.voice.audio import ClientToEngine
+from hubbub.conversation.voice.input_turn import InputTurn, PreRoll, VoiceTurns
 from hubbub.conversation.voice.providers.base import (
     ENGINE_SAMPLE_RATE,
-    AsrStream,
     EndOfTurnModel,
     ProviderError,
     VadStream,
@@ -54,92 +52,6 @@ END_OF_TURN_AUDIO_BYTES: Final = ENGINE_SAMPLE_RATE * 2 * 8
 END_OF_TURN_LEAD_MS: Final = 64
 _BYTES_PER_MS: Final = ENGINE_SAMPLE_RATE * 2 / 1000
 
-# The final transcript and the ASR time (ms) of a voice turn.
-Transcriber = Callable[[], Awaitable[tuple[str, float]]]
-
-
-class VoiceTurns(Protocol):
-    """What voice input needs from the conversation it feeds (the runtime's Conversation),
-    which owns the conversation's state: voice input asks it to open and close turns."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def stage_id(self) -> str: ...
-
-    @property
-    def speaking(self) -> bool:
-        """An AI turn is open (the agent is answering, its voice may still be playing)."""
-        ...
-
-    @property
-    def can_start_voice(self) -> bool:
-        """Its state accepts a new voice input turn."""
-        ...
-
-    @property
-    def receiving_voice(self) -> bool:
-        """A voice input turn is open."""
-        ...
-
-    def start_voice(self) -> str:
-        """Open a voice input turn (a barge-in if the agent speaks); returns its id."""
-        ...
-
-    def end_voice(self, turn_id: str, transcribe: Transcriber, received: float) -> None:
-        """The turn's audio is complete: transcribe it, then handle it like text input."""
-
-    def cancel_voice(self) -> None:
-        """The open voice turn is abandoned."""
-
-    def push(self, push: Push) -> None: ...
-
-
-@dataclass(slots=True)
-class _InputTurn:
-    id: str
-    conversation: VoiceTurns
-    asr: AsrStream | None
-    converter: ClientToEngine
-    by_vad: bool
-    ordinal: int = 0
-    last_text: str = ""
-    failed: bool = False
-    pcm_bytes: int = 0
-    # Server VAD only: the utterance's last seconds, for the end-of-turn model.
-    recent: bytearray = field(default_factory=bytearray)
-    # Speech over the agent that has not interrupted it (yet): no turn id, no pushes.
-    candidate: bool = False
-    speech_ms: float = 0.0
-    held_ms: float | None = None  # since the agent's voice was paused for it
-    final_text: str | None = None
-    # The VAD heard silence but the turn is not over (the model heard an unfinished
-    # utterance, or the stage wants a longer silence): the silence so far and the bound.
-    silence_ms: float | None = None
-    silence_needed_ms: float = 0.0
-    # The end-of-turn model's verdict on the utterance so far, while the silence grows.
-    verdict: asyncio.Future[float | None] | None = None
-
-
-@dataclass(slots=True)
-class _PreRoll:
-    limit_bytes: int
-    chunks: collections.deque[bytes] = field(default_factory=collections.deque)
-    size: int = 0
-
-    def add(self, pcm: bytes) -> None:
-        self.chunks.append(pcm)
-        self.size += len(pcm)
-        while self.size - len(self.chunks[0]) >= self.limit_bytes:
-            self.size -= len(self.chunks.popleft())
-
-    def take(self) -> bytes:
-        data = b"".join(self.chunks)
-        self.chunks.clear()
-        self.size = 0
-        return data
-
 
 class VoiceInput:
     def __init__(
@@ -159,17 +71,17 @@ class VoiceInput:
         self._config = project.project.asr_config
         self._hold_voice = hold_voice
         self._held = False
-        self._turn: _InputTurn | None = None
+        self._turn: InputTurn | None = None
         self._vad: VadStream | None = None
         self._vad_converter: ClientToEngine | None = None
         self._vad_silence_ms = 0
         self._in_speech = False
         self._end_of_turn: EndOfTurnModel | None = None
-        self._pre_roll = _PreRoll(ENGINE_SAMPLE_RATE * 2 * PRE_ROLL_MS // 1000)
+        self._pre_roll = PreRoll(ENGINE_SAMPLE_RATE * 2 * PRE_ROLL_MS // 1000)
         if self._config.server_vad:
             self._end_of_turn = speech.end_of_turn()
             # The VAD reports the shortest silence any stage waits for; a stage that wants
-            # longer keeps the turn open past it (``_InputTurn.silence_ms``).
+            # longer keeps the turn open past it (``InputTurn.silence_ms``).
             policies = [self._policy(stage_id) for stage_id in project.stages]
             self._vad_silence_ms = min(
                 _listening_silence_ms(q) for q in policies or [self._policy(None)]
@@ -266,7 +178,7 @@ class VoiceInput:
             )
         except (ProviderError, ValueError) as exc:
             log.warning("input turn %s: cannot start ASR: %s", turn_id, exc)
-        self._turn = _InputTurn(
+        self._turn = InputTurn(
             turn_id, conversation, asr, ClientToEngine(self._format), by_vad, candidate=candidate
         )
 
@@ -275,7 +187,7 @@ class VoiceInput:
         if turn is not None and turn.asr is not None:
             await turn.asr.cancel()
 
-    async def _feed(self, turn: _InputTurn, pcm: bytes) -> None:
+    async def _feed(self, turn: InputTurn, pcm: bytes) -> None:
         if turn.asr is None or turn.failed or not pcm:
             return
         turn.pcm_bytes += len(pcm)
@@ -295,7 +207,7 @@ class VoiceInput:
                 if not turn.candidate:
                     self._push_transcript(turn, text, is_final=False)
 
-    def _push_transcript(self, turn: _InputTurn, text: str, *, is_final: bool) -> None:
+    def _push_transcript(self, turn: InputTurn, text: str, *, is_final: bool) -> None:
         turn.conversation.push(
             UserTranscribedChunk(
                 conversation_id=turn.conversation.id,
@@ -321,7 +233,7 @@ class VoiceInput:
             if boundary == "speech_start":
                 if turn is not None and turn.by_vad:
                     turn.silence_ms = None  # speech resumed: the same turn goes on
-                    turn.verdict = None  # on the utterance as it was: moot now
+                    turn.verdict = turn.verdict_at_ms = None  # on the utterance as it was
                     continue
                 if turn is not None or not conversation.can_start_voice:
                     continue
@@ -356,7 +268,7 @@ class VoiceInput:
             self._held = held
             self._hold_voice(held)
 
-    def _interrupt(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+    def _interrupt(self, conversation: VoiceTurns, turn: InputTurn) -> None:
         """The candidate is an interruption: the answer is aborted, the user's turn opens."""
         turn.candidate = False
         turn.id = self._start(conversation)  # aborts the answer (its held voice is dropped)
@@ -364,7 +276,7 @@ class VoiceInput:
         if turn.last_text:
             self._push_transcript(turn, turn.last_text, is_final=False)
 
-    async def _after_audio(self, conversation: VoiceTurns, turn: _InputTurn, ms: float) -> None:
+    async def _after_audio(self, conversation: VoiceTurns, turn: InputTurn, ms: float) -> None:
         """Counts the audio of the open server-VAD turn: interruption thresholds, the false
         interruption timeout, and the extra silence an unfinished utterance waits for."""
         if turn.candidate:
@@ -372,10 +284,13 @@ class VoiceInput:
             return
         if turn.silence_ms is not None and not self._in_speech:
             turn.silence_ms += ms
+            if turn.verdict_at_ms is not None and turn.silence_ms >= turn.verdict_at_ms:
+                turn.verdict_at_ms = None
+                self._ask_end_of_turn(turn)
             if turn.silence_ms >= turn.silence_needed_ms:
                 await self._silence_reached(conversation, turn)
 
-    async def _candidate_audio(self, conversation: VoiceTurns, turn: _InputTurn, ms: float) -> None:
+    async def _candidate_audio(self, conversation: VoiceTurns, turn: InputTurn, ms: float) -> None:
         policy = self._policy(conversation.stage_id)
         if self._in_speech:
             turn.speech_ms += ms
@@ -401,7 +316,7 @@ class VoiceInput:
         if turn.silence_ms is not None and turn.silence_ms >= turn.silence_needed_ms:
             await self._judge_candidate(conversation, turn, policy)
 
-    async def _speech_ended(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+    async def _speech_ended(self, conversation: VoiceTurns, turn: InputTurn) -> None:
         policy = self._policy(conversation.stage_id)
         if turn.candidate:
             # A pause inside "wait, … stop" is not the end of it: the candidate is judged
@@ -416,17 +331,23 @@ class VoiceInput:
         turn.silence_ms = float(self._vad_silence_ms)
         turn.silence_needed_ms = float(policy.silence_ms)
         if policy.end_of_turn == "semantic" and self._end_of_turn is not None:
-            turn.verdict = asyncio.ensure_future(
-                _verdict(self._end_of_turn, turn.id, bytes(turn.recent))
-            )
+            self._ask_end_of_turn(turn)
             turn.silence_needed_ms = float(policy.semantic_silence_ms)
         if turn.silence_ms >= turn.silence_needed_ms:
             await self._silence_reached(conversation, turn)
 
-    async def _silence_reached(self, conversation: VoiceTurns, turn: _InputTurn) -> None:
+    def _ask_end_of_turn(self, turn: InputTurn) -> None:
+        """The model starts judging the utterance so far; the silence goes on meanwhile."""
+        assert self._end_of_turn is not None
+        turn.verdict = asyncio.ensure_future(
+            _verdict(self._end_of_turn, turn.id, bytes(turn.recent))
+        )
+
+    async def _silence_reached(self, conversation: VoiceTurns, turn: InputTurn) -> None:
         """The silence after the open turn's speech is as long as it needed to be: the turn
-        ends, unless the end-of-turn model heard an unfinished utterance (then it waits up to
-        ``maxSilenceMs``, or the full silence if the model failed)."""
+        ends, unless the end-of-turn model heard an unfinished utterance (then the model is
+        asked again after another ``semanticSilenceMs``, up to ``maxSilenceMs``; the full
+        silence if the model failed)."""
         verdict, turn.verdict = turn.verdict, None
         if verdict is not None:
             policy = self._policy(conversation.stage_id)
@@ -434,14 +355,22 @@ class VoiceInput:
             if finished is None:
                 turn.silence_needed_ms = float(policy.silence_ms)
             elif finished < policy.finished_threshold:
-                turn.silence_needed_ms = float(policy.max_silence_ms)
+                # Asked again each time the pause has grown by semanticSilenceMs: a finished
+                # sentence with a flat ending often reads as finished only after a longer
+                # pause, and waiting the whole maxSilenceMs for it is what users notice.
+                again_ms = turn.silence_needed_ms + policy.semantic_silence_ms
+                if policy.semantic_silence_ms > 0 and again_ms < policy.max_silence_ms:
+                    turn.silence_needed_ms = again_ms
+                    turn.verdict_at_ms = again_ms - END_OF_TURN_LEAD_MS
+                else:
+                    turn.silence_needed_ms = float(policy.max_silence_ms)
             if turn.silence_ms is not None and turn.silence_ms < turn.silence_needed_ms:
                 return
         if self._turn is turn and conversation.receiving_voice:
             await self.end(conversation, turn.id, self._monotonic())
 
     async def _judge_candidate(
-        self, conversation: VoiceTurns, turn: _InputTurn, policy: TurnPolicy
+        self, conversation: VoiceTurns, turn: InputTurn, policy: TurnPolicy
     ) -> None:
         """Speech over the agent has ended before it interrupted: its final words decide."""
         text = ""

@@ -12,7 +12,9 @@ End of turn (``endOfTurn``):
   ``semanticSilenceMs``); at or above ``finishedThreshold`` the turn ends once the silence
   reaches ``semanticSilenceMs``. Otherwise ("I need help with my order and…") the
   turn stays open until speech resumes (same turn) or the silence reaches ``maxSilenceMs``
-  (default: ``autoEndSilenceDurationMs``, so the model only ever shortens the wait). Without the
+  (default: ``autoEndSilenceDurationMs``, so the model only ever shortens the wait); the model
+  hears the utterance again each time the pause has grown by another ``semanticSilenceMs``
+  (a flat "… has not arrived." often reads as finished only after a longer pause). Without the
   model, ``semantic`` falls back to ``silence`` (logged once).
 
 Speech while the agent speaks (barge-in) is a *candidate* interruption:
