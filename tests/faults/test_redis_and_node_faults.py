@@ -54,6 +54,18 @@ async def subscribed(session: aiohttp.ClientSession, node: ServerProcess, channe
     return ws
 
 
+async def tally_answers(
+    publisher: aiohttp.ClientWebSocketResponse, answers: dict[int, tuple[str, float]]
+) -> None:
+    """Each publish's answer (``ack`` or the error code) and when it came, by request id."""
+    async for msg in publisher:
+        frame = json.loads(msg.data)
+        answers[int(frame["requestId"])] = (
+            frame["type"] if frame["type"] == "ack" else frame["code"],
+            time.monotonic(),
+        )
+
+
 async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns() -> None:
     async with (
         private_redis() as redis,
@@ -66,13 +78,7 @@ async def test_redis_paused_publishes_are_answered_none_lost_and_service_returns
         delivered: Counter[int] = Counter()
 
         async def read_answers() -> None:
-            async for msg in publisher:
-                frame = json.loads(msg.data)
-                seq = int(frame["requestId"])
-                answers[seq] = (
-                    frame["type"] if frame["type"] == "ack" else frame["code"],
-                    time.monotonic(),
-                )
+            await tally_answers(publisher, answers)
 
         async def read_deliveries() -> None:
             async for msg in subscriber:
@@ -201,12 +207,7 @@ async def test_a_hung_redis_answers_publishers_promptly_and_service_returns_at_o
         sent: dict[int, float] = {}
 
         async def read_answers() -> None:
-            async for msg in publisher:
-                frame = json.loads(msg.data)
-                answers[int(frame["requestId"])] = (
-                    frame["type"] if frame["type"] == "ack" else frame["code"],
-                    time.monotonic(),
-                )
+            await tally_answers(publisher, answers)
 
         async def read_deliveries() -> None:
             async for msg in subscriber:

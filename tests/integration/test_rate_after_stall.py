@@ -28,6 +28,7 @@ import pytest
 from hubbub.config import parse_config
 from hubbub.server import Listening, serve
 from tests.protocol.test_websocket import client_frame
+from tests.support.raw_ws import read_frame
 from tests.support.redis import PrivateRedis, private_redis
 from tests.support.server import DEMO_APP_TOML
 from tests.transports.test_realtime_socket import raw_request, upgrade
@@ -75,6 +76,7 @@ class Publisher:
     answers: dict[str, str] = field(default_factory=dict)  # requestId -> ack / error code
     close_code: int | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # set at every answer
     sent: int = 0
 
     @classmethod
@@ -90,22 +92,13 @@ class Publisher:
             response = await reader.readuntil(b"\r\n\r\n")
             assert response.startswith(b"HTTP/1.1 101 "), response
             client = cls(reader, writer)
-            assert (await client._frame())[1].startswith(b'{"type":"welcome"')
+            assert (await read_frame(client.reader))[1].startswith(b'{"type":"welcome"')
         return client
-
-    async def _frame(self) -> tuple[int, bytes]:
-        first, second = await self.reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(await self.reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await self.reader.readexactly(8), "big")
-        return first & 0x0F, await self.reader.readexactly(length)
 
     async def read(self) -> None:
         try:
             while True:
-                opcode, payload = await self._frame()
+                opcode, payload = await read_frame(self.reader)
                 if opcode == 8:
                     self.close_code = int.from_bytes(payload[:2], "big")
                     return
@@ -115,10 +108,12 @@ class Publisher:
                         self.answers[frame["requestId"]] = (
                             "ack" if frame["type"] == "ack" else frame["code"]
                         )
+                        self.answered.set()
         except (asyncio.IncompleteReadError, ConnectionResetError):
             return
         finally:
             self.ended.set()
+            self.answered.set()
 
     def publish(self) -> None:
         if self.writer.is_closing():
@@ -163,7 +158,8 @@ async def test_an_honest_publisher_outlives_a_redis_stall_and_a_flooder_does_not
             await asyncio.gather(at_rate(honest, 4, 7.0), pause_redis())
             async with asyncio.timeout(WAIT_S):
                 while len(honest.answers) < honest.sent and not honest.ended.is_set():
-                    await asyncio.sleep(0.05)  # answers arrive on their own: poll the tally
+                    honest.answered.clear()
+                    await honest.answered.wait()
                 await flooder.ended.wait()
         finally:
             redis.process.send_signal(signal.SIGCONT)

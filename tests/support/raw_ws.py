@@ -47,6 +47,17 @@ def masked_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return head + mask + masked
 
 
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One server frame (unmasked, unfragmented): its opcode and payload."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(length)
+
+
 class SilentClient:
     """A blocking socket that completes the upgrade, may send a few frames, and never reads
     again (its receive buffer is as small as the kernel allows)."""
@@ -159,13 +170,7 @@ class StreamClient:
         return cls(reader, writer)
 
     async def read_frame(self) -> tuple[int, bytes]:
-        first, second = await self.reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(await self.reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await self.reader.readexactly(8), "big")
-        return first & 0x0F, await self.reader.readexactly(length)
+        return await read_frame(self.reader)
 
     async def read_until_close(self) -> int | None:
         """Frames until the close frame: its code (None: the stream ended without one)."""

@@ -245,7 +245,7 @@ def pcm16_to_samples(data: bytes) -> Samples:
     return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
 
-def mean_square(pcm16: bytes) -> float:
+def mean_square(pcm16: bytes | bytearray) -> float:
     """The mean square of PCM16 audio's samples (the square of its RMS level); 0 if empty."""
     samples = np.frombuffer(pcm16[: len(pcm16) // 2 * 2], dtype="<i2").astype(np.float32)
     return float(np.dot(samples, samples)) / len(samples) if len(samples) else 0.0

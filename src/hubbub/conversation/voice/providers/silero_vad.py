@@ -99,7 +99,7 @@ class SileroVadStream(VadStream):
     def _quiet(self, window: bytearray) -> bool:
         if self._quiet_power is None:
             return False
-        return mean_square(bytes(window)) < self._quiet_power
+        return mean_square(window) < self._quiet_power
 
     def reset(self) -> None:
         if self._detector is not None:
