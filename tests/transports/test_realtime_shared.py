@@ -20,20 +20,9 @@ from hubbub.server import build_node
 from hubbub.transports.realtime_shared import BURST_HOLD_S, RealtimeSettings, RealtimeShared
 from hubbub.transports.realtime_socket import RealtimeSocket
 from tests.protocol.test_websocket import client_frame
+from tests.support.server import DEMO_APP_TOML
 
-CONFIG = parse_config(
-    """
-[[apps]]
-id = "demo"
-
-[[apps.keys]]
-id = "pk_live_demo"
-kind = "publishable"
-channel_patterns = ["**"]
-actions = ["publish", "subscribe", "presence", "send"]
-""",
-    "test.toml",
-)
+CONFIG = parse_config(DEMO_APP_TOML, "test.toml")
 
 
 @dataclass

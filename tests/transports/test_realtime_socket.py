@@ -23,6 +23,7 @@ from hubbub.config import Config, parse_config
 from hubbub.server import Listening, serve
 from hubbub.transports.listener import Listener
 from tests.protocol.test_websocket import client_frame
+from tests.support.server import DEMO_APP_TOML
 from tests.transports.test_realtime_shared import shared_state
 
 WAIT_S = 5.0
@@ -38,20 +39,11 @@ slow_consumer_bytes = {slow}
 max_message_bytes = 1024
 rate_burst = 100000
 rate_per_second = 100000
-
-[[apps]]
-id = "demo"
-
-[[apps.keys]]
-id = "pk_live_demo"
-kind = "publishable"
-channel_patterns = ["**"]
-actions = ["publish", "subscribe", "presence", "send"]
 """
 
 
 def config(keepalive: float = 30, slow: int = 1_048_576) -> Config:
-    return parse_config(CONFIG.format(keepalive=keepalive, slow=slow), "test.toml")
+    return parse_config(CONFIG.format(keepalive=keepalive, slow=slow) + DEMO_APP_TOML, "test.toml")
 
 
 @asynccontextmanager

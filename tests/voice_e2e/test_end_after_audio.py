@@ -13,9 +13,8 @@ import pytest
 import pytest_asyncio
 
 from tests.support.server import ServerProcess
-from tests.webrtc.conftest import Client
 
-from .voice_clients import WsClient, demo_server, next_message
+from .voice_clients import TimedClient, WsClient, demo_server, next_message
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -27,21 +26,6 @@ BYTES_PER_S = 32_000  # pcm_16000
 async def server() -> AsyncIterator[ServerProcess]:
     async with demo_server() as process:
         yield process
-
-
-class TimedClient(Client):
-    """Records when each control message arrives (the loop's clock, as frames are)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.control_at: list[tuple[float, dict[str, Any]]] = []
-
-    def _on_control(self, payload: str | bytes) -> None:
-        super()._on_control(payload)
-        self.control_at.append((asyncio.get_running_loop().time(), self.events[-1][1]))
-
-    def arrival(self, kind: str) -> tuple[float, dict[str, Any]]:
-        return next((at, m) for at, m in self.control_at if m.get("type") == kind)
 
 
 async def whole_turn(client: TimedClient | WsClient) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tests.webrtc.conftest import Client
 
 from .voice_clients import (
     DEMO_PROJECT,
+    TimedClient,
     WsClient,
     final_transcript,
     next_message,
@@ -53,27 +54,6 @@ def support_desk(tmp: Path, turn_taking: str, asr: str = "") -> Path:
         text += f"\nproviders:\n  asr: {asr}\n"
     (directory / "support-desk.yaml").write_text(text, encoding="utf-8")
     return directory
-
-
-class TimedClient(Client):
-    def __init__(self) -> None:
-        super().__init__()
-        self.control_at: list[tuple[float, dict[str, Any]]] = []
-
-    def _on_control(self, payload: str | bytes) -> None:
-        super()._on_control(payload)
-        self.control_at.append((asyncio.get_running_loop().time(), self.events[-1][1]))
-
-    def types(self) -> list[str]:
-        t0 = self.control_at[0][0] if self.control_at else 0.0
-        return [
-            f"{at - t0:.2f} {m.get('type', '')} {m.get('chunkText', m.get('outputTurnId', ''))}"
-            for at, m in self.control_at
-            if m.get("type") != "ai_transcribed_chunk"
-        ]
-
-    def kinds(self) -> list[str]:
-        return [m.get("type", "") for _, m in self.control_at]
 
 
 async def greeting_playing(server: ServerProcess, client: TimedClient) -> str:

@@ -140,6 +140,36 @@ def voice_chunk(conversation_id: str, turn_id: str, pcm: bytes, ordinal: int) ->
     }
 
 
+# --- a WebRTC client that times its control messages -----------------------------------------
+
+
+class TimedClient(Client):
+    """Records when each control message arrives (the loop's clock, as audio frames are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.control_at: list[tuple[float, dict[str, Any]]] = []
+
+    def _on_control(self, payload: str | bytes) -> None:
+        super()._on_control(payload)
+        self.control_at.append((asyncio.get_running_loop().time(), self.events[-1][1]))
+
+    def arrival(self, kind: str) -> tuple[float, dict[str, Any]]:
+        return next((at, m) for at, m in self.control_at if m.get("type") == kind)
+
+    def types(self) -> list[str]:
+        """The control messages so far, timed from the first (for assertion messages)."""
+        t0 = self.control_at[0][0] if self.control_at else 0.0
+        return [
+            f"{at - t0:.2f} {m.get('type', '')} {m.get('chunkText', m.get('outputTurnId', ''))}"
+            for at, m in self.control_at
+            if m.get("type") != "ai_transcribed_chunk"
+        ]
+
+    def kinds(self) -> list[str]:
+        return [m.get("type", "") for _, m in self.control_at]
+
+
 # --- reading turns, either transport -----------------------------------------------------------
 
 
