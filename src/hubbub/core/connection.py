@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from hubbub.core.lane import FrameLane
 from hubbub.core.outbound import ConnectionSink, OutFrame
@@ -14,6 +15,10 @@ from hubbub.protocol.frames import ClientFrame
 from hubbub.protocol.patterns import ChannelPattern
 
 __all__ = ["Cancellable", "Connection", "Subscription"]
+
+# A frame whose handling kept the server from reading its connection at least this long
+# excuses the stall in the connection's buckets; shorter ones are not worth the work.
+MIN_EXCUSED_STALL_S: Final = 0.001
 
 
 @dataclass(slots=True, eq=False)
@@ -54,7 +59,11 @@ class Connection:
 
     def excuse_stall(self, stalled_s: float, now: float) -> None:
         """The server did not read this connection for ``stalled_s`` up to ``now``: what the
-        client sent meanwhile is charged as if read when sent (:meth:`TokenBucket.excuse`)."""
+        client sent meanwhile is charged as if read when sent (:meth:`TokenBucket.excuse`).
+        Stalls under ``MIN_EXCUSED_STALL_S`` (a healthy broker's round trip) are ignored:
+        a fraction of a token is not worth the work per frame."""
+        if stalled_s < MIN_EXCUSED_STALL_S:
+            return
         if self.bucket is not None:
             self.bucket.excuse(stalled_s, now)
         if self.ping_bucket is not None:

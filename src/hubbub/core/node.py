@@ -39,7 +39,7 @@ from hubbub.core.broker import (
     NodeQuery,
     Publication,
 )
-from hubbub.core.connection import Connection
+from hubbub.core.connection import MIN_EXCUSED_STALL_S, Connection
 from hubbub.core.events import NO_EVENTS, EventSink
 from hubbub.core.history import (
     DEFAULT_DEDUP_WINDOW_S,
@@ -84,10 +84,6 @@ log = logging.getLogger(__name__)
 EXPIRY_RESOLUTION_S: Final = 0.25
 # Announced when the frame cap is disabled: the SDK refuses server frames over 1 MiB anyway.
 UNCAPPED_MESSAGE_SIZE: Final = 1_048_576
-# A frame whose handling kept the server from reading its connection at least this long
-# excuses the stall in the connection's buckets (TokenBucket.excuse); shorter ones (a healthy
-# broker's round trip) would add a fraction of a token, not worth the work per frame.
-MIN_EXCUSED_STALL_S: Final = 0.001
 _EMPTY_SNAPSHOT_TAIL: Final = b'"joined":[],"left":[]'
 
 
@@ -364,7 +360,7 @@ class Node:
         # returns: time spent here (the broker's answer, a full lane) is time the server did
         # not read, and what the client sent meanwhile is not a burst of its own making.
         ended = self._clock()
-        if ended - started >= MIN_EXCUSED_STALL_S:
+        if ended - started >= MIN_EXCUSED_STALL_S:  # checked here: no call per frame
             conn.excuse_stall(ended - started, ended)
 
     async def _handle_queued(self, conn: Connection, frame: ClientFrame) -> None:
